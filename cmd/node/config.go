@@ -1,0 +1,102 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// config is every setting of the node, filled from flags and BAYEUX_* env.
+type config struct {
+	Listen        string
+	Path          string
+	Timeout       time.Duration
+	Interval      time.Duration
+	MaxInterval   time.Duration
+	MaxQueue      int
+	MaxRequest    int64
+	Origins       string
+	LogLevel      string
+	LogFormat     string
+	DebugAPI      bool
+	ShutdownGrace time.Duration
+}
+
+// envName maps a flag name to its environment variable.
+func envName(flagName string) string {
+	return "BAYEUX_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseConfig parses args, using env (BAYEUX_*) for flags not given.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Listen, "listen", ":8080", "HTTP listen address")
+	fs.StringVar(&c.Path, "path", "/cometd", "URL path of the Bayeux endpoint")
+	fs.DurationVar(&c.Timeout, "timeout", 30*time.Second, "how long a /meta/connect is held")
+	fs.DurationVar(&c.Interval, "interval", 0, "advised pause between connects")
+	fs.DurationVar(&c.MaxInterval, "max-interval", 10*time.Second, "session lifetime without a connect")
+	fs.IntVar(&c.MaxQueue, "max-queue", 10000, "messages a session may have waiting before it is terminated")
+	fs.Int64Var(&c.MaxRequest, "max-request-bytes", 1<<20, "largest HTTP body or websocket frame")
+	fs.StringVar(&c.Origins, "allowed-origins", "", "comma-separated origin host patterns for CORS and websocket (empty: any)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.BoolVar(&c.DebugAPI, "debug-api", false, "serve the test-only debug API under /debug/bayeux/ (never in production)")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown may take")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: node [flags]\nEvery flag may also be set with its BAYEUX_* environment variable (e.g. --listen: %s).\n\n", envName("listen"))
+		fs.PrintDefaults()
+	}
+	// Environment first, so that explicit flags override it.
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := getenv(envName(f.Name)); v != "" && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	if !strings.HasPrefix(c.Path, "/") || strings.HasSuffix(c.Path, "/") {
+		return fmt.Errorf("--path %q must start with / and not end with /", c.Path)
+	}
+	if c.Timeout <= 0 || c.MaxInterval <= 0 || c.Interval < 0 {
+		return fmt.Errorf("--timeout and --max-interval must be positive, --interval not negative")
+	}
+	if c.MaxQueue <= 0 || c.MaxRequest <= 0 {
+		return fmt.Errorf("--max-queue and --max-request-bytes must be positive")
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
+	}
+	return nil
+}
+
+func (c *config) origins() []string {
+	var out []string
+	for _, o := range strings.Split(c.Origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+var flagHelp = flag.ErrHelp

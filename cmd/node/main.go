@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/ext"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "node:", err)
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+func newLogger(c *config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// run starts the node and blocks until ctx is cancelled (a signal), then
+// shuts down within the grace period.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	c, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flagHelp) {
+			return nil
+		}
+		fmt.Fprintln(stderr, err)
+		return errUsage
+	}
+	log := newLogger(c, stderr)
+
+	eng := engine.NewMemory(engine.MemoryConfig{})
+	b, err := broker.New(broker.Config{
+		Engine:           eng,
+		Logger:           log,
+		Timeout:          c.Timeout,
+		Interval:         c.Interval,
+		MaxInterval:      c.MaxInterval,
+		MaxQueueMessages: c.MaxQueue,
+		MaxRequestBytes:  c.MaxRequest,
+		AllowedOrigins:   c.origins(),
+		Extensions:       []broker.Extension{ext.Ack{}, ext.TimeSync{}},
+	})
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle(c.Path, b)
+	mux.Handle(c.Path+"/", b)
+	ready := make(chan struct{})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-ready:
+			_, _ = io.WriteString(w, "ready\n")
+		default:
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		}
+	})
+	if c.DebugAPI {
+		mux.Handle("/debug/bayeux/", http.StripPrefix("/debug/bayeux", b.DebugHandler()))
+		log.Warn("debug API enabled: never expose this node in production", "path", "/debug/bayeux/")
+	}
+
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", c.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRun()
+	brokerDone := make(chan error, 1)
+	go func() { brokerDone <- b.Run(runCtx) }()
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- srv.Serve(ln) }()
+
+	url := "http://" + displayAddr(ln.Addr()) + c.Path
+	close(ready)
+	fmt.Fprintf(stdout, "bayeux node serving %s\n", url)
+	log.Info("serving", "url", url, "engine", "memory")
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveDone:
+		return fmt.Errorf("http server: %w", err)
+	case err := <-brokerDone:
+		return fmt.Errorf("broker stopped: %w", err)
+	}
+	log.Info("shutting down", "grace", c.ShutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownGrace)
+	defer cancel()
+	if err := b.Shutdown(sctx); err != nil {
+		log.Warn("broker shutdown incomplete", "err", err)
+	}
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown incomplete", "err", err)
+	}
+	cancelRun()
+	<-brokerDone
+	_ = eng.Close()
+	log.Info("stopped")
+	return nil
+}
+
+// displayAddr turns a listener address into a host:port a browser can use.
+func displayAddr(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	host := tcp.IP.String()
+	if tcp.IP == nil || tcp.IP.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, fmt.Sprint(tcp.Port))
+}

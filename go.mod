@@ -1,0 +1,5 @@
+module github.com/bayeux-cluster/bayeux
+
+go 1.26
+
+require github.com/coder/websocket v1.8.15

@@ -1,0 +1,4 @@
+// Interop scenarios: unchanged cometd client, transport long-polling.
+import {defineSuite} from "../lib/scenarios.mjs";
+
+defineSuite("cometd", "long-polling");

@@ -1,0 +1,4 @@
+// Interop scenarios: unchanged cometd client, transport websocket.
+import {defineSuite} from "../lib/scenarios.mjs";
+
+defineSuite("cometd", "websocket");

@@ -1,0 +1,4 @@
+// Interop scenarios: unchanged faye client, transport long-polling.
+import {defineSuite} from "../lib/scenarios.mjs";
+
+defineSuite("faye", "long-polling");

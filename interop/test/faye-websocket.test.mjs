@@ -1,0 +1,4 @@
+// Interop scenarios: unchanged faye client, transport websocket.
+import {defineSuite} from "../lib/scenarios.mjs";
+
+defineSuite("faye", "websocket");

@@ -1,0 +1,287 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/channel"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+)
+
+// Broker is a Bayeux server. Create it with New, start it with Run, mount it
+// as an http.Handler, and stop it with Shutdown.
+type Broker struct {
+	cfg Config
+	log *slog.Logger
+	eng engine.Engine
+	idx *subIndex
+
+	sessionsMu sync.RWMutex
+	sessions   map[string]*Session
+
+	browsersMu sync.Mutex
+	browsers   map[string]int // browser id -> held HTTP connects
+
+	servicesMu sync.RWMutex
+	services   map[string]ServiceHandler // by pattern
+
+	reapMu  sync.Mutex
+	reaping []*Session
+
+	wsMu    sync.Mutex
+	wsConns map[*wsConn]context.CancelFunc
+
+	shuttingDown atomic.Bool
+	metrics      metrics
+	supported    map[string]bool
+}
+
+type metrics struct {
+	handshakes, connects, publishes, deliveries, queueOverflows, expired, gaps atomic.Int64
+}
+
+// Stats is a snapshot of the broker's counters.
+type Stats struct {
+	Sessions, Patterns                                                    int
+	Handshakes, Connects, Publishes, Deliveries, QueueOverflows, Expired, Gaps int64
+}
+
+// New creates a Broker. It does not start background work: call Run.
+func New(cfg Config) (*Broker, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	b := &Broker{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		eng:       cfg.Engine,
+		idx:       newSubIndex(cfg.Engine),
+		sessions:  map[string]*Session{},
+		browsers:  map[string]int{},
+		services:  map[string]ServiceHandler{},
+		supported: map[string]bool{},
+		wsConns:   map[*wsConn]context.CancelFunc{},
+	}
+	for _, t := range cfg.Transports {
+		b.supported[t] = true
+	}
+	return b, nil
+}
+
+// Config returns the effective configuration (defaults applied).
+func (b *Broker) Config() Config { return b.cfg }
+
+// Run delivers engine publications and sweeps expired sessions until ctx is
+// done. It returns the engine's error, if any.
+func (b *Broker) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- b.eng.Run(ctx, (*engineHandler)(b)) }()
+	t := time.NewTicker(b.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return <-errc
+		case err := <-errc:
+			if err != nil {
+				return fmt.Errorf("engine: %w", err)
+			}
+			return nil
+		case now := <-t.C:
+			b.sweep(now)
+		}
+	}
+}
+
+// HandleService registers h for publishes to pattern (a /service/ name or
+// wildcard). The most specific registered pattern wins.
+func (b *Broker) HandleService(pattern string, h ServiceHandler) error {
+	if _, _, err := channel.Parse(pattern); err != nil || !protocol.IsService(pattern) {
+		return fmt.Errorf("service pattern %q: must be a valid /service/ channel", pattern)
+	}
+	b.servicesMu.Lock()
+	defer b.servicesMu.Unlock()
+	b.services[pattern] = h
+	return nil
+}
+
+func (b *Broker) service(name string) ServiceHandler {
+	var buf [channel.MaxDepth + 2]string
+	b.servicesMu.RLock()
+	defer b.servicesMu.RUnlock()
+	for _, p := range channel.Candidates(buf[:0], name) {
+		if h := b.services[p]; h != nil {
+			return h
+		}
+	}
+	return nil
+}
+
+// Publish publishes data (valid JSON) to a concrete broadcast channel from
+// the server side. It returns the publication's position.
+func (b *Broker) Publish(ctx context.Context, name string, data json.RawMessage) (engine.Position, error) {
+	if err := validatePublishChannel(name); err != nil {
+		return engine.Position{}, err
+	}
+	if !json.Valid(data) {
+		return engine.Position{}, errors.New("publish: data is not valid JSON")
+	}
+	p, err := b.eng.Publish(ctx, name, protocol.AppendPublication(nil, name, data, nil, nil))
+	if err != nil {
+		return engine.Position{}, fmt.Errorf("publish %s: %w", name, err)
+	}
+	b.metrics.publishes.Add(1)
+	return engine.Position{Epoch: p.Epoch, Offset: p.Offset}, nil
+}
+
+// Session returns the local session with the given id.
+func (b *Broker) Session(id string) (*Session, bool) {
+	b.sessionsMu.RLock()
+	defer b.sessionsMu.RUnlock()
+	s, ok := b.sessions[id]
+	return s, ok
+}
+
+// Stats returns a snapshot of counters.
+func (b *Broker) Stats() Stats {
+	b.sessionsMu.RLock()
+	n := len(b.sessions)
+	b.sessionsMu.RUnlock()
+	m := &b.metrics
+	return Stats{
+		Sessions: n, Patterns: b.idx.patterns(),
+		Handshakes: m.handshakes.Load(), Connects: m.connects.Load(), Publishes: m.publishes.Load(),
+		Deliveries: m.deliveries.Load(), QueueOverflows: m.queueOverflows.Load(), Expired: m.expired.Load(), Gaps: m.gaps.Load(),
+	}
+}
+
+// ExpireSession ends a session as if it had timed out: its held connect is
+// answered with 402 and handshake advice. It reports whether it existed.
+func (b *Broker) ExpireSession(id string) bool {
+	s, ok := b.Session(id)
+	if !ok {
+		return false
+	}
+	b.removeSession(s, unknownClient(id))
+	b.metrics.expired.Add(1)
+	return true
+}
+
+func unknownClient(id string) *protocol.Error {
+	return protocol.NewError(protocol.CodeUnknownClient, "Unknown client", id)
+}
+
+// removeSession closes s with reason and removes it from every index.
+func (b *Broker) removeSession(s *Session, reason *protocol.Error) {
+	s.mu.Lock()
+	s.closeLocked(reason)
+	s.mu.Unlock()
+	b.sessionsMu.Lock()
+	if b.sessions[s.id] == s {
+		delete(b.sessions, s.id)
+	}
+	b.sessionsMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, p := range s.Subscriptions() {
+		if err := b.idx.remove(ctx, s, p); err != nil {
+			b.log.Warn("unsubscribe on session end", "session", s.id, "pattern", p, "err", err)
+		}
+	}
+}
+
+// reap schedules removal of a session closed from a context that holds
+// index locks (fan-out); the sweeper completes it.
+func (b *Broker) reap(s *Session) {
+	b.reapMu.Lock()
+	b.reaping = append(b.reaping, s)
+	b.reapMu.Unlock()
+}
+
+func (b *Broker) sweep(now time.Time) {
+	b.reapMu.Lock()
+	reaping := b.reaping
+	b.reaping = nil
+	b.reapMu.Unlock()
+	for _, s := range reaping {
+		b.removeSession(s, s.closedReason())
+	}
+	var expired []*Session
+	b.sessionsMu.RLock()
+	for _, s := range b.sessions {
+		if s.expired(now, b.cfg.MaxInterval) {
+			expired = append(expired, s)
+		}
+	}
+	b.sessionsMu.RUnlock()
+	for _, s := range expired {
+		reason := s.closedReason()
+		if reason == nil {
+			reason = unknownClient(s.id)
+			b.metrics.expired.Add(1)
+			b.log.Debug("session expired", "session", s.id)
+		}
+		b.removeSession(s, reason)
+	}
+}
+
+// Shutdown stops taking handshakes and answers every held connect with
+// reconnect "retry" advice so clients move to another node. It does not
+// close the engine or the HTTP server.
+func (b *Broker) Shutdown(ctx context.Context) error {
+	b.shuttingDown.Store(true)
+	b.sessionsMu.RLock()
+	all := make([]*Session, 0, len(b.sessions))
+	for _, s := range b.sessions {
+		all = append(all, s)
+	}
+	b.sessionsMu.RUnlock()
+	for _, s := range all {
+		s.mu.Lock()
+		if s.waiter != nil {
+			s.endWaiterLocked(endShutdown)
+		}
+		s.mu.Unlock()
+	}
+	// Sockets close after writing the retry advice; wait for them, then
+	// cut what is left when ctx ends.
+	b.closeWebSockets(ctx)
+	return ctx.Err()
+}
+
+// engineHandler adapts the broker to engine.Handler.
+type engineHandler Broker
+
+func (h *engineHandler) OnPublication(p *engine.Publication) {
+	b := (*Broker)(h)
+	n := b.idx.fanout(p)
+	b.metrics.deliveries.Add(int64(n))
+}
+
+func (h *engineHandler) OnGap(ch string, from, to engine.Position) {
+	b := (*Broker)(h)
+	b.metrics.gaps.Add(1)
+	b.log.Warn("unrecoverable gap", "channel", ch, "from", from.Offset, "to", to.Offset)
+}
+
+func validatePublishChannel(name string) *protocol.Error {
+	kind, _, err := channel.Parse(name)
+	switch {
+	case err != nil:
+		return protocol.NewError(protocol.CodeInvalidChannel, "Invalid channel: "+err.Error(), name)
+	case kind != channel.Concrete:
+		return protocol.NewError(protocol.CodeInvalidChannel, "Cannot publish to a wildcard channel", name)
+	case protocol.IsMeta(name):
+		return protocol.NewError(protocol.CodeInvalidChannel, "Cannot publish to a meta channel", name)
+	}
+	return nil
+}

@@ -1,0 +1,123 @@
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+)
+
+// Config configures a Broker. Zero fields take the documented defaults.
+type Config struct {
+	// Engine orders and distributes publications (default: engine.NewMemory).
+	Engine engine.Engine
+	// Logger (default: slog.Default()).
+	Logger *slog.Logger
+
+	// Timeout is how long a /meta/connect is held (default 30s).
+	Timeout time.Duration
+	// MaxTimeout caps a timeout proposed by a client (default 120s).
+	MaxTimeout time.Duration
+	// Interval is the advised pause between connects (default 0).
+	Interval time.Duration
+	// MaxInterval is how long a session lives without a connect (default 10s).
+	MaxInterval time.Duration
+	// MultipleClientsInterval is the polling interval advised to a second
+	// session of the same browser over HTTP (default 2s).
+	MultipleClientsInterval time.Duration
+	// SweepInterval is how often expired sessions are removed (default 1s).
+	SweepInterval time.Duration
+
+	// Limits bound each request's messages.
+	Limits protocol.Limits
+	// MaxRequestBytes bounds an HTTP body or websocket frame (default 1 MiB).
+	MaxRequestBytes int64
+	// MaxQueueMessages and MaxQueueBytes bound a session's queue, unacked
+	// batches included (defaults 10,000 and 16 MiB). Overflow terminates the
+	// session with error 409 and handshake advice.
+	MaxQueueMessages int
+	MaxQueueBytes    int
+	// MaxSubscriptions bounds the subscriptions of one session (default 1,000).
+	MaxSubscriptions int
+
+	// Transports lists the enabled connection types (default: all three).
+	Transports []string
+	// AllowedOrigins restricts CORS and websocket origins (host patterns as
+	// in path.Match, e.g. "*.example.com"); empty allows any origin.
+	AllowedOrigins []string
+	// IDPrefix is prepended to every clientId (the node tag in a cluster).
+	IDPrefix string
+	// BrowserCookie is the name of the browser-identifying cookie (default
+	// BAYEUX_BROWSER). CookieSecure adds the Secure attribute.
+	BrowserCookie string
+	CookieSecure  bool
+
+	// Policy authorizes handshakes, subscriptions and publishes (default:
+	// allow all).
+	Policy Policy
+	// Extensions run in order on incoming messages and in reverse order on
+	// outgoing replies.
+	Extensions []Extension
+}
+
+func (c *Config) setDefaults() error {
+	if c.Engine == nil {
+		c.Engine = engine.NewMemory(engine.MemoryConfig{})
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.Timeout, 30*time.Second)
+	def(&c.MaxTimeout, 120*time.Second)
+	def(&c.MaxInterval, 10*time.Second)
+	def(&c.MultipleClientsInterval, 2*time.Second)
+	def(&c.SweepInterval, time.Second)
+	if c.Interval < 0 {
+		return fmt.Errorf("broker config: negative interval %v", c.Interval)
+	}
+	if c.Limits.MaxMessages <= 0 {
+		c.Limits.MaxMessages = 256
+	}
+	if c.Limits.MaxMessageBytes <= 0 {
+		c.Limits.MaxMessageBytes = 256 << 10
+	}
+	if c.MaxRequestBytes <= 0 {
+		c.MaxRequestBytes = 1 << 20
+	}
+	if c.MaxQueueMessages <= 0 {
+		c.MaxQueueMessages = 10000
+	}
+	if c.MaxQueueBytes <= 0 {
+		c.MaxQueueBytes = 16 << 20
+	}
+	if c.MaxSubscriptions <= 0 {
+		c.MaxSubscriptions = 1000
+	}
+	if len(c.Transports) == 0 {
+		c.Transports = []string{protocol.WebSocket, protocol.LongPolling, protocol.CallbackPolling}
+	}
+	for _, t := range c.Transports {
+		switch t {
+		case protocol.WebSocket, protocol.LongPolling, protocol.CallbackPolling:
+		default:
+			return fmt.Errorf("broker config: unknown transport %q", t)
+		}
+	}
+	if c.BrowserCookie == "" {
+		c.BrowserCookie = "BAYEUX_BROWSER"
+	}
+	if c.Policy == nil {
+		c.Policy = AllowAll{}
+	}
+	if c.Timeout > c.MaxTimeout {
+		return fmt.Errorf("broker config: timeout %v exceeds max timeout %v", c.Timeout, c.MaxTimeout)
+	}
+	return nil
+}

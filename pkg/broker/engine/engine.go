@@ -1,0 +1,66 @@
+package engine
+
+import (
+	"context"
+	"errors"
+)
+
+// Publication is one published message as the engine carries it.
+// Payload is the complete encoded Bayeux message (a JSON object) that is
+// written to subscribers as is; it is immutable once published.
+type Publication struct {
+	Channel string
+	Epoch   string
+	Offset  uint64
+	Payload []byte
+}
+
+// Position is a place in a channel's stream.
+type Position struct {
+	Epoch  string
+	Offset uint64
+}
+
+// Handler receives what the engine delivers to this node.
+//
+// Calls for one channel are serialized and in offset order; calls for
+// different channels may be concurrent. Implementations must not block for
+// long (they enqueue), and must not call back into the engine synchronously.
+type Handler interface {
+	// OnPublication is called once per node for each publication whose
+	// channel matches at least one subscribed pattern.
+	OnPublication(p *Publication)
+	// OnGap reports publications on channel in (from, to] that the engine
+	// knows it missed and could not recover from history.
+	OnGap(channel string, from, to Position)
+}
+
+// Engine is the broker's backend. All methods are safe for concurrent use.
+type Engine interface {
+	// Publish assigns the next offset on the concrete channel and
+	// distributes the payload. It returns only once the publication is
+	// ordered; an error means it was not published.
+	Publish(ctx context.Context, channel string, payload []byte) (Publication, error)
+	// Subscribe starts delivery of publications matching pattern (a
+	// concrete name or a wildcard) to this node's Handler. The broker calls
+	// it once per pattern in use on the node, not once per client.
+	Subscribe(ctx context.Context, pattern string) error
+	// Unsubscribe stops delivery for pattern.
+	Unsubscribe(ctx context.Context, pattern string) error
+	// History returns up to limit publications on channel after pos, oldest
+	// first. ErrPositionGone means pos is older than what is retained (or its
+	// epoch is not the current one).
+	History(ctx context.Context, channel string, after Position, limit int) ([]Publication, error)
+	// Run delivers to h until ctx is done or Close is called. Publications
+	// made before Run is called may be missed.
+	Run(ctx context.Context, h Handler) error
+	// Close releases the engine's resources.
+	Close() error
+}
+
+// Errors.
+var (
+	ErrPositionGone = errors.New("engine: position no longer in history")
+	ErrUnavailable  = errors.New("engine: backend unavailable")
+	ErrClosed       = errors.New("engine: closed")
+)

@@ -1,0 +1,124 @@
+package broker
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/channel"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+)
+
+// errDisconnected is the close reason of a session that disconnected; its
+// held connect is answered successfully with reconnect "none".
+var errDisconnected = protocol.NewError(protocol.CodeUnknownClient, "Disconnected")
+
+// subscribe handles /meta/subscribe (on) and /meta/unsubscribe (!on). It is
+// all or nothing: every name is validated and authorized before any takes
+// effect.
+func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message, on bool) *protocol.Reply {
+	r := protocol.ReplyTo(m)
+	r.ClientID = s.id
+	if len(m.Subscription.Names) == 0 {
+		r.Fail(protocol.NewError(protocol.CodeBadRequest, "Missing subscription"))
+		return r
+	}
+	sub := m.Subscription
+	r.Subscription = &sub
+	var broadcast []string
+	for _, name := range m.Subscription.Names {
+		if _, _, err := channel.Parse(name); err != nil {
+			r.Fail(protocol.NewError(protocol.CodeInvalidChannel, "Invalid channel: "+err.Error(), name))
+			return r
+		}
+		if protocol.IsMeta(name) {
+			r.Fail(protocol.NewError(protocol.CodeInvalidChannel, "Cannot subscribe to a meta channel", name))
+			return r
+		}
+		if protocol.IsService(name) {
+			continue // direct deliveries reach the session anyway; never broadcast
+		}
+		if on {
+			if err := b.cfg.Policy.CanSubscribe(ctx, s, name, m); err != nil {
+				r.Fail(err)
+				return r
+			}
+		}
+		broadcast = append(broadcast, name)
+	}
+	if on && s.subCount()+len(broadcast) > b.cfg.MaxSubscriptions {
+		r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many subscriptions", strconv.Itoa(b.cfg.MaxSubscriptions)))
+		return r
+	}
+	for _, name := range broadcast {
+		var err error
+		if on {
+			err = b.idx.add(ctx, s, name)
+		} else {
+			err = b.idx.remove(ctx, s, name)
+		}
+		if err != nil {
+			b.log.Warn("subscription change failed", "session", s.id, "pattern", name, "subscribe", on, "err", err)
+			r.Fail(protocol.NewError(protocol.CodeServerUnavailable, "Subscription failed: backplane unavailable", name))
+			return r
+		}
+	}
+	if on && s.closedReason() != nil {
+		// The session ended while we subscribed: undo, so the index never
+		// keeps a dead session.
+		for _, name := range broadcast {
+			_ = b.idx.remove(ctx, s, name)
+		}
+		return unknownClientReply(m)
+	}
+	r.Succeed()
+	return r
+}
+
+func (b *Broker) disconnect(s *Session, m *protocol.Message) *protocol.Reply {
+	b.removeSession(s, errDisconnected)
+	r := protocol.ReplyTo(m)
+	r.ClientID = s.id
+	r.Succeed()
+	return r
+}
+
+// publish handles a publish from a client: to a /service/ channel (handled
+// locally, never broadcast) or to a broadcast channel (through the engine).
+func (b *Broker) publish(ctx context.Context, s *Session, m *protocol.Message) *protocol.Reply {
+	r := protocol.ReplyTo(m)
+	if protocol.IsMeta(m.Channel) {
+		r.Fail(protocol.NewError(protocol.CodeInvalidChannel, "Unknown meta channel or publish to a meta channel", m.Channel))
+		return r
+	}
+	if err := validatePublishChannel(m.Channel); err != nil {
+		r.Fail(err)
+		return r
+	}
+	if len(m.Data) == 0 {
+		r.Fail(protocol.NewError(protocol.CodeBadRequest, "Missing data", m.Channel))
+		return r
+	}
+	if protocol.IsService(m.Channel) {
+		if h := b.service(m.Channel); h != nil {
+			if err := h(ctx, s, m); err != nil {
+				r.Fail(err)
+				return r
+			}
+		}
+		r.Succeed()
+		return r
+	}
+	if err := b.cfg.Policy.CanPublish(ctx, s, m.Channel, m); err != nil {
+		r.Fail(err)
+		return r
+	}
+	payload := protocol.AppendPublication(make([]byte, 0, 32+len(m.Channel)+len(m.Data)), m.Channel, m.Data, nil, nil)
+	if _, err := b.eng.Publish(ctx, m.Channel, payload); err != nil {
+		b.log.Warn("publish failed", "channel", m.Channel, "err", err)
+		r.Fail(protocol.NewError(protocol.CodeServerUnavailable, "Publish failed: backplane unavailable", m.Channel))
+		return r
+	}
+	b.metrics.publishes.Add(1)
+	r.Succeed()
+	return r
+}

@@ -1,0 +1,314 @@
+package broker
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+)
+
+// request is one transport request (HTTP request or websocket frame).
+type request struct {
+	info      RequestInfo
+	browserID string // BAYEUX_BROWSER cookie; empty for websocket
+	msgs      []*protocol.Message
+	received  time.Time
+}
+
+// result is what processing a request produced. replies are in message
+// order; connect, if set, is a /meta/connect to hold (or complete at once)
+// whose reply and deliveries follow the replies.
+type result struct {
+	replies   []*protocol.Reply
+	connect   *heldConnect
+	session   *Session // the session the request acted for, if any
+	handshook bool     // a new session was created
+}
+
+// heldConnect is a /meta/connect in progress.
+type heldConnect struct {
+	s         *Session
+	m         *protocol.Message
+	reply     *protocol.Reply
+	w         *waiter
+	timeout   time.Duration
+	immediate bool   // reply without holding
+	browserID string // counted in Broker.browsers while held
+}
+
+// process handles every message of a request except the waiting part of a
+// /meta/connect, which the transport performs (HTTP blocks, websocket holds
+// it in its writer) before calling completeConnect.
+func (b *Broker) process(ctx context.Context, req *request) *result {
+	res := &result{}
+	for _, m := range req.msgs {
+		m.Received = req.received
+	}
+	// A request carrying a handshake: only the handshake is processed.
+	if i := slices.IndexFunc(req.msgs, func(m *protocol.Message) bool {
+		return m.Channel == protocol.ChannelHandshake && m.Invalid == nil
+	}); i >= 0 {
+		r, s := b.handshake(ctx, req, req.msgs[i])
+		res.replies = append(res.replies, r)
+		res.session = s
+		res.handshook = s != nil
+		return res
+	}
+	for _, m := range req.msgs {
+		if m.Invalid != nil {
+			r := protocol.ReplyTo(m)
+			r.Fail(m.Invalid)
+			res.replies = append(res.replies, r)
+			continue
+		}
+		if m.ClientID == "" {
+			r := protocol.ReplyTo(m)
+			r.Fail(protocol.NewError(protocol.CodeNoClientID, "No client ID"))
+			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectHandshake, Interval: protocol.Int64(0)}
+			res.replies = append(res.replies, r)
+			continue
+		}
+		s, ok := b.Session(m.ClientID)
+		if !ok {
+			res.replies = append(res.replies, unknownClientReply(m))
+			continue
+		}
+		res.session = s
+		s.touch()
+		if err := b.incoming(ctx, s, m); err != nil {
+			r := protocol.ReplyTo(m)
+			r.Fail(err)
+			b.outgoing(ctx, s, m, r)
+			res.replies = append(res.replies, r)
+			continue
+		}
+		if m.Channel == protocol.ChannelConnect {
+			if res.connect != nil { // two connects in one request: end the first
+				b.finishConnect(res.connect, false)
+				res.replies = append(res.replies, res.connect.reply)
+			}
+			hc, r := b.connect(ctx, req, s, m)
+			if r != nil {
+				res.replies = append(res.replies, r)
+			} else {
+				res.connect = hc
+			}
+			continue
+		}
+		var r *protocol.Reply
+		switch m.Channel {
+		case protocol.ChannelSubscribe:
+			r = b.subscribe(ctx, s, m, true)
+		case protocol.ChannelUnsubscribe:
+			r = b.subscribe(ctx, s, m, false)
+		case protocol.ChannelDisconnect:
+			r = b.disconnect(s, m)
+		default:
+			r = b.publish(ctx, s, m)
+		}
+		b.outgoing(ctx, s, m, r)
+		res.replies = append(res.replies, r)
+	}
+	return res
+}
+
+func unknownClientReply(m *protocol.Message) *protocol.Reply {
+	r := protocol.ReplyTo(m)
+	r.Fail(unknownClient(m.ClientID))
+	r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectHandshake, Interval: protocol.Int64(0)}
+	return r
+}
+
+func (b *Broker) incoming(ctx context.Context, s *Session, m *protocol.Message) *protocol.Error {
+	for _, e := range b.cfg.Extensions {
+		if err := e.Incoming(ctx, s, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Broker) outgoing(ctx context.Context, s *Session, m *protocol.Message, r *protocol.Reply) {
+	for i := len(b.cfg.Extensions) - 1; i >= 0; i-- {
+		b.cfg.Extensions[i].Outgoing(ctx, s, m, r)
+	}
+}
+
+func (b *Broker) ms(d time.Duration) *int64 { return protocol.Int64(d.Milliseconds()) }
+
+func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Message) (*protocol.Reply, *Session) {
+	r := protocol.ReplyTo(m)
+	r.Version = protocol.Version
+	r.SupportedConnectionTypes = b.cfg.Transports
+	fail := func(err *protocol.Error, reconnect string) (*protocol.Reply, *Session) {
+		r.Fail(err)
+		r.Advice = &protocol.Advice{Reconnect: reconnect, Interval: b.ms(b.cfg.Interval)}
+		if reconnect == protocol.ReconnectRetry {
+			r.Advice.Interval = protocol.Int64(1000 + rand.Int64N(2000))
+		}
+		b.outgoing(ctx, nil, m, r)
+		return r, nil
+	}
+	if b.shuttingDown.Load() {
+		return fail(protocol.NewError(protocol.CodeServerUnavailable, "Node shutting down"), protocol.ReconnectRetry)
+	}
+	if err := b.incoming(ctx, nil, m); err != nil {
+		return fail(err, protocol.ReconnectNone)
+	}
+	if m.Version == "" {
+		return fail(protocol.NewError(protocol.CodeBadRequest, "Missing version"), protocol.ReconnectNone)
+	}
+	if major(m.Version) != 1 || (m.MinimumVersion != "" && major(m.MinimumVersion) > 1) {
+		return fail(protocol.NewError(protocol.CodeVersion, "Unsupported version", m.Version), protocol.ReconnectNone)
+	}
+	if len(m.SupportedConnectionTypes) == 0 {
+		return fail(protocol.NewError(protocol.CodeBadRequest, "Missing supportedConnectionTypes"), protocol.ReconnectNone)
+	}
+	common := false
+	for _, t := range m.SupportedConnectionTypes {
+		if b.supported[t] {
+			common = true
+			break
+		}
+	}
+	if !common {
+		return fail(protocol.NewError(protocol.CodeConnectionType, "No common connection type"), protocol.ReconnectNone)
+	}
+	if err := b.cfg.Policy.CanHandshake(ctx, req.info, m); err != nil {
+		return fail(err, protocol.ReconnectNone)
+	}
+	s := newSession(b, req.info, req.browserID)
+	b.sessionsMu.Lock()
+	b.sessions[s.id] = s
+	b.sessionsMu.Unlock()
+	b.metrics.handshakes.Add(1)
+	r.ClientID = s.id
+	r.Succeed()
+	r.Advice = &protocol.Advice{
+		Reconnect:   protocol.ReconnectRetry,
+		Interval:    b.ms(b.cfg.Interval),
+		Timeout:     b.ms(b.cfg.Timeout),
+		MaxInterval: b.ms(b.cfg.MaxInterval),
+	}
+	b.outgoing(ctx, s, m, r)
+	return r, s
+}
+
+// major returns the major version number of "1.0"-style versions, or -1.
+func major(v string) int {
+	n := 0
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c == '.' {
+			if i == 0 {
+				return -1
+			}
+			return n
+		}
+		if c < '0' || c > '9' || n > 1000 {
+			return -1
+		}
+		n = n*10 + int(c-'0')
+	}
+	if v == "" {
+		return -1
+	}
+	return n
+}
+
+// connect validates a /meta/connect and starts holding it. A non-nil reply
+// means it was answered at once (an error).
+func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *protocol.Message) (*heldConnect, *protocol.Reply) {
+	b.metrics.connects.Add(1)
+	r := protocol.ReplyTo(m)
+	r.ClientID = s.id
+	if m.ConnectionType == "" {
+		r.Fail(protocol.NewError(protocol.CodeBadRequest, "Missing connectionType"))
+		b.outgoing(ctx, s, m, r)
+		return nil, r
+	}
+	if !b.supported[m.ConnectionType] {
+		r.Fail(protocol.NewError(protocol.CodeConnectionType, "Unsupported connection type", m.ConnectionType))
+		b.outgoing(ctx, s, m, r)
+		return nil, r
+	}
+	timeout := b.cfg.Timeout
+	if m.Advice != nil && m.Advice.Timeout != nil {
+		timeout = min(max(time.Duration(*m.Advice.Timeout)*time.Millisecond, 0), b.cfg.MaxTimeout)
+	}
+	r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: b.ms(b.cfg.Interval), Timeout: b.ms(timeout)}
+	hc := &heldConnect{s: s, m: m, reply: r, timeout: timeout}
+	first := s.markConnected()
+	if first || timeout == 0 || b.shuttingDown.Load() {
+		hc.immediate = true
+	}
+	if req.browserID != "" && req.info.Transport != protocol.WebSocket {
+		b.browsersMu.Lock()
+		if b.browsers[req.browserID] > 0 {
+			hc.immediate = true
+			r.Advice.MultipleClients = true
+			r.Advice.Interval = b.ms(b.cfg.MultipleClientsInterval)
+		} else if !hc.immediate {
+			hc.browserID = req.browserID
+			b.browsers[req.browserID]++
+		}
+		b.browsersMu.Unlock()
+	}
+	hc.w = s.beginConnect(req.info.Transport)
+	return hc, nil
+}
+
+// finishConnect ends a held connect: it fills the reply and returns the
+// deliveries to write before it. deliver=false (the client went away)
+// leaves queued messages for the next connect. drop reports that the debug
+// API asked to lose this reply.
+func (b *Broker) finishConnect(hc *heldConnect, deliver bool) (pubs []*engine.Publication, drop bool) {
+	if hc.browserID != "" {
+		b.browsersMu.Lock()
+		if b.browsers[hc.browserID]--; b.browsers[hc.browserID] <= 0 {
+			delete(b.browsers, hc.browserID)
+		}
+		b.browsersMu.Unlock()
+		hc.browserID = ""
+	}
+	s, r := hc.s, hc.reply
+	var reason waitEnd
+	select {
+	case <-hc.w.done:
+		reason = hc.w.reason
+	default:
+	}
+	if reason == endNone && b.shuttingDown.Load() {
+		reason = endShutdown
+	}
+	switch reason {
+	case endClosed:
+		err := s.closedReason()
+		if err == nil {
+			err = unknownClient(s.id)
+		}
+		if err == errDisconnected {
+			r.Succeed()
+			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectNone}
+		} else {
+			r.Fail(err)
+			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectHandshake, Interval: protocol.Int64(0)}
+		}
+		s.endConnect(hc.w, false)
+	case endShutdown:
+		r.Succeed()
+		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(rand.Int64N(2000))}
+		pubs, drop = s.endConnect(hc.w, deliver)
+	case endReplaced:
+		r.Succeed()
+		s.endConnect(hc.w, false)
+	default:
+		r.Succeed()
+		pubs, drop = s.endConnect(hc.w, deliver)
+	}
+	b.outgoing(context.Background(), s, hc.m, r)
+	return pubs, drop
+}

@@ -1,0 +1,148 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// Limits bound what one request may carry.
+type Limits struct {
+	MaxMessages     int // messages in one request; more is a request error
+	MaxMessageBytes int // encoded size of one message; larger is a per-message error
+}
+
+// DefaultLimits are the limits used when a field is zero.
+var defaultLimits = Limits{MaxMessages: 256, MaxMessageBytes: 256 << 10}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxMessages <= 0 {
+		l.MaxMessages = defaultLimits.MaxMessages
+	}
+	if l.MaxMessageBytes <= 0 {
+		l.MaxMessageBytes = defaultLimits.MaxMessageBytes
+	}
+	return l
+}
+
+// RequestError is a problem with a request as a whole (not JSON, not a
+// message or array, too many messages). The transport answers it with an HTTP
+// 4xx (or a WebSocket error frame) carrying the Bayeux error.
+type RequestError struct{ Err *Error }
+
+func (e *RequestError) Error() string { return e.Err.String() }
+
+// Decode decodes a request body: a JSON array of messages or a single message
+// object. A request-level problem returns a *RequestError; a problem confined
+// to one message is recorded in that message's Invalid field.
+func Decode(body []byte, lim Limits) ([]*Message, error) {
+	return DecodeAppend(nil, body, lim)
+}
+
+// DecodeAppend is Decode appending to dst, for transports that receive a
+// request in several parts (repeated form "message" parameters).
+func DecodeAppend(dst []*Message, body []byte, lim Limits) ([]*Message, error) {
+	lim = lim.withDefaults()
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return dst, &RequestError{NewError(CodeBadRequest, "Empty request")}
+	}
+	switch body[0] {
+	case '{':
+		if len(dst)+1 > lim.MaxMessages {
+			return dst, &RequestError{NewError(CodeTooMany, "Too many messages in one request", strconv.Itoa(lim.MaxMessages))}
+		}
+		if !json.Valid(body) {
+			return dst, &RequestError{NewError(CodeBadRequest, "Malformed JSON")}
+		}
+		return append(dst, decodeOne(body, lim)), nil
+	case '[':
+		var raws []json.RawMessage
+		if err := json.Unmarshal(body, &raws); err != nil {
+			return dst, &RequestError{NewError(CodeBadRequest, "Malformed JSON")}
+		}
+		if len(raws) == 0 {
+			return dst, &RequestError{NewError(CodeBadRequest, "Empty message array")}
+		}
+		if len(dst)+len(raws) > lim.MaxMessages {
+			return dst, &RequestError{NewError(CodeTooMany, "Too many messages in one request", strconv.Itoa(lim.MaxMessages))}
+		}
+		for _, raw := range raws {
+			dst = append(dst, decodeOne(raw, lim))
+		}
+		return dst, nil
+	default:
+		if !json.Valid(body) {
+			return dst, &RequestError{NewError(CodeBadRequest, "Malformed JSON")}
+		}
+		return dst, &RequestError{NewError(CodeBadRequest, "Request must be a message object or an array of messages")}
+	}
+}
+
+// decodeOne decodes one raw element; problems go into Message.Invalid.
+func decodeOne(raw json.RawMessage, lim Limits) *Message {
+	m := &Message{}
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		m.Invalid = NewError(CodeBadRequest, "Message must be a JSON object")
+		return m
+	}
+	if len(raw) > lim.MaxMessageBytes {
+		// Still recover channel and id for the reply, cheaply and safely.
+		var head struct {
+			Channel json.RawMessage `json:"channel"`
+			ID      json.RawMessage `json:"id"`
+		}
+		_ = json.Unmarshal(raw, &head)
+		_ = json.Unmarshal(head.Channel, &m.Channel)
+		m.ID = validID(head.ID)
+		m.Invalid = NewError(CodeTooLarge, "Message too large", strconv.Itoa(lim.MaxMessageBytes))
+		return m
+	}
+	if err := json.Unmarshal(raw, m); err != nil {
+		m.ID = validID(m.ID)
+		m.Invalid = NewError(CodeBadRequest, describe(err))
+		return m
+	}
+	if id := validID(m.ID); id == nil && m.ID != nil {
+		m.ID = nil
+		m.Invalid = NewError(CodeBadRequest, "Field id must be a string or a number")
+		return m
+	}
+	if m.Channel == "" {
+		m.Invalid = NewError(CodeBadRequest, "Missing channel")
+		return m
+	}
+	if len(m.Ext) > 0 && (m.Ext[0] != '{' && !bytes.Equal(m.Ext, []byte("null"))) {
+		m.Invalid = NewError(CodeBadRequest, "Field ext must be an object")
+		return m
+	}
+	return m
+}
+
+// validID keeps an id only if it is a JSON string or number: it is echoed
+// verbatim into replies, so it must not smuggle structure.
+func validID(id json.RawMessage) json.RawMessage {
+	if len(id) == 0 {
+		return nil
+	}
+	switch c := id[0]; {
+	case c == '"', c == '-', c >= '0' && c <= '9':
+		return id
+	}
+	return nil
+}
+
+func describe(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		field := te.Field
+		if field == "" {
+			field = "message"
+		}
+		return fmt.Sprintf("Field %s has the wrong type (%s)", field, te.Value)
+	}
+	return "Malformed message"
+}

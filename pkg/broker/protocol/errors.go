@@ -1,0 +1,69 @@
+package protocol
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Error is a Bayeux error: a three-digit code, arguments and a message,
+// rendered as "NNN:arg1,arg2:message".
+type Error struct {
+	Code    int
+	Args    []string
+	Message string
+}
+
+func (e *Error) Error() string { return e.String() }
+
+// String renders the NNN:args:message grammar.
+func (e *Error) String() string {
+	var b strings.Builder
+	b.WriteString(strconv.Itoa(e.Code))
+	b.WriteByte(':')
+	b.WriteString(strings.Join(e.Args, ","))
+	b.WriteByte(':')
+	b.WriteString(e.Message)
+	return b.String()
+}
+
+// NewError builds an Error.
+func NewError(code int, message string, args ...string) *Error {
+	return &Error{Code: code, Args: args, Message: message}
+}
+
+// Error codes used by the broker. The table is the contract with clients and
+// operators: codes are never reused for another meaning.
+const (
+	CodeBadRequest        = 400 // malformed message, wrong field types, missing fields
+	CodeNoClientID        = 401 // clientId missing where required
+	CodeUnknownClient     = 402 // clientId unknown or expired: handshake again
+	CodeDenied            = 403 // a security policy denied the operation
+	CodeInvalidChannel    = 405 // channel name fails the grammar or the operation's rules
+	CodeConnectionType    = 406 // no common or unknown connection type
+	CodeVersion           = 407 // unsupported protocol version
+	CodeQueueOverflow     = 409 // the session's queue overflowed: handshake again
+	CodeTooLarge          = 413 // message or request too large
+	CodeTooMany           = 429 // too many messages, rate limited
+	CodeServerUnavailable = 503 // backplane unavailable or node shutting down
+)
+
+// ParseError parses "NNN:args:message". It is used by tests and the Go client.
+func ParseError(s string) (*Error, bool) {
+	if len(s) < 5 || s[3] != ':' {
+		return nil, false
+	}
+	code, err := strconv.Atoi(s[:3])
+	if err != nil {
+		return nil, false
+	}
+	rest := s[4:]
+	i := strings.IndexByte(rest, ':')
+	if i < 0 {
+		return nil, false
+	}
+	e := &Error{Code: code, Message: rest[i+1:]}
+	if i > 0 {
+		e.Args = strings.Split(rest[:i], ",")
+	}
+	return e, true
+}

@@ -1,0 +1,394 @@
+package broker
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+)
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newSessionID returns prefix followed by 26 characters carrying 130 random
+// bits (17 random bytes, 136 bits, truncated by the encoding to 26 chars).
+func newSessionID(prefix string) string {
+	var b [17]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return prefix + idEncoding.EncodeToString(b[:])[:26]
+}
+
+// Session is one Bayeux client session. Its exported methods are safe for
+// concurrent use; extensions and service handlers use them.
+type Session struct {
+	id        string
+	b         *Broker
+	created   time.Time
+	browserID string
+	info      RequestInfo // of the handshake request
+
+	subs atomic.Pointer[map[string]struct{}] // copy-on-write set of patterns
+
+	attrs sync.Map // extension and application state
+
+	mu         sync.Mutex
+	queue      []*engine.Publication
+	queueBytes int
+	waiter     *waiter       // the held /meta/connect, if any
+	push       chan struct{} // a websocket writer's wake-up, if attached and not acked
+	lastActive time.Time     // end of the last request or held connect
+	closed     *protocol.Error
+	transport  string
+
+	connected bool // a /meta/connect has been seen
+
+	ack       bool
+	unacked   []ackBatch
+	lastBatch int64
+	dropNext  bool // debug: lose the next connect reply that carries messages
+}
+
+type ackBatch struct {
+	id   int64
+	pubs []*engine.Publication
+}
+
+// waiter is a held /meta/connect. wake is signalled (non-blocking, cap 1)
+// when deliveries arrive; done is closed when the connect must end now, with
+// reason telling why.
+type waiter struct {
+	wake   chan struct{}
+	done   chan struct{}
+	reason waitEnd
+}
+
+type waitEnd uint8
+
+const (
+	endNone     waitEnd = iota
+	endReplaced         // a newer connect took over
+	endClosed           // the session ended (see Session.closed)
+	endShutdown         // the node is shutting down
+)
+
+func newSession(b *Broker, info RequestInfo, browserID string) *Session {
+	now := time.Now()
+	s := &Session{id: newSessionID(b.cfg.IDPrefix), b: b, created: now, browserID: browserID, info: info, lastActive: now, transport: info.Transport}
+	empty := map[string]struct{}{}
+	s.subs.Store(&empty)
+	return s
+}
+
+// ID returns the clientId.
+func (s *Session) ID() string { return s.id }
+
+// Info returns the request information of the session's handshake.
+func (s *Session) Info() RequestInfo { return s.info }
+
+// Set stores an attribute on the session (extension or application state).
+func (s *Session) Set(key, value any) { s.attrs.Store(key, value) }
+
+// Get loads an attribute stored with Set.
+func (s *Session) Get(key any) (any, bool) { return s.attrs.Load(key) }
+
+// Subscriptions returns a snapshot of the session's subscription patterns.
+func (s *Session) Subscriptions() []string {
+	m := *s.subs.Load()
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func (s *Session) subscribed(pattern string) bool {
+	_, ok := (*s.subs.Load())[pattern]
+	return ok
+}
+
+// subscribedToAny reports whether any of patterns is in the set.
+func (s *Session) subscribedToAny(patterns []string) bool {
+	m := *s.subs.Load()
+	for _, p := range patterns {
+		if _, ok := m[p]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// setSub adds or removes pattern; it reports whether the set changed.
+func (s *Session) setSub(pattern string, on bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := *s.subs.Load()
+	if _, ok := old[pattern]; ok == on {
+		return false
+	}
+	next := maps.Clone(old)
+	if on {
+		next[pattern] = struct{}{}
+	} else {
+		delete(next, pattern)
+	}
+	s.subs.Store(&next)
+	return true
+}
+
+func (s *Session) subCount() int { return len(*s.subs.Load()) }
+
+// EnableAck switches the session to acknowledged delivery: deliveries are
+// made only in /meta/connect replies, in numbered batches kept until the
+// client acknowledges them. Called by the ack extension at handshake.
+func (s *Session) EnableAck() {
+	s.mu.Lock()
+	s.ack = true
+	s.push = nil
+	s.mu.Unlock()
+}
+
+// AckEnabled reports whether acknowledged delivery is on.
+func (s *Session) AckEnabled() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ack
+}
+
+// Acknowledge drops the batches with id <= batch.
+func (s *Session) Acknowledge(batch int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := 0
+	for i < len(s.unacked) && s.unacked[i].id <= batch {
+		for _, p := range s.unacked[i].pubs {
+			s.queueBytes -= len(p.Payload)
+		}
+		i++
+	}
+	s.unacked = s.unacked[i:]
+}
+
+// LastBatch returns the id of the newest delivered batch.
+func (s *Session) LastBatch() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastBatch
+}
+
+// Deliver sends a message directly to this session only, on channel, with
+// data (valid JSON). Service handlers use it to answer a publisher.
+func (s *Session) Deliver(channel string, data []byte) {
+	p := &engine.Publication{Channel: channel, Payload: protocol.AppendPublication(nil, channel, data, nil, nil)}
+	s.enqueue(p)
+}
+
+// enqueue appends p to the queue and wakes the held connect or the websocket
+// writer. A full queue terminates the session.
+func (s *Session) enqueue(p *engine.Publication) {
+	s.mu.Lock()
+	if s.closed != nil {
+		s.mu.Unlock()
+		return
+	}
+	pending := len(s.queue)
+	for _, b := range s.unacked {
+		pending += len(b.pubs)
+	}
+	if pending+1 > s.b.cfg.MaxQueueMessages || s.queueBytes+len(p.Payload) > s.b.cfg.MaxQueueBytes {
+		s.closeLocked(protocol.NewError(protocol.CodeQueueOverflow, "Session queue overflow", s.id))
+		s.mu.Unlock()
+		s.b.metrics.queueOverflows.Add(1)
+		s.b.reap(s)
+		return
+	}
+	s.queue = append(s.queue, p)
+	s.queueBytes += len(p.Payload)
+	w, push := s.waiter, s.push
+	s.mu.Unlock()
+	if w != nil {
+		signal(w.wake)
+	}
+	if push != nil {
+		signal(push)
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// closeLocked marks the session closed with reason and ends its held
+// connect. The broker removes it from its maps (reap or removeSession).
+func (s *Session) closeLocked(reason *protocol.Error) {
+	if s.closed != nil {
+		return
+	}
+	s.closed = reason
+	s.queue, s.unacked, s.queueBytes = nil, nil, 0
+	if s.waiter != nil {
+		s.endWaiterLocked(endClosed)
+	}
+	if s.push != nil {
+		signal(s.push)
+	}
+}
+
+func (s *Session) endWaiterLocked(reason waitEnd) {
+	w := s.waiter
+	s.waiter = nil
+	w.reason = reason
+	close(w.done)
+}
+
+// closedReason returns why the session ended, or nil while it lives.
+func (s *Session) closedReason() *protocol.Error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// beginConnect installs a new held connect, ending any previous one.
+func (s *Session) beginConnect(transport string) *waiter {
+	w := &waiter{wake: make(chan struct{}, 1), done: make(chan struct{})}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.transport = transport
+	if s.closed != nil {
+		w.reason = endClosed
+		close(w.done)
+		return w
+	}
+	if s.waiter != nil {
+		s.endWaiterLocked(endReplaced)
+	}
+	s.waiter = w
+	if len(s.queue) > 0 || len(s.unacked) > 0 {
+		signal(w.wake)
+	}
+	return w
+}
+
+// hasDeliveries reports whether a held connect should return now.
+func (s *Session) hasDeliveries() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue) > 0 || len(s.unacked) > 0
+}
+
+// endConnect detaches w (if still current) and takes what it delivers. In
+// acked mode the queue becomes a new batch and every unacked batch is
+// resent (LastBatch is the id to report). drop is true when the debug API
+// asked to lose this reply.
+func (s *Session) endConnect(w *waiter, deliver bool) (pubs []*engine.Publication, drop bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.waiter == w {
+		s.waiter = nil
+	}
+	s.lastActive = time.Now()
+	if s.closed != nil || !deliver {
+		return nil, false
+	}
+	if !s.ack {
+		pubs = s.queue
+		for _, p := range pubs {
+			s.queueBytes -= len(p.Payload)
+		}
+		s.queue = nil
+	} else {
+		if len(s.queue) > 0 {
+			s.lastBatch++
+			s.unacked = append(s.unacked, ackBatch{id: s.lastBatch, pubs: s.queue})
+			s.queue = nil
+		}
+		for _, b := range s.unacked {
+			pubs = append(pubs, b.pubs...)
+		}
+	}
+	if len(pubs) > 0 && s.dropNext {
+		s.dropNext = false
+		drop = true
+	}
+	return pubs, drop
+}
+
+// takePushed drains the queue for a websocket push (not acked mode).
+func (s *Session) takePushed(dst []*engine.Publication) []*engine.Publication {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ack || s.closed != nil {
+		return dst
+	}
+	dst = append(dst, s.queue...)
+	for _, p := range s.queue {
+		s.queueBytes -= len(p.Payload)
+	}
+	clear(s.queue)
+	s.queue = s.queue[:0]
+	return dst
+}
+
+// attachPush registers a websocket writer's wake-up channel; pushes are
+// disabled in acked mode.
+func (s *Session) attachPush(c chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.ack {
+		s.push = c
+		if len(s.queue) > 0 {
+			signal(c)
+		}
+	}
+}
+
+func (s *Session) detachPush(c chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.push == c {
+		s.push = nil
+	}
+	s.lastActive = time.Now()
+}
+
+// markConnected records the first /meta/connect; it reports whether this
+// was the first.
+func (s *Session) markConnected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first := !s.connected
+	s.connected = true
+	return first
+}
+
+// touch records activity.
+func (s *Session) touch() {
+	s.mu.Lock()
+	s.lastActive = time.Now()
+	s.mu.Unlock()
+}
+
+// expired reports whether the session has had no held connect for longer
+// than maxInterval.
+func (s *Session) expired(now time.Time, maxInterval time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed != nil || (s.waiter == nil && now.Sub(s.lastActive) > maxInterval)
+}
+
+// QueueLen returns the number of messages waiting (including unacked).
+func (s *Session) QueueLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.queue)
+	for _, b := range s.unacked {
+		n += len(b.pubs)
+	}
+	return n
+}

@@ -1,0 +1,126 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/channel"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+)
+
+// subIndex maps subscription patterns to the local sessions subscribed to
+// them, and keeps the engine subscribed to exactly the patterns in use.
+//
+// Every pattern present in m is subscribed in the engine. opMu serializes
+// engine Subscribe/Unsubscribe calls (rare: only the first subscriber and the
+// last unsubscriber of a pattern make them) so they never reorder; mu guards m
+// and is held only for map work, never across an engine call.
+type subIndex struct {
+	eng  engine.Engine
+	opMu sync.Mutex
+	mu   sync.RWMutex
+	m    map[string]map[*Session]struct{}
+}
+
+func newSubIndex(eng engine.Engine) *subIndex {
+	return &subIndex{eng: eng, m: map[string]map[*Session]struct{}{}}
+}
+
+// add subscribes s to pattern; it returns once the engine delivers the
+// pattern to this node.
+func (x *subIndex) add(ctx context.Context, s *Session, pattern string) error {
+	if x.addExisting(s, pattern) {
+		return nil
+	}
+	x.opMu.Lock()
+	defer x.opMu.Unlock()
+	if x.addExisting(s, pattern) {
+		return nil
+	}
+	if err := x.eng.Subscribe(ctx, pattern); err != nil {
+		return fmt.Errorf("engine subscribe %s: %w", pattern, err)
+	}
+	x.mu.Lock()
+	x.m[pattern] = map[*Session]struct{}{s: {}}
+	s.setSub(pattern, true)
+	x.mu.Unlock()
+	return nil
+}
+
+// addExisting adds s to an existing pattern set. The session's own
+// subscription set changes under mu together with the index, so fanout's
+// duplicate check always sees both consistent.
+func (x *subIndex) addExisting(s *Session, pattern string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	set := x.m[pattern]
+	if set == nil {
+		return false
+	}
+	set[s] = struct{}{}
+	s.setSub(pattern, true)
+	return true
+}
+
+// remove unsubscribes s from pattern, releasing the engine subscription when
+// it was the last local subscriber.
+func (x *subIndex) remove(ctx context.Context, s *Session, pattern string) error {
+	x.mu.Lock()
+	set := x.m[pattern]
+	if set == nil {
+		s.setSub(pattern, false)
+		x.mu.Unlock()
+		return nil
+	}
+	delete(set, s)
+	s.setSub(pattern, false)
+	empty := len(set) == 0
+	x.mu.Unlock()
+	if !empty {
+		return nil
+	}
+	x.opMu.Lock()
+	defer x.opMu.Unlock()
+	x.mu.Lock()
+	if set := x.m[pattern]; set == nil || len(set) > 0 {
+		x.mu.Unlock()
+		return nil
+	}
+	delete(x.m, pattern)
+	x.mu.Unlock()
+	if err := x.eng.Unsubscribe(ctx, pattern); err != nil {
+		return fmt.Errorf("engine unsubscribe %s: %w", pattern, err)
+	}
+	return nil
+}
+
+// fanout enqueues p to every local session subscribed to a pattern matching
+// its channel, once per session: patterns are visited in Candidates order and
+// a session also subscribed to an earlier matching pattern is skipped.
+// It returns the number of sessions reached.
+func (x *subIndex) fanout(p *engine.Publication) int {
+	var buf [channel.MaxDepth + 2]string
+	cands := channel.Candidates(buf[:0], p.Channel)
+	n := 0
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for i, pat := range cands {
+		set := x.m[pat]
+		for s := range set {
+			if i > 0 && s.subscribedToAny(cands[:i]) {
+				continue
+			}
+			s.enqueue(p)
+			n++
+		}
+	}
+	return n
+}
+
+// patterns returns the number of patterns in use.
+func (x *subIndex) patterns() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return len(x.m)
+}

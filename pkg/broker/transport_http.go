@@ -1,0 +1,256 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+)
+
+// ServeHTTP serves every transport on one URL (and any sub-path, such as the
+// CometD client's /handshake and /connect suffixes): POST is long-polling,
+// GET with a message parameter is callback-polling, a GET upgrade is
+// websocket, OPTIONS is a CORS preflight.
+func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-cache, no-store, must-revalidate")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if origin := r.Header.Get("Origin"); origin != "" {
+		if !b.originAllowed(origin) {
+			httpError(w, http.StatusForbidden, protocol.NewError(protocol.CodeDenied, "Origin not allowed"))
+			return
+		}
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Allow-Credentials", "true")
+		h.Add("Vary", "Origin")
+	}
+	switch {
+	case r.Method == http.MethodOptions:
+		h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+		if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+			h.Set("Access-Control-Allow-Headers", req)
+		}
+		h.Set("Access-Control-Max-Age", "86400")
+		w.WriteHeader(http.StatusNoContent)
+	case r.Method == http.MethodGet && isUpgrade(r):
+		if !b.supported[protocol.WebSocket] {
+			httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeConnectionType, "websocket transport disabled"))
+			return
+		}
+		b.serveWebSocket(w, r)
+	case r.Method == http.MethodPost:
+		if !b.supported[protocol.LongPolling] {
+			httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeConnectionType, "long-polling transport disabled"))
+			return
+		}
+		b.serveLongPolling(w, r)
+	case r.Method == http.MethodGet:
+		if !b.supported[protocol.CallbackPolling] {
+			httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeConnectionType, "callback-polling transport disabled"))
+			return
+		}
+		b.serveCallbackPolling(w, r)
+	default:
+		h.Set("Allow", "GET, POST, OPTIONS")
+		httpError(w, http.StatusMethodNotAllowed, protocol.NewError(protocol.CodeBadRequest, "Method not allowed", r.Method))
+	}
+}
+
+func isUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// originAllowed matches the Origin's host against AllowedOrigins.
+func (b *Broker) originAllowed(origin string) bool {
+	if len(b.cfg.AllowedOrigins) == 0 {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	for _, p := range b.cfg.AllowedOrigins {
+		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(u.Host)); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// httpError answers a request-level error with an HTTP status and a JSON
+// body carrying the Bayeux error.
+func httpError(w http.ResponseWriter, status int, err *protocol.Error) {
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.WriteHeader(status)
+	body := append([]byte(`{"successful":false,"error":`), protocol.AppendString(nil, err.String())...)
+	_, _ = w.Write(append(body, '}', '\n'))
+}
+
+func requestErrorStatus(err *protocol.Error) int {
+	if err.Code == protocol.CodeTooLarge {
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusBadRequest
+}
+
+func (b *Broker) serveLongPolling(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, b.cfg.MaxRequestBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			httpError(w, http.StatusRequestEntityTooLarge, protocol.NewError(protocol.CodeTooLarge, "Request too large"))
+		} else {
+			httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeBadRequest, "Cannot read request body"))
+		}
+		return
+	}
+	var msgs []*protocol.Message
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	trimmed := bytes.TrimSpace(body)
+	isJSON := len(trimmed) > 0 && (trimmed[0] == '[' || trimmed[0] == '{')
+	if ct == "application/x-www-form-urlencoded" && !isJSON {
+		form, perr := url.ParseQuery(string(body))
+		if perr != nil || len(form["message"]) == 0 {
+			httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeBadRequest, "Missing message parameter"))
+			return
+		}
+		msgs, err = b.decodeParts(form["message"])
+	} else {
+		msgs, err = protocol.Decode(body, b.cfg.Limits)
+	}
+	if err != nil {
+		var re *protocol.RequestError
+		if errors.As(err, &re) {
+			httpError(w, requestErrorStatus(re.Err), re.Err)
+			return
+		}
+		httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeBadRequest, "Bad request"))
+		return
+	}
+	out := b.serveHTTPMessages(w, r, protocol.LongPolling, msgs)
+	if out == nil {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	_, _ = w.Write(out)
+}
+
+func (b *Broker) decodeParts(parts []string) ([]*protocol.Message, error) {
+	var msgs []*protocol.Message
+	var err error
+	for _, p := range parts {
+		if msgs, err = protocol.DecodeAppend(msgs, []byte(p), b.cfg.Limits); err != nil {
+			return nil, err
+		}
+	}
+	return msgs, nil
+}
+
+func (b *Broker) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if len(r.URL.RawQuery) > int(b.cfg.MaxRequestBytes) {
+		httpError(w, http.StatusRequestEntityTooLarge, protocol.NewError(protocol.CodeTooLarge, "Request too large"))
+		return
+	}
+	cb := q.Get("jsonp")
+	if cb == "" {
+		cb = q.Get("jsonpcallback")
+	}
+	if cb == "" {
+		httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeBadRequest, "Missing jsonp callback parameter"))
+		return
+	}
+	if !validCallback(cb) {
+		httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeBadRequest, "Invalid jsonp callback name"))
+		return
+	}
+	if len(q["message"]) == 0 {
+		httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeBadRequest, "Missing message parameter"))
+		return
+	}
+	msgs, err := b.decodeParts(q["message"])
+	if err != nil {
+		var re *protocol.RequestError
+		if errors.As(err, &re) {
+			httpError(w, requestErrorStatus(re.Err), re.Err)
+			return
+		}
+		httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeBadRequest, "Bad request"))
+		return
+	}
+	out := b.serveHTTPMessages(w, r, protocol.CallbackPolling, msgs)
+	if out == nil {
+		return
+	}
+	w.Header().Set("Content-Type", "text/javascript;charset=UTF-8")
+	_, _ = w.Write(appendJSONP(make([]byte, 0, len(out)+len(cb)+8), cb, out))
+}
+
+// serveHTTPMessages processes a decoded HTTP request, holding a connect if
+// it carries one, and returns the JSON response (nil if nothing must be
+// written: the client went away).
+func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, transport string, msgs []*protocol.Message) []byte {
+	req := &request{
+		info:     RequestInfo{Transport: transport, RemoteAddr: r.RemoteAddr, Header: r.Header},
+		msgs:     msgs,
+		received: time.Now(),
+	}
+	cookie, _ := r.Cookie(b.cfg.BrowserCookie)
+	if cookie != nil && cookie.Value != "" && len(cookie.Value) <= 64 {
+		req.browserID = cookie.Value
+	}
+	ctx := r.Context()
+	res := b.process(ctx, req)
+	if res.handshook && req.browserID == "" {
+		http.SetCookie(w, &http.Cookie{
+			Name: b.cfg.BrowserCookie, Value: newBrowserID(), Path: "/",
+			HttpOnly: true, Secure: b.cfg.CookieSecure, SameSite: http.SameSiteLaxMode,
+		})
+	}
+	if hc := res.connect; hc != nil {
+		delivered := b.awaitConnect(ctx, hc)
+		pubs, drop := b.finishConnect(hc, delivered)
+		if !delivered {
+			return nil
+		}
+		if drop {
+			panic(http.ErrAbortHandler) // debug API: lose this reply in transit
+		}
+		return appendResponse(nil, res.replies, pubs, hc.reply)
+	}
+	return appendResponse(nil, res.replies, nil, nil)
+}
+
+// awaitConnect blocks until the held connect must be answered. It returns
+// false if the client went away (the reply cannot be delivered).
+func (b *Broker) awaitConnect(ctx context.Context, hc *heldConnect) bool {
+	if hc.immediate || hc.s.hasDeliveries() {
+		return true
+	}
+	t := time.NewTimer(hc.timeout)
+	defer t.Stop()
+	select {
+	case <-hc.w.wake:
+	case <-hc.w.done:
+	case <-t.C:
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+func newBrowserID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
