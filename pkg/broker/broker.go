@@ -49,7 +49,7 @@ type metrics struct {
 
 // Stats is a snapshot of the broker's counters.
 type Stats struct {
-	Sessions, Patterns                                                    int
+	Sessions, Patterns                                                         int
 	Handshakes, Connects, Publishes, Deliveries, QueueOverflows, Expired, Gaps int64
 }
 

@@ -1,0 +1,112 @@
+package bayeuxtest
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// Msg is a loosely typed Bayeux message.
+type Msg = map[string]any
+
+// Peer is a raw long-polling Bayeux peer of the endpoint URL.
+type Peer struct {
+	T      testing.TB
+	URL    string
+	Client *http.Client // nil: http.DefaultClient
+}
+
+// Post sends msgs as a JSON array and returns the decoded reply array.
+func (p *Peer) Post(msgs ...Msg) []Msg {
+	p.T.Helper()
+	raw, err := json.Marshal(msgs)
+	if err != nil {
+		p.T.Fatalf("marshal: %v", err)
+	}
+	c := p.Client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Post(p.URL, "application/json", bytes.NewReader(raw))
+	if err != nil {
+		p.T.Fatalf("POST %s: %v", p.URL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		p.T.Fatalf("read: %v", err)
+	}
+	var out []Msg
+	if err := json.Unmarshal(body, &out); err != nil {
+		p.T.Fatalf("reply %d %q: %v", resp.StatusCode, body, err)
+	}
+	return out
+}
+
+// Handshake handshakes (with ext, if not nil), performs the immediate first
+// connect and returns the clientId.
+func (p *Peer) Handshake(ext Msg) string {
+	p.T.Helper()
+	hs := Msg{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{"long-polling"}}
+	if ext != nil {
+		hs["ext"] = ext
+	}
+	r := p.Post(hs)
+	if len(r) != 1 || r[0]["successful"] != true {
+		p.T.Fatalf("handshake: %v", r)
+	}
+	id := r[0]["clientId"].(string)
+	p.Connect(id, nil)
+	return id
+}
+
+// Connect sends one /meta/connect (with ext, if not nil).
+func (p *Peer) Connect(id string, ext Msg) []Msg {
+	p.T.Helper()
+	m := Msg{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling"}
+	if ext != nil {
+		m["ext"] = ext
+	}
+	return p.Post(m)
+}
+
+// MustSucceed posts one message and fails the test unless it succeeds.
+func (p *Peer) MustSucceed(m Msg) Msg {
+	p.T.Helper()
+	r := p.Post(m)
+	if len(r) != 1 || r[0]["successful"] != true {
+		p.T.Fatalf("%v: %v", m, r)
+	}
+	return r[0]
+}
+
+// Split separates deliveries (no "successful" field) from replies.
+func Split(msgs []Msg) (deliveries, replies []Msg) {
+	for _, m := range msgs {
+		if _, ok := m["successful"]; ok {
+			replies = append(replies, m)
+		} else {
+			deliveries = append(deliveries, m)
+		}
+	}
+	return deliveries, replies
+}
+
+// Eventually polls f until it returns nil or d passes.
+func Eventually(t testing.TB, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %v", d, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,167 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+)
+
+func wsHandshake(t *testing.T, ws *wsClient, ext msg) string {
+	t.Helper()
+	hs := msg{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{"websocket"}, "id": "1"}
+	if ext != nil {
+		hs["ext"] = ext
+	}
+	ws.send(hs)
+	got := ws.recvUntil(2*time.Second, func(m []msg) bool { return find(m, "/meta/handshake") != nil })
+	r := find(got, "/meta/handshake")
+	if r["successful"] != true {
+		t.Fatalf("ws handshake: %v", r)
+	}
+	return r["clientId"].(string)
+}
+
+func TestWebSocketPushAndHeldConnect(t *testing.T) {
+	tb := newTestBroker(t, func(c *Config) { c.Timeout = 400 * time.Millisecond })
+	ws := tb.wsDial(t)
+	id := wsHandshake(t, ws, nil)
+	// Many messages in one frame: first connect (answered at once) and a
+	// subscribe.
+	ws.send(msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket", "id": "2"},
+		msg{"channel": "/meta/subscribe", "clientId": id, "subscription": "/ws/*", "id": "3"})
+	got := ws.recvUntil(2*time.Second, func(m []msg) bool {
+		return find(m, "/meta/connect") != nil && find(m, "/meta/subscribe") != nil
+	})
+	if find(got, "/meta/subscribe")["successful"] != true {
+		t.Fatalf("subscribe over ws: %v", got)
+	}
+	// Hold a connect, then publish from an HTTP client: the delivery is
+	// pushed before the connect's timeout.
+	ws.send(msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket", "id": "4"})
+	pub := tb.handshake(t, nil)
+	start := time.Now()
+	tb.publish(t, pub, "/ws/a", "hello")
+	got = ws.recvUntil(2*time.Second, func(m []msg) bool { return find(m, "/ws/a") != nil })
+	if find(got, "/ws/a")["data"] != "hello" || time.Since(start) > 300*time.Millisecond {
+		t.Fatalf("push: %v after %v", got, time.Since(start))
+	}
+	// The held connect is answered at its timeout.
+	got = ws.recvUntil(2*time.Second, func(m []msg) bool { return find(m, "/meta/connect") != nil })
+	if r := find(got, "/meta/connect"); r["successful"] != true || r["id"] != "4" {
+		t.Fatalf("connect reply: %v", r)
+	}
+}
+
+func TestWebSocketUnknownClient(t *testing.T) {
+	tb := newTestBroker(t, nil)
+	ws := tb.wsDial(t)
+	ws.send(msg{"channel": "/meta/connect", "clientId": "nosuchclient", "connectionType": "websocket"})
+	got := ws.recvUntil(2*time.Second, func(m []msg) bool { return len(m) > 0 })
+	adv, _ := got[0]["advice"].(map[string]any)
+	if got[0]["successful"] != false || !strings.HasPrefix(got[0]["error"].(string), "402:") || adv["reconnect"] != "handshake" {
+		t.Fatalf("unknown client over ws: %v", got)
+	}
+}
+
+func TestWebSocketAckDeliversOnlyInConnectReplies(t *testing.T) {
+	tb := newTestBroker(t, func(c *Config) {
+		c.Timeout = 5 * time.Second
+		c.Extensions = []Extension{testAck{}}
+	})
+	ws := tb.wsDial(t)
+	id := wsHandshake(t, ws, msg{"ack": true})
+	ws.send(msg{"channel": "/meta/subscribe", "clientId": id, "subscription": "/wsack"},
+		msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket"})
+	ws.recvUntil(2*time.Second, func(m []msg) bool { return find(m, "/meta/connect") != nil })
+	ws.send(msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket"})
+	pub := tb.handshake(t, nil)
+	tb.publish(t, pub, "/wsack", 1)
+	got := ws.recvUntil(2*time.Second, func(m []msg) bool { return find(m, "/meta/connect") != nil })
+	if len(got) != 2 || got[0]["channel"] != "/wsack" || got[1]["channel"] != "/meta/connect" {
+		t.Fatalf("acked delivery must ride on the connect reply: %v", got)
+	}
+}
+
+func TestWebSocketDropNextConnectClosesSocketAndKeepsMessages(t *testing.T) {
+	tb := newTestBroker(t, func(c *Config) {
+		c.Timeout = 5 * time.Second
+		c.Extensions = []Extension{testAck{}}
+	})
+	ws := tb.wsDial(t)
+	id := wsHandshake(t, ws, msg{"ack": true})
+	ws.send(msg{"channel": "/meta/subscribe", "clientId": id, "subscription": "/drop"},
+		msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket"})
+	ws.recvUntil(2*time.Second, func(m []msg) bool { return find(m, "/meta/connect") != nil })
+	s, _ := tb.Session(id)
+	s.mu.Lock()
+	s.dropNext = true
+	s.mu.Unlock()
+	ws.send(msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket"})
+	pub := tb.handshake(t, nil)
+	tb.publish(t, pub, "/drop", "lost-once")
+	if _, err := ws.recv(2 * time.Second); err == nil {
+		t.Fatal("socket should have been closed without the reply")
+	}
+	// A new socket: the unacknowledged batch comes again.
+	ws2 := tb.wsDial(t)
+	ws2.send(msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket", "ext": msg{"ack": 0}})
+	got := ws2.recvUntil(2*time.Second, func(m []msg) bool { return find(m, "/meta/connect") != nil })
+	if find(got, "/drop") == nil || find(got, "/drop")["data"] != "lost-once" {
+		t.Fatalf("redelivery after lost reply: %v", got)
+	}
+}
+
+func TestWebSocketCloseLeavesQueueForNextConnect(t *testing.T) {
+	tb := newTestBroker(t, func(c *Config) { c.Timeout = 5 * time.Second; c.MaxInterval = 5 * time.Second })
+	ws := tb.wsDial(t)
+	id := wsHandshake(t, ws, nil)
+	ws.send(msg{"channel": "/meta/subscribe", "clientId": id, "subscription": "/gone"})
+	ws.recvUntil(2*time.Second, func(m []msg) bool { return find(m, "/meta/subscribe") != nil })
+	_ = ws.c.CloseNow()
+	eventually(t, 2*time.Second, func() error {
+		tb.wsMu.Lock()
+		defer tb.wsMu.Unlock()
+		if len(tb.wsConns) != 0 {
+			return fmt.Errorf("%d sockets tracked", len(tb.wsConns))
+		}
+		return nil
+	})
+	pub := tb.handshake(t, nil)
+	tb.publish(t, pub, "/gone", "kept")
+	got, _ := split(tb.connect(t, id, nil))
+	if len(got) != 1 || got[0]["data"] != "kept" {
+		t.Fatalf("after socket close, long-poll got %v", got)
+	}
+}
+
+// testAck is a minimal ack extension (package ext imports broker, so the
+// real one cannot be used here); it drives the same Session methods.
+type testAck struct{}
+
+func (testAck) Incoming(_ context.Context, s *Session, m *protocol.Message) *protocol.Error {
+	if s != nil && m.Channel == "/meta/connect" && s.AckEnabled() {
+		if raw := m.ExtField("ack"); raw != nil {
+			var n int64
+			fmt.Sscan(string(raw), &n)
+			s.Acknowledge(n)
+		}
+	}
+	return nil
+}
+
+func (testAck) Outgoing(_ context.Context, s *Session, m *protocol.Message, r *protocol.Reply) {
+	if s == nil || !r.OK() {
+		return
+	}
+	if m.Channel == "/meta/handshake" && string(m.ExtField("ack")) == "true" {
+		s.EnableAck()
+		r.SetExt("ack", true)
+	}
+	if m.Channel == "/meta/connect" && s.AckEnabled() {
+		r.SetExt("ack", s.LastBatch())
+	}
+}
