@@ -13,6 +13,7 @@ import (
 //
 //	POST sessions/{clientId}/expire             end the session as if swept
 //	POST sessions/{clientId}/drop-next-connect  lose the next connect reply carrying messages
+//	GET  sessions/{clientId}                    {"id","subscriptions","transport","held"}
 //
 // It also registers the service /service/echo, which answers the publisher
 // with the same data and nobody else.
@@ -59,6 +60,11 @@ func (b *Broker) DebugHandler() http.Handler {
 		out = append(out, `],"transport":`...)
 		s.mu.Lock()
 		out = protocol.AppendString(out, s.transport)
+		if s.waiter != nil {
+			out = append(out, `,"held":true`...)
+		} else {
+			out = append(out, `,"held":false`...)
+		}
 		s.mu.Unlock()
 		_, _ = w.Write(append(out, "}\n"...))
 	})

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(*config) bool
+		wantErr string
+	}{
+		{name: "defaults", check: func(c *config) bool {
+			return c.Listen == ":8080" && c.Path == "/cometd" && c.Timeout == 30*time.Second && c.MaxInterval == 10*time.Second
+		}},
+		{name: "env fallback", env: map[string]string{"BAYEUX_LISTEN": "127.0.0.1:9", "BAYEUX_MAX_INTERVAL": "3s", "BAYEUX_DEBUG_API": "true"},
+			check: func(c *config) bool { return c.Listen == "127.0.0.1:9" && c.MaxInterval == 3*time.Second && c.DebugAPI }},
+		{name: "flag beats env", args: []string{"--listen", ":1"}, env: map[string]string{"BAYEUX_LISTEN": ":2"},
+			check: func(c *config) bool { return c.Listen == ":1" }},
+		{name: "bad env value", env: map[string]string{"BAYEUX_TIMEOUT": "soon"}, wantErr: "BAYEUX_TIMEOUT"},
+		{name: "bad path", args: []string{"--path", "cometd"}, wantErr: "--path"},
+		{name: "trailing slash path", args: []string{"--path", "/cometd/"}, wantErr: "--path"},
+		{name: "zero timeout", args: []string{"--timeout", "0s"}, wantErr: "--timeout"},
+		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: "--log-format"},
+		{name: "unknown flag", args: []string{"--nope"}, wantErr: "not defined"},
+		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(c) {
+				t.Fatalf("config %+v", c)
+			}
+		})
+	}
+}

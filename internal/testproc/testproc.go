@@ -1,0 +1,190 @@
+package testproc
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// RepoRoot returns the module root (the directory holding go.mod).
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// NodeBinary builds cmd/node (once per process) and returns its path.
+func NodeBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "bayeux-node-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "node")
+		args := []string{"build", "-o", binPath}
+		if os.Getenv("BAYEUX_TEST_RACE") == "1" {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/node")...)
+		cmd.Dir = RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/node: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// Node is a running node process.
+type Node struct {
+	URL  string // the Bayeux endpoint, e.g. http://127.0.0.1:PORT/cometd
+	Base string // scheme://host:port
+	Cmd  *exec.Cmd
+	Log  *SyncBuffer // stderr (logs)
+
+	waitOnce sync.Once
+	waitErr  error
+	done     chan struct{}
+}
+
+// SyncBuffer is a goroutine-safe bytes buffer.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// StartNode starts a node with args (plus --listen 127.0.0.1:0 unless args
+// set --listen) and waits until it prints its URL. The process is killed
+// when the test ends if still running.
+func StartNode(t testing.TB, env []string, args ...string) *Node {
+	t.Helper()
+	bin := NodeBinary(t)
+	hasListen := false
+	for _, a := range args {
+		if strings.HasPrefix(a, "--listen") {
+			hasListen = true
+		}
+	}
+	if !hasListen {
+		args = append([]string{"--listen", "127.0.0.1:0"}, args...)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	n := &Node{Cmd: cmd, Log: &SyncBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = n.Log
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	go func() {
+		n.waitErr = cmd.Wait()
+		close(n.done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		<-n.done
+		if t.Failed() {
+			t.Logf("node %s (pid %d) log:\n%s", n.URL, cmd.Process.Pid, tail(n.Log.String(), 4000))
+		}
+	})
+	urlc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			if u, ok := strings.CutPrefix(line, "bayeux node serving "); ok {
+				select {
+				case urlc <- u:
+				default:
+				}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case n.URL = <-urlc:
+	case <-n.done:
+		t.Fatalf("node exited before serving: %v\n%s", n.waitErr, n.Log.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("node did not print its URL within 20s\n%s", n.Log.String())
+	}
+	i := strings.Index(n.URL[len("http://"):], "/")
+	n.Base = n.URL[:len("http://")+i]
+	return n
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// PID returns the process id.
+func (n *Node) PID() int { return n.Cmd.Process.Pid }
+
+// Signal sends sig to the process.
+func (n *Node) Signal(sig os.Signal) error { return n.Cmd.Process.Signal(sig) }
+
+// Wait waits for the process to exit (up to d) and returns its exit error.
+func (n *Node) Wait(d time.Duration) (error, bool) {
+	select {
+	case <-n.done:
+		return n.waitErr, true
+	case <-time.After(d):
+		return nil, false
+	}
+}
+
+// WaitReady polls /readyz until it answers 200 or ctx ends.
+func (n *Node) WaitReady(ctx context.Context) error {
+	for {
+		resp, err := http.Get(n.Base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node %s not ready: %w", n.Base, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
