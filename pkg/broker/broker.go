@@ -35,6 +35,8 @@ type Broker struct {
 	reapMu  sync.Mutex
 	reaping []*Session
 
+	router Router // nil on a single node
+
 	wsMu    sync.Mutex
 	wsConns map[*wsConn]context.CancelFunc
 

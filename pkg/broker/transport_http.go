@@ -115,6 +115,7 @@ func (b *Broker) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var msgs []*protocol.Message
+	var formParts []string
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	trimmed := bytes.TrimSpace(body)
 	isJSON := len(trimmed) > 0 && (trimmed[0] == '[' || trimmed[0] == '{')
@@ -124,7 +125,8 @@ func (b *Broker) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 			httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeBadRequest, "Missing message parameter"))
 			return
 		}
-		msgs, err = b.decodeParts(form["message"])
+		formParts = form["message"]
+		msgs, err = b.decodeParts(formParts)
 	} else {
 		msgs, err = protocol.Decode(body, b.cfg.Limits)
 	}
@@ -137,7 +139,13 @@ func (b *Broker) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeBadRequest, "Bad request"))
 		return
 	}
-	out := b.serveHTTPMessages(w, r, protocol.LongPolling, msgs)
+	var parts [][]byte
+	if ct == "application/x-www-form-urlencoded" && !isJSON {
+		parts = stringsToBytes(formParts)
+	} else {
+		parts = [][]byte{body}
+	}
+	out := b.serveHTTPMessages(w, r, protocol.LongPolling, msgs, parts)
 	if out == nil {
 		return
 	}
@@ -188,7 +196,7 @@ func (b *Broker) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeBadRequest, "Bad request"))
 		return
 	}
-	out := b.serveHTTPMessages(w, r, protocol.CallbackPolling, msgs)
+	out := b.serveHTTPMessages(w, r, protocol.CallbackPolling, msgs, stringsToBytes(q["message"]))
 	if out == nil {
 		return
 	}
@@ -199,15 +207,27 @@ func (b *Broker) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 // serveHTTPMessages processes a decoded HTTP request, holding a connect if
 // it carries one, and returns the JSON response (nil if nothing must be
 // written: the client went away).
-func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, transport string, msgs []*protocol.Message) []byte {
+func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, transport string, msgs []*protocol.Message, parts [][]byte) []byte {
+	cookie, _ := r.Cookie(b.cfg.BrowserCookie)
+	browserID := ""
+	if cookie != nil && cookie.Value != "" && len(cookie.Value) <= 64 {
+		browserID = cookie.Value
+	}
+	if id := b.remoteClient(msgs); id != "" {
+		resp, ok := b.forward(r.Context(), id, &ForwardedRequest{Transport: transport, Parts: parts, BrowserID: browserID, RemoteAddr: r.RemoteAddr}, msgs)
+		if !ok {
+			return nil
+		}
+		if resp.Abort {
+			panic(http.ErrAbortHandler) // debug API: lose this reply in transit
+		}
+		return resp.Body
+	}
 	req := &request{
 		info:     RequestInfo{Transport: transport, RemoteAddr: r.RemoteAddr, Header: r.Header},
 		msgs:     msgs,
-		received: time.Now(),
-	}
-	cookie, _ := r.Cookie(b.cfg.BrowserCookie)
-	if cookie != nil && cookie.Value != "" && len(cookie.Value) <= 64 {
-		req.browserID = cookie.Value
+		received:  time.Now(),
+		browserID: browserID,
 	}
 	ctx := r.Context()
 	res := b.process(ctx, req)
@@ -247,6 +267,14 @@ func (b *Broker) awaitConnect(ctx context.Context, hc *heldConnect) bool {
 		return false
 	}
 	return true
+}
+
+func stringsToBytes(ss []string) [][]byte {
+	out := make([][]byte, len(ss))
+	for i, s := range ss {
+		out[i] = []byte(s)
+	}
+	return out
 }
 
 func newBrowserID() string {

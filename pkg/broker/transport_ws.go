@@ -87,12 +87,56 @@ func (conn *wsConn) readLoop(ctx context.Context) {
 			_ = conn.c.Close(websocket.StatusInvalidFramePayloadData, reason)
 			return
 		}
+		if id := b.remoteClient(msgs); id != "" {
+			conn.forward(ctx, id, data, msgs)
+			continue
+		}
 		req := &request{info: conn.info, msgs: msgs, received: time.Now()}
 		res := b.process(ctx, req)
 		if !conn.accept(res) {
 			return
 		}
 	}
+}
+
+// forward serves a frame for a session owned by another node. A frame that
+// holds a /meta/connect is forwarded on its own goroutine (one per held
+// connect, not per message) so the socket keeps reading; other frames are
+// forwarded inline, which keeps one client's publishes in order.
+func (conn *wsConn) forward(ctx context.Context, id string, data []byte, msgs []*protocol.Message) {
+	req := &ForwardedRequest{Transport: protocol.WebSocket, Parts: [][]byte{data}, RemoteAddr: conn.info.RemoteAddr}
+	do := func() {
+		resp, ok := conn.b.forward(ctx, id, req, msgs)
+		if !ok {
+			return
+		}
+		if resp.Abort {
+			_ = conn.c.CloseNow() // debug API: lose this reply; the socket dies
+			return
+		}
+		conn.enqueueRaw(resp.Body)
+	}
+	for _, m := range msgs {
+		if m.Channel == protocol.ChannelConnect {
+			go do()
+			return
+		}
+	}
+	do()
+}
+
+// enqueueRaw hands an encoded JSON array to the writer.
+func (conn *wsConn) enqueueRaw(buf []byte) {
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	if conn.outBytes+len(buf) > conn.b.maxWSPending() {
+		code := websocket.StatusPolicyViolation
+		conn.closeWith = &code
+	} else {
+		conn.out = append(conn.out, buf)
+		conn.outBytes += len(buf)
+	}
+	signal(conn.wake)
 }
 
 // accept hands a processed request to the writer.

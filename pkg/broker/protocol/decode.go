@@ -90,19 +90,18 @@ func decodeOne(raw json.RawMessage, lim Limits) *Message {
 		return m
 	}
 	if len(raw) > lim.MaxMessageBytes {
-		// Still recover channel and id for the reply, cheaply and safely.
-		var head struct {
-			Channel json.RawMessage `json:"channel"`
-			ID      json.RawMessage `json:"id"`
-		}
-		_ = json.Unmarshal(raw, &head)
-		_ = json.Unmarshal(head.Channel, &m.Channel)
-		m.ID = validID(head.ID)
+		recoverHead(m, raw)
 		m.Invalid = NewError(CodeTooLarge, "Message too large", strconv.Itoa(lim.MaxMessageBytes))
 		return m
 	}
+	if _, inexact := topLevelKeys(raw); inexact {
+		raw = exactOnly(raw)
+	}
 	if err := json.Unmarshal(raw, m); err != nil {
-		m.ID = validID(m.ID)
+		// A failing field may stop decoding before channel or id were
+		// read: recover them on their own so the reply can echo them.
+		*m = Message{}
+		recoverHead(m, raw)
 		m.Invalid = NewError(CodeBadRequest, describe(err))
 		return m
 	}
@@ -120,6 +119,24 @@ func decodeOne(raw json.RawMessage, lim Limits) *Message {
 		return m
 	}
 	return m
+}
+
+// recoverHead fills channel and id from raw, ignoring every other field
+// and any type errors, for the reply to a message that failed to decode.
+func recoverHead(m *Message, raw []byte) {
+	var head struct {
+		Channel json.RawMessage `json:"channel"`
+		ID      json.RawMessage `json:"id"`
+	}
+	_ = json.Unmarshal(raw, &head)
+	bits, _ := topLevelKeys(raw)
+	var ch string
+	if bits&fChannel != 0 && json.Unmarshal(head.Channel, &ch) == nil {
+		m.Channel = ch
+	}
+	if bits&fID != 0 {
+		m.ID = validID(head.ID)
+	}
 }
 
 // validID keeps an id only if it is a JSON string or number: it is echoed

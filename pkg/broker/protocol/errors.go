@@ -52,6 +52,11 @@ func ParseError(s string) (*Error, bool) {
 	if len(s) < 5 || s[3] != ':' {
 		return nil, false
 	}
+	for i := 0; i < 3; i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return nil, false
+		}
+	}
 	code, err := strconv.Atoi(s[:3])
 	if err != nil {
 		return nil, false
