@@ -129,7 +129,10 @@ func recoverHead(m *Message, raw []byte) {
 		ID      json.RawMessage `json:"id"`
 	}
 	_ = json.Unmarshal(raw, &head)
-	bits, _ := topLevelKeys(raw)
+	bits, inexact := topLevelKeys(raw)
+	if inexact {
+		raw = exactOnly(raw)
+	}
 	var ch string
 	if bits&fChannel != 0 && json.Unmarshal(head.Channel, &ch) == nil {
 		m.Channel = ch
