@@ -128,11 +128,11 @@ func recoverHead(m *Message, raw []byte) {
 		Channel json.RawMessage `json:"channel"`
 		ID      json.RawMessage `json:"id"`
 	}
-	_ = json.Unmarshal(raw, &head)
 	bits, inexact := topLevelKeys(raw)
 	if inexact {
 		raw = exactOnly(raw)
 	}
+	_ = json.Unmarshal(raw, &head)
 	var ch string
 	if bits&fChannel != 0 && json.Unmarshal(head.Channel, &ch) == nil {
 		m.Channel = ch
