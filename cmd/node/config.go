@@ -22,6 +22,14 @@ type config struct {
 	LogFormat     string
 	DebugAPI      bool
 	ShutdownGrace time.Duration
+
+	Redis        string
+	NodeID       string
+	GossipListen string
+	GRPCListen   string
+	Advertise    string
+	Join         string
+	GossipFast   bool
 }
 
 // envName maps a flag name to its environment variable.
@@ -46,6 +54,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&c.DebugAPI, "debug-api", false, "serve the test-only debug API under /debug/bayeux/ (never in production)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown may take")
+	fs.StringVar(&c.Redis, "redis", "", "redis:// URL of the cluster backplane (empty: single node, embedded in-memory engine)")
+	fs.StringVar(&c.NodeID, "node-id", "", "unique node id (default: hostname plus a random suffix)")
+	fs.StringVar(&c.GossipListen, "gossip-listen", ":7946", "gossip (memberlist) listen address")
+	fs.StringVar(&c.GRPCListen, "grpc-listen", ":7947", "node-to-node gRPC listen address")
+	fs.StringVar(&c.Advertise, "advertise", "", "host or IP the other nodes reach this node at (default: the bound address)")
+	fs.StringVar(&c.Join, "join", "", "comma-separated gossip seeds: host:port, or a DNS name resolving to several nodes")
+	fs.BoolVar(&c.GossipFast, "gossip-fast", false, "short gossip timers: faster failure detection on a quiet LAN (tests)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: node [flags]\nEvery flag may also be set with its BAYEUX_* environment variable (e.g. --listen: %s).\n\n", envName("listen"))
 		fs.PrintDefaults()
@@ -81,6 +96,9 @@ func (c *config) validate() error {
 	if c.MaxQueue <= 0 || c.MaxRequest <= 0 {
 		return fmt.Errorf("--max-queue and --max-request-bytes must be positive")
 	}
+	if c.Redis != "" && !strings.HasPrefix(c.Redis, "redis://") && !strings.HasPrefix(c.Redis, "rediss://") {
+		return fmt.Errorf("--redis %q: want a redis:// or rediss:// URL", c.Redis)
+	}
 	switch c.LogFormat {
 	case "text", "json":
 	default:
@@ -89,9 +107,13 @@ func (c *config) validate() error {
 	return nil
 }
 
-func (c *config) origins() []string {
+func (c *config) origins() []string { return splitList(c.Origins) }
+
+func (c *config) seeds() []string { return splitList(c.Join) }
+
+func splitList(s string) []string {
 	var out []string
-	for _, o := range strings.Split(c.Origins, ",") {
+	for _, o := range strings.Split(s, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			out = append(out, o)
 		}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	"github.com/bayeux-cluster/bayeux/pkg/broker"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/ext"
+	"github.com/bayeux-cluster/bayeux/pkg/cluster"
 )
 
 func main() {
@@ -57,8 +60,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := newLogger(c, stderr)
 
-	eng := engine.NewMemory(engine.MemoryConfig{})
+	var eng engine.Engine = engine.NewMemory(engine.MemoryConfig{})
+	engineName, idPrefix := "memory", ""
+	if c.Redis != "" {
+		if c.NodeID == "" {
+			c.NodeID = defaultNodeID()
+		}
+		log = log.With("node", c.NodeID)
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, Logger: log.With("component", "redis")})
+		cancel()
+		if err != nil {
+			return err
+		}
+		eng, engineName, idPrefix = r, "redis", cluster.NodeTag(c.NodeID)
+	}
 	b, err := broker.New(broker.Config{
+		IDPrefix:         idPrefix,
 		Engine:           eng,
 		Logger:           log,
 		Timeout:          c.Timeout,
@@ -106,6 +124,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRun()
+	var cl *cluster.Cluster
+	if c.Redis != "" {
+		cl, err = cluster.Start(runCtx, cluster.Config{
+			NodeID: c.NodeID, GossipListen: c.GossipListen, GRPCListen: c.GRPCListen,
+			Advertise: c.Advertise, Join: c.seeds(), FastGossip: c.GossipFast, Logger: log,
+		}, b)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("cluster: %w", err)
+		}
+		fmt.Fprintf(stdout, "bayeux node gossip %s grpc %s tag %s\n", cl.GossipAddr(), cl.GRPCAddr(), cl.Tag())
+	}
 	brokerDone := make(chan error, 1)
 	go func() { brokerDone <- b.Run(runCtx) }()
 	serveDone := make(chan error, 1)
@@ -114,7 +144,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	url := "http://" + displayAddr(ln.Addr()) + c.Path
 	close(ready)
 	fmt.Fprintf(stdout, "bayeux node serving %s\n", url)
-	log.Info("serving", "url", url, "engine", "memory")
+	log.Info("serving", "url", url, "engine", engineName)
 
 	select {
 	case <-ctx.Done():
@@ -132,11 +162,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("http shutdown incomplete", "err", err)
 	}
+	if cl != nil {
+		cl.Stop(sctx)
+	}
 	cancelRun()
 	<-brokerDone
 	_ = eng.Close()
 	log.Info("stopped")
 	return nil
+}
+
+// defaultNodeID is the hostname plus a random suffix: unique per process
+// incarnation, so a restarted node gets a new tag.
+func defaultNodeID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "node"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
 }
 
 // displayAddr turns a listener address into a host:port a browser can use.

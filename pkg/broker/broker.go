@@ -269,10 +269,22 @@ func (h *engineHandler) OnPublication(p *engine.Publication) {
 	b.metrics.deliveries.Add(int64(n))
 }
 
+// OnGap tells every local session that may have missed messages on ch (a
+// channel, or a wildcard pattern whose channels the engine could not catch
+// up): the session ends with error 410 and handshake advice, so the client
+// handshakes again and resubscribes, instead of silently missing messages.
 func (h *engineHandler) OnGap(ch string, from, to engine.Position) {
 	b := (*Broker)(h)
 	b.metrics.gaps.Add(1)
-	b.log.Warn("unrecoverable gap", "channel", ch, "from", from.Offset, "to", to.Offset)
+	sessions := b.idx.affected(ch)
+	b.log.Warn("unrecoverable gap", "channel", ch, "from", from.Offset, "to", to.Offset, "sessions", len(sessions))
+	reason := protocol.NewError(protocol.CodeMessagesLost, "Messages lost; handshake again", ch)
+	for _, s := range sessions {
+		s.mu.Lock()
+		s.closeLocked(reason)
+		s.mu.Unlock()
+		b.reap(s)
+	}
 }
 
 func validatePublishChannel(name string) *protocol.Error {

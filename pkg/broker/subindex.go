@@ -124,3 +124,27 @@ func (x *subIndex) patterns() int {
 	defer x.mu.RUnlock()
 	return len(x.m)
 }
+
+// affected returns the sessions that may miss publications on ch: for a
+// concrete channel, every session subscribed to a matching pattern; for a
+// wildcard pattern, the sessions subscribed to exactly that pattern.
+func (x *subIndex) affected(ch string) []*Session {
+	var buf [channel.MaxDepth + 2]string
+	patterns := []string{ch}
+	if !channel.IsWildcard(ch) {
+		patterns = channel.Candidates(buf[:0], ch)
+	}
+	seen := map[*Session]bool{}
+	var out []*Session
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for _, p := range patterns {
+		for s := range x.m[p] {
+			if !seen[s] {
+				seen[s] = true
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}

@@ -127,3 +127,16 @@ func BenchmarkCandidates(b *testing.B) {
 		buf = Candidates(buf[:0], "/chat/room/42/messages")
 	}
 }
+
+func BenchmarkParse(b *testing.B) {
+	for _, name := range []string{"/chat/room/42/messages", "/chat/room/**", "/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p"} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := Parse(name); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -20,11 +20,20 @@ func (e *Error) String() string {
 	var b strings.Builder
 	b.WriteString(strconv.Itoa(e.Code))
 	b.WriteByte(':')
-	b.WriteString(strings.Join(e.Args, ","))
+	for i, a := range e.Args {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(argEscaper.Replace(a))
+	}
 	b.WriteByte(':')
 	b.WriteString(e.Message)
 	return b.String()
 }
+
+// argEscaper keeps arguments from breaking the grammar: ':' and ',' (and
+// '%' itself) are percent-encoded.
+var argEscaper = strings.NewReplacer("%", "%25", ":", "%3A", ",", "%2C")
 
 // NewError builds an Error.
 func NewError(code int, message string, args ...string) *Error {
@@ -42,6 +51,7 @@ const (
 	CodeConnectionType    = 406 // no common or unknown connection type
 	CodeVersion           = 407 // unsupported protocol version
 	CodeQueueOverflow     = 409 // the session's queue overflowed: handshake again
+	CodeMessagesLost      = 410 // messages on a subscribed channel were lost: handshake again
 	CodeTooLarge          = 413 // message or request too large
 	CodeTooMany           = 429 // too many messages, rate limited
 	CodeServerUnavailable = 503 // backplane unavailable or node shutting down

@@ -75,9 +75,12 @@ func topLevelKeys(obj []byte) (bits uint16, inexact bool) {
 	return bits, inexact
 }
 
+// foldsToField reports whether key matches a known field under Unicode
+// case folding (as encoding/json matches it: "ſubscription" folds to
+// "subscription", so lengths may differ).
 func foldsToField(key []byte) bool {
 	for name := range fieldBits {
-		if len(name) == len(key) && strings.EqualFold(name, string(key)) {
+		if strings.EqualFold(name, string(key)) {
 			return true
 		}
 	}

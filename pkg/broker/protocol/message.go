@@ -90,6 +90,10 @@ type Subscription struct {
 // UnmarshalJSON accepts a string or an array of strings.
 func (s *Subscription) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
+	if bytes.Equal(b, []byte("null")) {
+		*s = Subscription{} // null is absent, as for every other field
+		return nil
+	}
 	if len(b) > 0 && b[0] == '[' {
 		s.Array = true
 		return json.Unmarshal(b, &s.Names)

@@ -1,0 +1,180 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	clusterv1 "github.com/bayeux-cluster/bayeux/api/proto/cluster/v1"
+	"github.com/bayeux-cluster/bayeux/pkg/broker"
+)
+
+// Config configures a cluster node's membership and node-to-node API.
+type Config struct {
+	NodeID       string
+	GossipListen string   // e.g. ":7946" or "127.0.0.1:0"
+	GRPCListen   string   // e.g. ":7947" or "127.0.0.1:0"
+	Advertise    string   // host (or IP) peers reach this node at; default: the bound address
+	Join         []string // gossip seeds
+	FastGossip   bool     // shorter gossip timers (tests)
+	Logger       *slog.Logger
+}
+
+// Cluster joins a broker to its peers: it serves the Node gRPC API, keeps
+// membership, and routes requests for sessions owned elsewhere (it is the
+// broker's Router).
+type Cluster struct {
+	cfg   Config
+	log   *slog.Logger
+	b     *broker.Broker
+	tag   string
+	mem   *Membership
+	grpc  *grpc.Server
+	gln   net.Listener
+	hs    *health.Server
+	peers *peers
+}
+
+var _ broker.Router = (*Cluster)(nil)
+
+// Start starts the gRPC server and gossip for b (whose Config.IDPrefix must
+// be NodeTag(cfg.NodeID)) and installs itself as b's Router. Joining the
+// seeds continues in the background until it succeeds or ctx ends.
+func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	tag := NodeTag(cfg.NodeID)
+	if b.Config().IDPrefix != tag {
+		return nil, fmt.Errorf("cluster: broker IDPrefix %q must be the node tag %q", b.Config().IDPrefix, tag)
+	}
+	c := &Cluster{cfg: cfg, log: cfg.Logger, b: b, tag: tag, peers: newPeers()}
+	ln, err := net.Listen("tcp", cfg.GRPCListen)
+	if err != nil {
+		return nil, fmt.Errorf("grpc listen %s: %w", cfg.GRPCListen, err)
+	}
+	c.gln = ln
+	c.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(maxRPCMessage), grpc.MaxSendMsgSize(maxRPCMessage),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second}),
+	)
+	clusterv1.RegisterNodeServer(c.grpc, &nodeServer{b: b})
+	c.hs = health.NewServer()
+	healthpb.RegisterHealthServer(c.grpc, c.hs)
+	go func() {
+		if err := c.grpc.Serve(ln); err != nil {
+			c.log.Error("grpc server stopped", "err", err)
+		}
+	}()
+
+	grpcAddr := advertised(ln.Addr(), cfg.Advertise)
+	mem, err := NewMembership(MembershipConfig{
+		Self:   Meta{ID: cfg.NodeID, Tag: tag, GRPC: grpcAddr, Proto: ProtocolVersion},
+		Listen: cfg.GossipListen,
+		Advert: cfg.Advertise,
+		Join:   cfg.Join,
+		Fast:   cfg.FastGossip,
+		Logger: cfg.Logger.With("component", "gossip"),
+	})
+	if err != nil {
+		c.grpc.Stop()
+		return nil, err
+	}
+	c.mem = mem
+	b.SetRouter(c)
+	c.hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	go func() {
+		if err := mem.Join(ctx); err != nil {
+			c.log.Error("could not join the cluster", "err", err)
+		}
+	}()
+	return c, nil
+}
+
+// advertised builds host:port from the listener's port and the advertise
+// host (or the listener's own address when none is given).
+func advertised(a net.Addr, advertiseHost string) string {
+	tcp := a.(*net.TCPAddr)
+	host := advertiseHost
+	if h, _, err := net.SplitHostPort(advertiseHost); err == nil {
+		host = h
+	}
+	if host == "" {
+		host = tcp.IP.String()
+		if tcp.IP.IsUnspecified() {
+			host = "127.0.0.1"
+		}
+	}
+	return net.JoinHostPort(host, fmt.Sprint(tcp.Port))
+}
+
+// Tag returns this node's tag.
+func (c *Cluster) Tag() string { return c.tag }
+
+// GossipAddr returns the advertised gossip address.
+func (c *Cluster) GossipAddr() string { return c.mem.Addr() }
+
+// GRPCAddr returns the gRPC listen address.
+func (c *Cluster) GRPCAddr() string { return c.gln.Addr().String() }
+
+// Members returns the live nodes.
+func (c *Cluster) Members() []Meta { return c.mem.Members() }
+
+// IsLocal implements broker.Router.
+func (c *Cluster) IsLocal(clientID string) bool {
+	if len(clientID) < TagLen {
+		return true
+	}
+	tag := clientID[:TagLen]
+	if tag == c.tag {
+		return true
+	}
+	_, alive := c.mem.Alive(tag)
+	return !alive
+}
+
+// Forward implements broker.Router over gRPC.
+func (c *Cluster) Forward(ctx context.Context, clientID string, req *broker.ForwardedRequest) (*broker.ForwardedResponse, error) {
+	owner, ok := c.mem.Alive(clientID[:TagLen])
+	if !ok {
+		return nil, errNoOwner
+	}
+	client, err := c.peers.client(owner.GRPC)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Process(ctx, &clusterv1.ProcessRequest{
+		ProtocolVersion: ProtocolVersion,
+		ClientId:        clientID,
+		Transport:       req.Transport,
+		Parts:           req.Parts,
+		BrowserId:       req.BrowserID,
+		RemoteAddr:      req.RemoteAddr,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("forward to %s (%s): %w", owner.ID, owner.GRPC, err)
+	}
+	return &broker.ForwardedResponse{Body: resp.GetBody(), Abort: resp.GetAbort()}, nil
+}
+
+// Stop leaves the cluster and stops the gRPC server (after in-flight calls
+// end or ctx expires).
+func (c *Cluster) Stop(ctx context.Context) {
+	c.hs.Shutdown()
+	_ = c.mem.Leave(time.Second)
+	done := make(chan struct{})
+	go func() { c.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		c.grpc.Stop()
+	}
+	c.peers.close()
+}

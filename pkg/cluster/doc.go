@@ -1,0 +1,20 @@
+// Package cluster turns broker nodes into one horizontally clustered
+// Bayeux server:
+//
+//   - Redis is the engine (a broker engine.Engine): one Lua script per
+//     publish assigns the channel's next offset, appends it to a capped
+//     history stream and publishes it to the concrete channel and to every
+//     wildcard pattern that could match it, so every node sees a channel's
+//     messages in one order, and the Redis work per publish does not depend
+//     on how many clients subscribe. Each node holds one Redis subscription
+//     per pattern in use on it (the broker refcounts), never one per client.
+//   - hashicorp/memberlist is the membership: which nodes are alive, and the
+//     node tag, gRPC address and protocol version of each.
+//   - gRPC (api/proto/cluster/v1) carries requests to the node that owns a
+//     session: the owner's tag is the clientId's prefix, so any node serves
+//     any request of any session without sticky load balancing.
+//
+// Concurrency: every exported method is safe for concurrent use. Memberlist
+// delegates only update a map under a short lock and never block. The Redis
+// subscriber delivers to the broker from one goroutine, in Redis order.
+package cluster

@@ -1,0 +1,232 @@
+package cluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// ProtocolVersion is the node-to-node protocol version carried in gossip
+// metadata and every gRPC request. Peers with another version are not
+// routed to.
+const ProtocolVersion = 1
+
+// TagLen is the length of a node tag, the prefix of every clientId the node
+// issues.
+const TagLen = 6
+
+const tagAlphabet = "abcdefghijklmnopqrstuvwxyz234567"
+
+// NodeTag derives a node's tag from its id: 6 base-32 characters (30 bits)
+// of SHA-256. Node ids are unique per process incarnation, so a restarted
+// node has a new tag.
+func NodeTag(nodeID string) string {
+	sum := sha256.Sum256([]byte(nodeID))
+	v := uint64(sum[0])<<32 | uint64(sum[1])<<24 | uint64(sum[2])<<16 | uint64(sum[3])<<8 | uint64(sum[4])
+	b := make([]byte, TagLen)
+	for i := range b {
+		b[i] = tagAlphabet[v&31]
+		v >>= 5
+	}
+	return string(b)
+}
+
+// Meta is what a node tells the others about itself through gossip.
+type Meta struct {
+	ID    string `json:"id"`
+	Tag   string `json:"tag"`
+	GRPC  string `json:"grpc"`
+	Proto int    `json:"v"`
+}
+
+// MembershipConfig configures gossip.
+type MembershipConfig struct {
+	Self   Meta
+	Listen string   // host:port to bind (port 0: any)
+	Advert string   // host or host:port to advertise (default: the bound address)
+	Join   []string // seeds: host:port or a DNS name resolving to several addresses
+	// Fast shortens probe and gossip intervals (tests, small LANs).
+	Fast   bool
+	Logger *slog.Logger
+}
+
+// Membership tracks the live nodes. Its delegates never block: they update
+// a map under a short lock.
+type Membership struct {
+	cfg MembershipConfig
+	ml  *memberlist.Memberlist
+	log *slog.Logger
+
+	mu    sync.RWMutex
+	byTag map[string]Meta // live nodes, self included
+}
+
+// NewMembership starts gossip on cfg.Listen. Call Join to find peers.
+func NewMembership(cfg MembershipConfig) (*Membership, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m := &Membership{cfg: cfg, log: cfg.Logger, byTag: map[string]Meta{}}
+	mc := memberlist.DefaultLANConfig()
+	if cfg.Fast {
+		mc.ProbeInterval = 200 * time.Millisecond
+		mc.ProbeTimeout = 100 * time.Millisecond
+		mc.GossipInterval = 50 * time.Millisecond
+		mc.PushPullInterval = 5 * time.Second
+		mc.SuspicionMult = 2
+	}
+	mc.Name = cfg.Self.ID
+	host, port, err := splitHostPort(cfg.Listen, 7946)
+	if err != nil {
+		return nil, fmt.Errorf("gossip listen %q: %w", cfg.Listen, err)
+	}
+	mc.BindAddr, mc.BindPort = host, port
+	if cfg.Advert != "" {
+		ah, ap, err := splitHostPort(cfg.Advert, 0)
+		if err != nil {
+			return nil, fmt.Errorf("advertise %q: %w", cfg.Advert, err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = ah, ap
+	}
+	mc.Logger = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
+	mc.Delegate = (*delegate)(m)
+	mc.Events = (*events)(m)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	m.ml = ml
+	m.mu.Lock()
+	m.byTag[cfg.Self.Tag] = cfg.Self
+	m.mu.Unlock()
+	return m, nil
+}
+
+func splitHostPort(s string, defPort int) (string, int, error) {
+	host, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		if defPort == 0 {
+			return s, 0, nil
+		}
+		return s, defPort, nil
+	}
+	p, err := strconv.Atoi(ps)
+	if err != nil {
+		return "", 0, err
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, p, nil
+}
+
+// Addr returns the advertised gossip address.
+func (m *Membership) Addr() string {
+	n := m.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Join keeps trying the seeds until at least one answers or ctx ends. DNS
+// names are resolved to every address they carry (a Kubernetes headless
+// Service).
+func (m *Membership) Join(ctx context.Context) error {
+	if len(m.cfg.Join) == 0 {
+		return nil
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		n, err := m.ml.Join(m.cfg.Join)
+		if n > 0 {
+			m.log.Info("joined cluster", "contacted", n, "members", m.ml.NumMembers())
+			return nil
+		}
+		m.log.Debug("join failed; retrying", "seeds", m.cfg.Join, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("join %v: %w (last error: %v)", m.cfg.Join, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// Alive returns the live node with tag, if any.
+func (m *Membership) Alive(tag string) (Meta, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	meta, ok := m.byTag[tag]
+	return meta, ok
+}
+
+// Members returns the live nodes.
+func (m *Membership) Members() []Meta {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]Meta, 0, len(m.byTag))
+	for _, v := range m.byTag {
+		out = append(out, v)
+	}
+	return out
+}
+
+// Leave announces departure and stops gossip.
+func (m *Membership) Leave(timeout time.Duration) error {
+	if err := m.ml.Leave(timeout); err != nil {
+		m.log.Warn("gossip leave", "err", err)
+	}
+	return m.ml.Shutdown()
+}
+
+func (m *Membership) set(n *memberlist.Node, alive bool) {
+	var meta Meta
+	if err := json.Unmarshal(n.Meta, &meta); err != nil || meta.Tag == "" {
+		m.log.Warn("gossip: member without valid metadata", "node", n.Name)
+		return
+	}
+	if meta.Proto != ProtocolVersion {
+		m.log.Warn("gossip: member speaks another protocol version; not routing to it", "node", n.Name, "version", meta.Proto)
+		alive = false
+	}
+	m.mu.Lock()
+	if alive {
+		if old, ok := m.byTag[meta.Tag]; ok && old.ID != meta.ID {
+			m.log.Error("gossip: two live nodes share a tag; sessions of one are unreachable", "tag", meta.Tag, "a", old.ID, "b", meta.ID)
+		}
+		m.byTag[meta.Tag] = meta
+	} else if m.byTag[meta.Tag].ID == meta.ID && meta.ID != m.cfg.Self.ID {
+		delete(m.byTag, meta.Tag)
+	}
+	m.mu.Unlock()
+	m.log.Info("membership change", "node", meta.ID, "tag", meta.Tag, "alive", alive)
+}
+
+// delegate provides node metadata; it carries no user messages.
+type delegate Membership
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	b, _ := json.Marshal(d.cfg.Self)
+	if len(b) > limit {
+		return nil
+	}
+	return b
+}
+func (d *delegate) NotifyMsg([]byte)                           {}
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *delegate) LocalState(join bool) []byte                { return nil }
+func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// events keeps byTag current. Memberlist calls these serially; they only
+// take m.mu briefly.
+type events Membership
+
+func (e *events) NotifyJoin(n *memberlist.Node)   { (*Membership)(e).set(n, true) }
+func (e *events) NotifyLeave(n *memberlist.Node)  { (*Membership)(e).set(n, false) }
+func (e *events) NotifyUpdate(n *memberlist.Node) { (*Membership)(e).set(n, true) }
