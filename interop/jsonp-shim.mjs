@@ -7,7 +7,8 @@
 // appendChild performs an HTTP GET of script.src with this "browser"'s cookies
 // (Set-Cookie replies are stored, e.g. BAYEUX_BROWSER) and evaluates a 2xx body
 // in the global context with vm.runInThisContext, so `window[cb](...)` fires.
-// Network errors and non-2xx statuses fire script.onerror, as browsers do.
+// Network errors, non-2xx statuses and (with X-Content-Type-Options: nosniff)
+// non-JavaScript content types fire script.onerror, as browsers do.
 //
 // One shim = one browser window: install it once per worker thread (the suite
 // runs each CometD client in its own worker, i.e. its own browser).
@@ -148,7 +149,14 @@ class ScriptElement extends Element {
                     this._fail(src, `HTTP ${res.statusCode} ${body.slice(0, 200)}`);
                     return;
                 }
-                shimLog.contentTypes.add(String(res.headers["content-type"]));
+                const type = String(res.headers["content-type"] || "");
+                shimLog.contentTypes.add(type);
+                // As browsers do: with nosniff, a script must be served with a JavaScript MIME type.
+                if (/nosniff/i.test(String(res.headers["x-content-type-options"] || "")) &&
+                    !/^\s*(text|application)\/(x-)?(javascript|ecmascript)\s*(;|$)/i.test(type)) {
+                    this._fail(src, `blocked: nosniff and Content-Type ${type}`);
+                    return;
+                }
                 try {
                     vm.runInThisContext(body, {filename: src.slice(0, 200)});
                 } catch (x) {

@@ -339,8 +339,16 @@ export class FayeClient extends BaseClient {
             // ignore
         }
         try {
+            // Stop Faye's own retry machinery so this process can exit at once:
+            // pending envelopes (e.g. the held /meta/connect) otherwise keep
+            // retry/timeout timers alive after the socket closes.
+            const d = this.client._dispatcher;
             this.client._state = this.client.DISCONNECTED;
-            this.client._dispatcher.close();
+            for (const e of d._envelopes.values()) {
+                clearTimeout(e.timer);
+            }
+            d._envelopes.clear();
+            d.close();
         } catch {
             // ignore
         }

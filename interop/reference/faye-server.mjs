@@ -11,6 +11,11 @@
 //   - POST /debug/bayeux/sessions/{id}/expire forgets a session (204/404);
 //     drop-next-connect is not implemented (501): no ack extension here,
 //     so CometD scenario 10 fails against this reference by design.
+//
+// Self-test of the suite: REF_BREAK=mode[,mode] makes this server misbehave on
+// purpose, so one can check that the scenarios notice (see README.md):
+//   dup, reorder, drop, wildcard, unsub, echo-leak, no402, expire-noop
+//
 // Prints "BAYEUX_URL=..." and "BAYEUX_DEBUG_URL=..." lines on stdout.
 //
 // Usage: node reference/faye-server.mjs [--port N]
@@ -22,6 +27,26 @@ const faye = require("faye");
 const Channel = require("faye/src/protocol/channel");
 
 const ECHO = "/service/echo";
+const BREAK = new Set((process.env.REF_BREAK || "").split(",").filter(Boolean));
+const perChannel = new Map();
+const nth = (ch) => {
+    const n = (perChannel.get(ch) || 0) + 1;
+    perChannel.set(ch, n);
+    return n;
+};
+
+if (BREAK.has("wildcard")) {
+    // "/a/*" also matches deeper channels.
+    const expand = Channel.expand;
+    Channel.expand = function (name) {
+        const out = expand.call(this, name);
+        const segs = name.split("/").filter(Boolean);
+        for (let i = 1; i < segs.length; i++) {
+            out.push("/" + segs.slice(0, i).join("/") + "/*");
+        }
+        return [...new Set(out)];
+    };
+}
 
 const originalSubscribable = Channel.isSubscribable;
 Channel.isSubscribable = (name) => name === ECHO || originalSubscribable.call(Channel, name);
@@ -32,7 +57,7 @@ const memory = proxy._engine; // the in-memory engine
 
 const originalPublish = proxy.publish;
 proxy.publish = function (message) {
-    if (message.channel === ECHO) {
+    if (message.channel === ECHO && !BREAK.has("echo-leak")) {
         // Deliver to the publisher only.
         const id = message.clientId;
         if (id) {
@@ -44,8 +69,31 @@ proxy.publish = function (message) {
         }
         return;
     }
-    return originalPublish.call(this, message);
+    if (!message.channel.startsWith("/interop/")) {
+        return originalPublish.call(this, message);
+    }
+    const n = nth(message.channel);
+    if (BREAK.has("drop") && n % 50 === 17) {
+        return;
+    }
+    if (BREAK.has("reorder") && n % 10 === 3) {
+        setTimeout(() => originalPublish.call(this, message), 30);
+        return;
+    }
+    originalPublish.call(this, message);
+    if (BREAK.has("dup")) {
+        originalPublish.call(this, message);
+    }
 };
+
+if (BREAK.has("unsub")) {
+    proxy.unsubscribe = function () {
+        const cb = arguments[2];
+        if (typeof cb === "function") {
+            cb.call(arguments[3], true);
+        }
+    };
+}
 
 // Timesync (CometD TimeSyncExtension wire format) on meta replies:
 // request ext.timesync {tc, l, o} -> reply ext.timesync {tc, ts, p, a}.
@@ -88,7 +136,7 @@ bayeux.addExtension({
         callback(message);
     },
     outgoing(message, request, callback) {
-        if (typeof message.error === "string" && /^401:/.test(message.error)) {
+        if (!BREAK.has("no402") && typeof message.error === "string" && /^401:/.test(message.error)) {
             message.error = "402" + message.error.substring(3);
             message.advice = Object.assign({}, message.advice, {reconnect: "handshake", interval: 0});
         }
@@ -109,8 +157,10 @@ const server = http.createServer((req, res) => {
                 res.writeHead(404).end();
                 return;
             }
-            proxy.destroyClient(id);
-            proxy.flushConnection(id);
+            if (!BREAK.has("expire-noop")) {
+                proxy.destroyClient(id);
+                proxy.flushConnection(id);
+            }
             res.writeHead(204).end();
         });
         return;

@@ -224,8 +224,8 @@ func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, trans
 		return resp.Body
 	}
 	req := &request{
-		info:     RequestInfo{Transport: transport, RemoteAddr: r.RemoteAddr, Header: r.Header},
-		msgs:     msgs,
+		info:      RequestInfo{Transport: transport, RemoteAddr: r.RemoteAddr, Header: r.Header},
+		msgs:      msgs,
 		received:  time.Now(),
 		browserID: browserID,
 	}
