@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -106,8 +107,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 		}
 	})
+	var cl *cluster.Cluster // set below in cluster mode, before serving
 	if c.DebugAPI {
 		mux.Handle("/debug/bayeux/", http.StripPrefix("/debug/bayeux", b.DebugHandler()))
+		mux.HandleFunc("GET /debug/bayeux/members", func(w http.ResponseWriter, _ *http.Request) {
+			var members []cluster.Meta
+			if cl != nil {
+				members = cl.Members()
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"members": members})
+		})
 		log.Warn("debug API enabled: never expose this node in production", "path", "/debug/bayeux/")
 	}
 
@@ -124,7 +134,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRun()
-	var cl *cluster.Cluster
 	if c.Redis != "" {
 		cl, err = cluster.Start(runCtx, cluster.Config{
 			NodeID: c.NodeID, GossipListen: c.GossipListen, GRPCListen: c.GRPCListen,

@@ -3,6 +3,7 @@ package testproc
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -57,8 +58,10 @@ func NodeBinary(t testing.TB) string {
 
 // Node is a running node process.
 type Node struct {
-	URL  string // the Bayeux endpoint, e.g. http://127.0.0.1:PORT/cometd
-	Base string // scheme://host:port
+	URL    string // the Bayeux endpoint, e.g. http://127.0.0.1:PORT/cometd
+	Base   string // scheme://host:port
+	Gossip string // gossip address (cluster mode)
+	Tag    string // node tag (cluster mode): the prefix of its clientIds
 	Cmd  *exec.Cmd
 	Log  *SyncBuffer // stderr (logs)
 
@@ -127,6 +130,12 @@ func StartNode(t testing.TB, env []string, args ...string) *Node {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			line := sc.Text()
+			if g, ok := strings.CutPrefix(line, "bayeux node gossip "); ok {
+				f := strings.Fields(g)
+				if len(f) >= 5 {
+					n.Gossip, n.Tag = f[0], f[4]
+				}
+			}
 			if u, ok := strings.CutPrefix(line, "bayeux node serving "); ok {
 				select {
 				case urlc <- u:
@@ -153,6 +162,32 @@ func tail(s string, n int) string {
 		return "..." + s[len(s)-n:]
 	}
 	return s
+}
+
+func (n *Node) alive() bool {
+	select {
+	case <-n.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Members returns the number of live cluster members the node reports.
+func (n *Node) Members(ctx context.Context) (int, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.Base+"/debug/bayeux/members", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Members []json.RawMessage `json:"members"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return 0, fmt.Errorf("members: %w", err)
+	}
+	return len(out.Members), nil
 }
 
 // PID returns the process id.

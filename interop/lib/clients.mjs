@@ -338,19 +338,41 @@ export class FayeClient extends BaseClient {
         } catch {
             // ignore
         }
+        // Stop Faye's own machinery so this process can exit at once. Faye keeps
+        // going on its own after a failed scenario (retries, re-handshakes, an
+        // upgrade to WebSocket racing with the close), so: no more transports,
+        // no more connects, abort what is in flight, close every socket.
+        const d = this.client._dispatcher;
+        const wsTransports = () => [...((d.transports && d.transports.websocket) || new Map()).values()];
         try {
-            // Stop Faye's own retry machinery so this process can exit at once:
-            // pending envelopes (e.g. the held /meta/connect) otherwise keep
-            // retry/timeout timers alive after the socket closes.
-            const d = this.client._dispatcher;
             this.client._state = this.client.DISCONNECTED;
+            d.selectTransport = () => {};
             for (const e of d._envelopes.values()) {
                 clearTimeout(e.timer);
+                if (e.request) {
+                    e.request.then((r) => r && r.abort && r.abort(), () => {});
+                }
             }
             d._envelopes.clear();
+            for (const t of wsTransports()) {
+                t.connect = () => {};
+            }
             d.close();
         } catch {
             // ignore
+        }
+        try {
+            // A socket that was still connecting opens later: close it then.
+            await waitFor(() => {
+                for (const t of wsTransports()) {
+                    if (t._socket) {
+                        t._socket.close();
+                    }
+                }
+                return wsTransports().every((t) => !t._socket && t._state !== t.CONNECTING);
+            }, 3000, "faye websockets closed");
+        } catch {
+            // ignore: best effort
         }
     }
 }

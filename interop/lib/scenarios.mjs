@@ -1,10 +1,13 @@
 // The interop scenarios, defined once and instantiated per client x transport.
-import {describe, test} from "node:test";
+import {after, describe, test} from "node:test";
+import {appendFileSync} from "node:fs";
 import assert from "node:assert/strict";
 import {debugDropNextConnect, debugExpire, env, rawSend, uniq, waitFor} from "./common.mjs";
 import {clientFactory} from "./clients.mjs";
 
 const DELIVERY_MS = 15000;
+// A scenario that hangs fails instead of blocking the run.
+const TEST_OPTS = {timeout: 120000};
 
 /**
  * Runs body(open) where open(opts) opens a client of this suite's kind and
@@ -118,7 +121,20 @@ export function defineSuite(kind, transport) {
     const label = `${kind}/${transport}`;
 
     describe(label, () => {
-        test(`${label} 1. handshake: clientId obtained, transport under test in use`, () => run(async (open) => {
+        after(() => {
+            // If this file's process does not exit after its tests: say why, then exit.
+            setTimeout(() => {
+                const msg = `interop ${label}: process still alive 5 s after the tests; active resources: ` +
+                    process.getActiveResourcesInfo().join(", ") + "\n";
+                if (process.env.INTEROP_DIAG_FILE) {
+                    appendFileSync(process.env.INTEROP_DIAG_FILE, msg);
+                }
+                process.stderr.write(msg);
+                // Never hang a CI run on a leaked handle: the results are already reported.
+                process.exit();
+            }, 5000).unref();
+        });
+        test(`${label} 1. handshake: clientId obtained, transport under test in use`, TEST_OPTS, () => run(async (open) => {
             const c = await open();
             const id = await c.handshake();
             assert.equal(typeof id, "string");
@@ -138,7 +154,7 @@ export function defineSuite(kind, transport) {
             assert.notEqual(id2, id, "two handshakes returned the same clientId");
         }));
 
-        test(`${label} 2. publish/subscribe between two clients`, () => run(async (open) => {
+        test(`${label} 2. publish/subscribe between two clients`, TEST_OPTS, () => run(async (open) => {
             const [sub, pub] = await openHandshaken(open, 2);
             const ch = chan("ps");
             await sub.subscribe(ch);
@@ -158,7 +174,7 @@ export function defineSuite(kind, transport) {
             assert.equal(rawOn(pub, ch).filter((m) => m.data !== undefined).length, 0, "publisher received its own message");
         }));
 
-        test(`${label} 3. wildcards /x/* and /x/**`, () => run(async (open) => {
+        test(`${label} 3. wildcards /x/* and /x/**`, TEST_OPTS, () => run(async (open) => {
             const [one, deep, pub] = await openHandshaken(open, 3);
             const base = chan("wc");
             await one.subscribe(`${base}/*`);
@@ -202,7 +218,7 @@ export function defineSuite(kind, transport) {
             }
         };
 
-        test(`${label} 4. order: 200 messages arrive complete, in order, once, at two subscribers`, () => run(async (open) => {
+        test(`${label} 4. order: 200 messages arrive complete, in order, once, at two subscribers`, TEST_OPTS, () => run(async (open) => {
             const [s1, s2, pub] = await openHandshaken(open, 3);
             const ch = chan("order");
             await s1.subscribe(ch);
@@ -227,7 +243,7 @@ export function defineSuite(kind, transport) {
             }
         }));
 
-        test(`${label} 5. 20 subscribers all receive 20 messages`, () => run(async (open) => {
+        test(`${label} 5. 20 subscribers all receive 20 messages`, TEST_OPTS, () => run(async (open) => {
             const subs = await openHandshaken(open, 20);
             const [pub] = await openHandshaken(open, 1);
             const ch = chan("fan");
@@ -238,7 +254,7 @@ export function defineSuite(kind, transport) {
             subs.forEach((s, i) => assert.deepEqual(seqs(s.messages(ch)), expected, `subscriber #${i} (${s.clientId})`));
         }));
 
-        test(`${label} 6. unsubscribe stops delivery`, () => run(async (open) => {
+        test(`${label} 6. unsubscribe stops delivery`, TEST_OPTS, () => run(async (open) => {
             const [sub, pub] = await openHandshaken(open, 2);
             const ch = chan("unsub");
             const ctrl = chan("ctrl");
@@ -257,7 +273,7 @@ export function defineSuite(kind, transport) {
             assert.deepEqual(wire.map((m) => m.data.seq), [1], "message delivered on the wire after unsubscribe");
         }));
 
-        test(`${label} 7. after disconnect, the old clientId gets 402 + reconnect:handshake`, () => run(async (open) => {
+        test(`${label} 7. after disconnect, the old clientId gets 402 + reconnect:handshake`, TEST_OPTS, () => run(async (open) => {
             const c = await open();
             const id = await c.handshake();
             await c.subscribe(chan("disc"));
@@ -279,7 +295,7 @@ export function defineSuite(kind, transport) {
             }
         }));
 
-        test(`${label} 8. server forgets the session: client re-handshakes and receives again`, () => run(async (open) => {
+        test(`${label} 8. server forgets the session: client re-handshakes and receives again`, TEST_OPTS, () => run(async (open) => {
             const [c, pub] = await openHandshaken(open, 2);
             const ch = chan("expire");
             await c.subscribe(ch);
@@ -304,7 +320,7 @@ export function defineSuite(kind, transport) {
             assert.deepEqual(seqs(c.messages(ch)), [1, 2, "end"]);
         }));
 
-        test(`${label} 9. /service/echo answers the publisher only`, () => run(async (open) => {
+        test(`${label} 9. /service/echo answers the publisher only`, TEST_OPTS, () => run(async (open) => {
             const [a, all, other] = await openHandshaken(open, 3);
             const ctrl = chan("echo-ctrl");
             await a.subscribe("/service/echo");
@@ -333,7 +349,7 @@ export function defineSuite(kind, transport) {
             return;
         }
 
-        test(`${label} 10. ack extension redelivers after a lost /meta/connect reply`, () => run(async (open) => {
+        test(`${label} 10. ack extension redelivers after a lost /meta/connect reply`, TEST_OPTS, () => run(async (open) => {
             const c = await open({ack: true});
             const [pub] = await openHandshaken(open, 1);
             await c.handshake();
@@ -358,7 +374,7 @@ export function defineSuite(kind, transport) {
             assert.equal(c.handshakeReplies().length, 1, "the session survived (no re-handshake)");
         }));
 
-        test(`${label} 11. timesync extension answers`, () => run(async (open) => {
+        test(`${label} 11. timesync extension answers`, TEST_OPTS, () => run(async (open) => {
             const c = await open({timesync: true});
             await c.handshake();
             const ch = chan("ts");

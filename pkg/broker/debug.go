@@ -23,23 +23,16 @@ func (b *Broker) DebugHandler() http.Handler {
 		return nil
 	})
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /sessions/{id}/expire", func(w http.ResponseWriter, r *http.Request) {
-		if !b.ExpireSession(r.PathValue("id")) {
+	mux.HandleFunc("POST /sessions/{id}/{op}", func(w http.ResponseWriter, r *http.Request) {
+		found, err := b.SessionOp(r.Context(), r.PathValue("id"), r.PathValue("op"))
+		switch {
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		case !found:
 			http.NotFound(w, r)
-			return
+		default:
+			w.WriteHeader(http.StatusNoContent)
 		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("POST /sessions/{id}/drop-next-connect", func(w http.ResponseWriter, r *http.Request) {
-		s, ok := b.Session(r.PathValue("id"))
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		s.mu.Lock()
-		s.dropNext = true
-		s.mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("GET /sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		s, ok := b.Session(r.PathValue("id"))

@@ -21,6 +21,40 @@ type Router interface {
 	// ctx ends when the client goes away, and the owner then keeps the
 	// undelivered messages queued.
 	Forward(ctx context.Context, clientID string, req *ForwardedRequest) (*ForwardedResponse, error)
+	// SessionOp applies op (see Broker.SessionOp) on the owner of clientID.
+	SessionOp(ctx context.Context, clientID, op string) (bool, error)
+}
+
+// Session operations.
+const (
+	OpExpire          = "expire"            // end the session as if swept
+	OpDropNextConnect = "drop-next-connect" // debug: lose the next connect reply carrying messages
+)
+
+// SessionOp applies op to the session clientID wherever it lives (through
+// the Router when another node owns it). It reports whether it existed.
+func (b *Broker) SessionOp(ctx context.Context, clientID, op string) (bool, error) {
+	if _, ok := b.Session(clientID); !ok && b.router != nil && !b.router.IsLocal(clientID) {
+		return b.router.SessionOp(ctx, clientID, op)
+	}
+	return b.LocalSessionOp(clientID, op)
+}
+
+// LocalSessionOp applies op to a session of this node.
+func (b *Broker) LocalSessionOp(clientID, op string) (bool, error) {
+	switch op {
+	case OpExpire:
+		return b.ExpireSession(clientID), nil
+	case OpDropNextConnect:
+		s, ok := b.Session(clientID)
+		if ok {
+			s.mu.Lock()
+			s.dropNext = true
+			s.mu.Unlock()
+		}
+		return ok, nil
+	}
+	return false, fmt.Errorf("unknown session op %q", op)
 }
 
 // ForwardedRequest is a transport request passed to the session's owner.

@@ -164,6 +164,23 @@ func (c *Cluster) Forward(ctx context.Context, clientID string, req *broker.Forw
 	return &broker.ForwardedResponse{Body: resp.GetBody(), Abort: resp.GetAbort()}, nil
 }
 
+// SessionOp implements broker.Router.
+func (c *Cluster) SessionOp(ctx context.Context, clientID, op string) (bool, error) {
+	owner, ok := c.mem.Alive(clientID[:TagLen])
+	if !ok {
+		return false, nil
+	}
+	client, err := c.peers.client(owner.GRPC)
+	if err != nil {
+		return false, err
+	}
+	resp, err := client.SessionOp(ctx, &clusterv1.SessionOpRequest{ProtocolVersion: ProtocolVersion, ClientId: clientID, Op: op})
+	if err != nil {
+		return false, fmt.Errorf("session op on %s: %w", owner.ID, err)
+	}
+	return resp.GetFound(), nil
+}
+
 // Stop leaves the cluster and stops the gRPC server (after in-flight calls
 // end or ctx expires).
 func (c *Cluster) Stop(ctx context.Context) {

@@ -48,6 +48,17 @@ func (s *nodeServer) Process(ctx context.Context, req *clusterv1.ProcessRequest)
 	return &clusterv1.ProcessResponse{Body: resp.Body, Abort: resp.Abort}, nil
 }
 
+func (s *nodeServer) SessionOp(_ context.Context, req *clusterv1.SessionOpRequest) (*clusterv1.SessionOpResponse, error) {
+	if req.GetProtocolVersion() != ProtocolVersion {
+		return nil, status.Errorf(codes.FailedPrecondition, "protocol version %d not supported (want %d)", req.GetProtocolVersion(), ProtocolVersion)
+	}
+	found, err := s.b.LocalSessionOp(req.GetClientId(), req.GetOp())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &clusterv1.SessionOpResponse{Found: found}, nil
+}
+
 // peers keeps one gRPC client connection per peer address.
 type peers struct {
 	mu    sync.Mutex

@@ -25,6 +25,113 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type SessionOpRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	ProtocolVersion uint32                 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	ClientId        string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// "expire" (end the session as if swept) or "drop-next-connect" (test
+	// only: lose the next connect reply carrying messages).
+	Op            string `protobuf:"bytes,3,opt,name=op,proto3" json:"op,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionOpRequest) Reset() {
+	*x = SessionOpRequest{}
+	mi := &file_cluster_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionOpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionOpRequest) ProtoMessage() {}
+
+func (x *SessionOpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionOpRequest.ProtoReflect.Descriptor instead.
+func (*SessionOpRequest) Descriptor() ([]byte, []int) {
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SessionOpRequest) GetProtocolVersion() uint32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
+}
+
+func (x *SessionOpRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *SessionOpRequest) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+type SessionOpResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the session existed on the owner.
+	Found         bool `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionOpResponse) Reset() {
+	*x = SessionOpResponse{}
+	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionOpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionOpResponse) ProtoMessage() {}
+
+func (x *SessionOpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionOpResponse.ProtoReflect.Descriptor instead.
+func (*SessionOpResponse) Descriptor() ([]byte, []int) {
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SessionOpResponse) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
 type ProcessRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Owner-side protocol version the caller speaks (see ProtocolVersion in
@@ -46,7 +153,7 @@ type ProcessRequest struct {
 
 func (x *ProcessRequest) Reset() {
 	*x = ProcessRequest{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[0]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -58,7 +165,7 @@ func (x *ProcessRequest) String() string {
 func (*ProcessRequest) ProtoMessage() {}
 
 func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[0]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -71,7 +178,7 @@ func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessRequest.ProtoReflect.Descriptor instead.
 func (*ProcessRequest) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ProcessRequest) GetProtocolVersion() uint32 {
@@ -128,7 +235,7 @@ type ProcessResponse struct {
 
 func (x *ProcessResponse) Reset() {
 	*x = ProcessResponse{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -140,7 +247,7 @@ func (x *ProcessResponse) String() string {
 func (*ProcessResponse) ProtoMessage() {}
 
 func (x *ProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -153,7 +260,7 @@ func (x *ProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessResponse.ProtoReflect.Descriptor instead.
 func (*ProcessResponse) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ProcessResponse) GetBody() []byte {
@@ -174,7 +281,13 @@ var File_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x18cluster/v1/cluster.proto\x12\x11bayeux.cluster.v1\"\xcc\x01\n" +
+	"\x18cluster/v1/cluster.proto\x12\x11bayeux.cluster.v1\"j\n" +
+	"\x10SessionOpRequest\x12)\n" +
+	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x0e\n" +
+	"\x02op\x18\x03 \x01(\tR\x02op\")\n" +
+	"\x11SessionOpResponse\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\"\xcc\x01\n" +
 	"\x0eProcessRequest\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x1c\n" +
@@ -186,9 +299,10 @@ const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"remoteAddr\";\n" +
 	"\x0fProcessResponse\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\fR\x04body\x12\x14\n" +
-	"\x05abort\x18\x02 \x01(\bR\x05abort2X\n" +
+	"\x05abort\x18\x02 \x01(\bR\x05abort2\xb0\x01\n" +
 	"\x04Node\x12P\n" +
-	"\aProcess\x12!.bayeux.cluster.v1.ProcessRequest\x1a\".bayeux.cluster.v1.ProcessResponseBAZ?github.com/bayeux-cluster/bayeux/api/proto/cluster/v1;clusterv1b\x06proto3"
+	"\aProcess\x12!.bayeux.cluster.v1.ProcessRequest\x1a\".bayeux.cluster.v1.ProcessResponse\x12V\n" +
+	"\tSessionOp\x12#.bayeux.cluster.v1.SessionOpRequest\x1a$.bayeux.cluster.v1.SessionOpResponseBAZ?github.com/bayeux-cluster/bayeux/api/proto/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -202,16 +316,20 @@ func file_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_cluster_v1_cluster_proto_goTypes = []any{
-	(*ProcessRequest)(nil),  // 0: bayeux.cluster.v1.ProcessRequest
-	(*ProcessResponse)(nil), // 1: bayeux.cluster.v1.ProcessResponse
+	(*SessionOpRequest)(nil),  // 0: bayeux.cluster.v1.SessionOpRequest
+	(*SessionOpResponse)(nil), // 1: bayeux.cluster.v1.SessionOpResponse
+	(*ProcessRequest)(nil),    // 2: bayeux.cluster.v1.ProcessRequest
+	(*ProcessResponse)(nil),   // 3: bayeux.cluster.v1.ProcessResponse
 }
 var file_cluster_v1_cluster_proto_depIdxs = []int32{
-	0, // 0: bayeux.cluster.v1.Node.Process:input_type -> bayeux.cluster.v1.ProcessRequest
-	1, // 1: bayeux.cluster.v1.Node.Process:output_type -> bayeux.cluster.v1.ProcessResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
+	2, // 0: bayeux.cluster.v1.Node.Process:input_type -> bayeux.cluster.v1.ProcessRequest
+	0, // 1: bayeux.cluster.v1.Node.SessionOp:input_type -> bayeux.cluster.v1.SessionOpRequest
+	3, // 2: bayeux.cluster.v1.Node.Process:output_type -> bayeux.cluster.v1.ProcessResponse
+	1, // 3: bayeux.cluster.v1.Node.SessionOp:output_type -> bayeux.cluster.v1.SessionOpResponse
+	2, // [2:4] is the sub-list for method output_type
+	0, // [0:2] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -228,7 +346,7 @@ func file_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_v1_cluster_proto_rawDesc), len(file_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

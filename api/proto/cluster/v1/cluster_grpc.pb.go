@@ -23,7 +23,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Node_Process_FullMethodName = "/bayeux.cluster.v1.Node/Process"
+	Node_Process_FullMethodName   = "/bayeux.cluster.v1.Node/Process"
+	Node_SessionOp_FullMethodName = "/bayeux.cluster.v1.Node/SessionOp"
 )
 
 // NodeClient is the client API for Node service.
@@ -38,6 +39,9 @@ type NodeClient interface {
 	// connect timeout); cancelling it (the client went away) leaves the
 	// session's undelivered messages queued.
 	Process(ctx context.Context, in *ProcessRequest, opts ...grpc.CallOption) (*ProcessResponse, error)
+	// SessionOp applies an operation to a session this node owns (used by
+	// the operations/debug API on whichever node received the call).
+	SessionOp(ctx context.Context, in *SessionOpRequest, opts ...grpc.CallOption) (*SessionOpResponse, error)
 }
 
 type nodeClient struct {
@@ -58,6 +62,16 @@ func (c *nodeClient) Process(ctx context.Context, in *ProcessRequest, opts ...gr
 	return out, nil
 }
 
+func (c *nodeClient) SessionOp(ctx context.Context, in *SessionOpRequest, opts ...grpc.CallOption) (*SessionOpResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SessionOpResponse)
+	err := c.cc.Invoke(ctx, Node_SessionOp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
@@ -70,6 +84,9 @@ type NodeServer interface {
 	// connect timeout); cancelling it (the client went away) leaves the
 	// session's undelivered messages queued.
 	Process(context.Context, *ProcessRequest) (*ProcessResponse, error)
+	// SessionOp applies an operation to a session this node owns (used by
+	// the operations/debug API on whichever node received the call).
+	SessionOp(context.Context, *SessionOpRequest) (*SessionOpResponse, error)
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -82,6 +99,9 @@ type UnimplementedNodeServer struct{}
 
 func (UnimplementedNodeServer) Process(context.Context, *ProcessRequest) (*ProcessResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Process not implemented")
+}
+func (UnimplementedNodeServer) SessionOp(context.Context, *SessionOpRequest) (*SessionOpResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SessionOp not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -122,6 +142,24 @@ func _Node_Process_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_SessionOp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SessionOpRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).SessionOp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_SessionOp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).SessionOp(ctx, req.(*SessionOpRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -132,6 +170,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Process",
 			Handler:    _Node_Process_Handler,
+		},
+		{
+			MethodName: "SessionOp",
+			Handler:    _Node_SessionOp_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

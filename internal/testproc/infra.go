@@ -1,0 +1,348 @@
+package testproc
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Proc is a helper process started by this package.
+type Proc struct {
+	Cmd  *exec.Cmd
+	Log  *SyncBuffer
+	done chan struct{}
+}
+
+func startProc(t testing.TB, name string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Cmd: exec.Command(name, args...), Log: &SyncBuffer{}, done: make(chan struct{})}
+	p.Cmd.Stdout, p.Cmd.Stderr = p.Log, p.Log
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v (run scripts/test.sh to install it)", name, err)
+	}
+	go func() { _ = p.Cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = p.Cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	})
+	return p
+}
+
+// Stop kills the process and waits for it.
+func (p *Proc) Stop() {
+	_ = p.Cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// waitTCP waits until addr accepts connections.
+func waitTCP(t testing.TB, addr string, p *Proc) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited: %s", p.Cmd.Path, p.Log.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("%s not listening on %s: %s", p.Cmd.Path, addr, p.Log.String())
+}
+
+// Redis is a real redis-server on a random loopback port.
+type Redis struct {
+	*Proc
+	Addr string
+	Port int
+}
+
+// URL returns the redis:// URL.
+func (r *Redis) URL() string { return "redis://" + r.Addr }
+
+// StartRedis starts redis-server with no persistence on a random port.
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	return StartRedisOn(t, FreePort(t))
+}
+
+// StartRedisOn starts redis-server on port (to restart one on the same
+// address).
+func StartRedisOn(t testing.TB, port int) *Redis {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server is not installed: run scripts/test.sh, which installs what the tests need")
+	}
+	p := startProc(t, "redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no")
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitTCP(t, addr, p)
+	return &Redis{Proc: p, Addr: addr, Port: port}
+}
+
+// Balancer is a real nginx doing plain round-robin (no stickiness) over
+// HTTP and WebSocket to a set of backends.
+type Balancer struct {
+	*Proc
+	URL  string // http://127.0.0.1:PORT (append the Bayeux path)
+	Addr string
+}
+
+// StartBalancer starts nginx in front of backends ("host:port").
+func StartBalancer(t testing.TB, backends []string) *Balancer {
+	t.Helper()
+	if _, err := exec.LookPath("nginx"); err != nil {
+		t.Fatal("nginx is not installed: run scripts/test.sh, which installs what the tests need")
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	port := FreePort(t)
+	var ups strings.Builder
+	for _, b := range backends {
+		fmt.Fprintf(&ups, "    server %s max_fails=0;\n", b)
+	}
+	conf := fmt.Sprintf(nginxConf, dir, dir, ups.String(), port, dir, dir, dir, dir, dir)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, "nginx", "-c", path, "-p", dir, "-g", "daemon off;")
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitTCP(t, addr, p)
+	return &Balancer{Proc: p, URL: "http://" + addr, Addr: addr}
+}
+
+// nginxConf is a round-robin balancer with no stickiness that passes
+// WebSocket upgrades through and does not buffer long polls.
+const nginxConf = `worker_processes 1;
+error_log %s/error.log warn;
+pid %s/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream bayeux {
+%s  }
+  map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+  server {
+    listen 127.0.0.1:%d;
+    client_body_temp_path %s/body;
+    proxy_temp_path %s/proxy;
+    fastcgi_temp_path %s/fastcgi;
+    uwsgi_temp_path %s/uwsgi;
+    scgi_temp_path %s/scgi;
+    client_max_body_size 2m;
+    location / {
+      proxy_pass http://bayeux;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 180s;
+      proxy_send_timeout 180s;
+      proxy_next_upstream off;
+    }
+  }
+}
+`
+
+// Proxy is a TCP proxy whose link can be cut and restored (to cut one
+// node's connection to Redis while the others keep theirs).
+type Proxy struct {
+	Addr   string
+	target string
+	ln     net.Listener
+
+	mu    sync.Mutex
+	cut   bool
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// StartProxy proxies a random loopback port to target until the test ends.
+func StartProxy(t testing.TB, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{Addr: ln.Addr().String(), target: target, ln: ln, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.Cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *Proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		up, err := net.DialTimeout("tcp", p.target, time.Second)
+		if err != nil {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(c, up)
+		go p.pipe(up, c)
+	}
+}
+
+func (p *Proxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	dst.Close()
+	src.Close()
+	p.mu.Lock()
+	delete(p.conns, dst)
+	delete(p.conns, src)
+	p.mu.Unlock()
+}
+
+// Cut closes every proxied connection and refuses new ones.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// Restore accepts connections again.
+func (p *Proxy) Restore() {
+	p.mu.Lock()
+	p.cut = false
+	p.mu.Unlock()
+}
+
+// Cluster is Redis, n nodes and a balancer in front of them.
+type Cluster struct {
+	Redis    *Redis
+	Nodes    []*Node
+	Balancer *Balancer
+	Path     string
+}
+
+// URL is the balancer's Bayeux endpoint.
+func (c *Cluster) URL() string { return c.Balancer.URL + c.Path }
+
+// StartCluster starts Redis, n nodes joined to each other (with the debug
+// API and fast gossip) and a round-robin balancer. extra args go to every
+// node.
+func StartCluster(t testing.TB, n int, extra ...string) *Cluster {
+	t.Helper()
+	r := StartRedis(t)
+	c := &Cluster{Redis: r, Path: "/cometd"}
+	for i := 0; i < n; i++ {
+		c.Nodes = append(c.Nodes, c.StartNode(t, extra...))
+	}
+	c.WaitMembers(t, n, 10*time.Second)
+	var backends []string
+	for _, nd := range c.Nodes {
+		backends = append(backends, strings.TrimPrefix(nd.Base, "http://"))
+	}
+	c.Balancer = StartBalancer(t, backends)
+	return c
+}
+
+// StartNode starts one more node joined to the cluster.
+func (c *Cluster) StartNode(t testing.TB, extra ...string) *Node {
+	t.Helper()
+	return c.StartNodeWithRedis(t, c.Redis.URL(), extra...)
+}
+
+// StartNodeWithRedis starts a node using redisURL (e.g. through a Proxy).
+func (c *Cluster) StartNodeWithRedis(t testing.TB, redisURL string, extra ...string) *Node {
+	t.Helper()
+	args := []string{"--redis", redisURL, "--gossip-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
+		"--gossip-fast", "--debug-api"}
+	for _, nd := range c.Nodes {
+		if nd.Gossip != "" && nd.alive() {
+			args = append(args, "--join", nd.Gossip)
+			break
+		}
+	}
+	return StartNode(t, nil, append(args, extra...)...)
+}
+
+// WaitMembers waits until every live node reports want members.
+func (c *Cluster) WaitMembers(t testing.TB, want int, d time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for {
+		ok := true
+		for _, nd := range c.Nodes {
+			if !nd.alive() {
+				continue
+			}
+			if got, err := nd.Members(ctx); err != nil || got != want {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return time.Since(start)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("membership did not converge to %d within %v", want, d)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
