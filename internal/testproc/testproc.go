@@ -62,8 +62,8 @@ type Node struct {
 	Base   string // scheme://host:port
 	Gossip string // gossip address (cluster mode)
 	Tag    string // node tag (cluster mode): the prefix of its clientIds
-	Cmd  *exec.Cmd
-	Log  *SyncBuffer // stderr (logs)
+	Cmd    *exec.Cmd
+	Log    *SyncBuffer // stderr (logs)
 
 	waitOnce sync.Once
 	waitErr  error
