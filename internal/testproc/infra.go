@@ -36,21 +36,34 @@ func startProc(t testing.TB, name string, args ...string) *Proc {
 	t.Helper()
 	p := &Proc{Cmd: exec.Command(name, args...), Log: &SyncBuffer{}, done: make(chan struct{})}
 	p.Cmd.Stdout, p.Cmd.Stderr = p.Log, p.Log
+	ownGroup(p.Cmd)
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v (run scripts/test.sh to install it)", name, err)
 	}
 	go func() { _ = p.Cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.Cmd.Process.Signal(syscall.SIGKILL)
-		<-p.done
-	})
+	t.Cleanup(p.Stop)
 	return p
 }
 
-// Stop kills the process and waits for it.
+// Stop kills the process and everything it started, and waits for it.
 func (p *Proc) Stop() {
-	_ = p.Cmd.Process.Signal(syscall.SIGKILL)
+	killGroup(p.Cmd)
 	<-p.done
+}
+
+// ownGroup makes cmd the leader of a new process group, so killGroup also
+// reaches its children (nginx workers); WaitDelay bounds waiting for
+// output pipes held by anything that escaped.
+func ownGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 2 * time.Second
+}
+
+// killGroup sends SIGKILL to cmd's process group.
+func killGroup(cmd *exec.Cmd) {
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 }
 
 // waitTCP waits until addr accepts connections.

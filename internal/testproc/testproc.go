@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -105,6 +104,7 @@ func StartNode(t testing.TB, env []string, args ...string) *Node {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	ownGroup(cmd)
 	n := &Node{Cmd: cmd, Log: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = n.Log
 	stdout, err := cmd.StdoutPipe()
@@ -119,7 +119,7 @@ func StartNode(t testing.TB, env []string, args ...string) *Node {
 		close(n.done)
 	}()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGKILL)
+		killGroup(cmd)
 		<-n.done
 		if t.Failed() {
 			t.Logf("node %s (pid %d) log:\n%s", n.URL, cmd.Process.Pid, tail(n.Log.String(), 4000))

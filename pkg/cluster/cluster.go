@@ -74,7 +74,11 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 		}
 	}()
 
-	grpcAddr := advertised(ln.Addr(), cfg.Advertise)
+	grpcAddr, err := advertised(ln.Addr(), cfg.Advertise)
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
 	mem, err := NewMembership(MembershipConfig{
 		Self:   Meta{ID: cfg.NodeID, Tag: tag, GRPC: grpcAddr, Proto: ProtocolVersion},
 		Listen: cfg.GossipListen,
@@ -100,19 +104,39 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 
 // advertised builds host:port from the listener's port and the advertise
 // host (or the listener's own address when none is given).
-func advertised(a net.Addr, advertiseHost string) string {
+// With no advertise host and a wildcard listener, the first non-loopback
+// interface address is used, so peers on other hosts can reach it.
+func advertised(a net.Addr, advertise string) (string, error) {
 	tcp := a.(*net.TCPAddr)
-	host := advertiseHost
-	if h, _, err := net.SplitHostPort(advertiseHost); err == nil {
+	host := advertise
+	if h, _, err := net.SplitHostPort(advertise); err == nil {
 		host = h
 	}
-	if host == "" {
+	if host != "" {
+		ip, err := resolveIP(host)
+		if err != nil {
+			return "", fmt.Errorf("advertise: %w", err)
+		}
+		host = ip
+	} else {
 		host = tcp.IP.String()
 		if tcp.IP.IsUnspecified() {
-			host = "127.0.0.1"
+			host = firstNonLoopback()
 		}
 	}
-	return net.JoinHostPort(host, fmt.Sprint(tcp.Port))
+	return net.JoinHostPort(host, fmt.Sprint(tcp.Port)), nil
+}
+
+func firstNonLoopback() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+				return ipn.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
 }
 
 // Tag returns this node's tag.

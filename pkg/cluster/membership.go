@@ -90,11 +90,15 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	}
 	mc.BindAddr, mc.BindPort = host, port
 	if cfg.Advert != "" {
-		ah, ap, err := splitHostPort(cfg.Advert, 0)
+		ah, ap, err := splitHostPort(cfg.Advert, port)
 		if err != nil {
 			return nil, fmt.Errorf("advertise %q: %w", cfg.Advert, err)
 		}
-		mc.AdvertiseAddr, mc.AdvertisePort = ah, ap
+		ip, err := resolveIP(ah)
+		if err != nil {
+			return nil, fmt.Errorf("advertise %q: %w", cfg.Advert, err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = ip, ap
 	}
 	mc.Logger = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
 	mc.Delegate = (*delegate)(m)
@@ -110,12 +114,29 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	return m, nil
 }
 
+// resolveIP returns host if it is an IP, else its first IPv4 (or any)
+// address: memberlist advertises IP literals only.
+func resolveIP(host string) (string, error) {
+	if net.ParseIP(host) != nil {
+		return host, nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil || len(ips) == 0 {
+		return "", fmt.Errorf("resolve %s: %w", host, err)
+	}
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			return ip.String(), nil
+		}
+	}
+	return ips[0].String(), nil
+}
+
+// splitHostPort splits "host:port" or a bare "host" (port defPort; a
+// port of 0 means the bound port).
 func splitHostPort(s string, defPort int) (string, int, error) {
 	host, ps, err := net.SplitHostPort(s)
 	if err != nil {
-		if defPort == 0 {
-			return s, 0, nil
-		}
 		return s, defPort, nil
 	}
 	p, err := strconv.Atoi(ps)
