@@ -140,6 +140,17 @@ func TestClusterRedisLinkCut(t *testing.T) {
 	result := publisher(t, ch, []string{c.Nodes[0].URL}, 5*time.Millisecond, stop)
 	time.Sleep(300 * time.Millisecond)
 	proxy.Cut()
+	// While its Redis link is down, the node refuses publishes loudly.
+	pp := &bayeuxtest.Peer{T: t, URL: cutNode.URL}
+	bayeuxtest.Eventually(t, 5*time.Second, func() error {
+		r := pp.Post(bayeuxtest.Msg{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{"long-polling"}})
+		id, _ := r[0]["clientId"].(string)
+		r = pp.Post(bayeuxtest.Msg{"channel": "/cut/refused", "clientId": id, "data": 1})
+		if r[0]["successful"] == false && strings.HasPrefix(fmt.Sprint(r[0]["error"]), "503:") {
+			return nil
+		}
+		return fmt.Errorf("publish during the outage: %v", r)
+	})
 	time.Sleep(1500 * time.Millisecond) // the outage lasts a while
 	proxy.Restore()
 	time.Sleep(3 * time.Second) // reconnect (backoff up to 2s) and traffic after it

@@ -30,6 +30,8 @@ type config struct {
 	Advertise    string
 	Join         string
 	GossipFast   bool
+	HistorySize  int
+	HistoryTTL   time.Duration
 }
 
 // envName maps a flag name to its environment variable.
@@ -60,6 +62,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.GRPCListen, "grpc-listen", ":7947", "node-to-node gRPC listen address")
 	fs.StringVar(&c.Advertise, "advertise", "", "host or IP the other nodes reach this node at (default: the bound address)")
 	fs.StringVar(&c.Join, "join", "", "comma-separated gossip seeds: host:port, or a DNS name resolving to several nodes")
+	fs.IntVar(&c.HistorySize, "history-size", 1000, "publications kept per channel for gap recovery (cluster mode)")
+	fs.DurationVar(&c.HistoryTTL, "history-ttl", 5*time.Minute, "how long a channel's history lives after its last publication (cluster mode)")
 	fs.BoolVar(&c.GossipFast, "gossip-fast", false, "short gossip timers: faster failure detection on a quiet LAN (tests)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: node [flags]\nEvery flag may also be set with its BAYEUX_* environment variable (e.g. --listen: %s).\n\n", envName("listen"))
@@ -92,6 +96,9 @@ func (c *config) validate() error {
 	}
 	if c.Timeout <= 0 || c.MaxInterval <= 0 || c.Interval < 0 {
 		return fmt.Errorf("--timeout and --max-interval must be positive, --interval not negative")
+	}
+	if c.HistorySize <= 0 || c.HistoryTTL <= 0 {
+		return fmt.Errorf("--history-size and --history-ttl must be positive")
 	}
 	if c.MaxQueue <= 0 || c.MaxRequest <= 0 {
 		return fmt.Errorf("--max-queue and --max-request-bytes must be positive")

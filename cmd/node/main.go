@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		log = log.With("node", c.NodeID)
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, Logger: log.With("component", "redis")})
+		r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, HistorySize: c.HistorySize, HistoryTTL: c.HistoryTTL, Logger: log.With("component", "redis")})
 		cancel()
 		if err != nil {
 			return err
