@@ -1,12 +1,15 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
 
 func TestHandshakeReplyFields(t *testing.T) {
@@ -421,5 +424,62 @@ func TestOrderUnderConcurrentPublishers(t *testing.T) {
 			t.Fatalf("publisher %d: got %d, want %d", p, i, next[key])
 		}
 		next[key]++
+	}
+}
+
+// denyPolicy denies subscribing to /secret/** and publishing to /ro/**,
+// and handshakes carrying ext.deny.
+type denyPolicy struct{}
+
+func (denyPolicy) CanHandshake(_ context.Context, _ RequestInfo, m *protocol.Message) *protocol.Error {
+	if m.ExtField("deny") != nil {
+		return protocol.NewError(protocol.CodeDenied, "Handshake denied")
+	}
+	return nil
+}
+
+func (denyPolicy) CanSubscribe(_ context.Context, s *Session, ch string, _ *protocol.Message) *protocol.Error {
+	if strings.HasPrefix(ch, "/secret/") {
+		return protocol.NewError(protocol.CodeDenied, "Subscription denied", s.ID(), ch)
+	}
+	return nil
+}
+
+func (denyPolicy) CanPublish(_ context.Context, s *Session, ch string, _ *protocol.Message) *protocol.Error {
+	if strings.HasPrefix(ch, "/ro/") {
+		return protocol.NewError(protocol.CodeDenied, "Publish denied", s.ID(), ch)
+	}
+	return nil
+}
+
+func TestPolicyHooks(t *testing.T) {
+	tb := newTestBroker(t, func(c *Config) { c.Policy = denyPolicy{} })
+	res := post(t, nil, tb.url, []msg{{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{"long-polling"}, "ext": msg{"deny": true}}})
+	m := res.Msgs[0]
+	adv, _ := m["advice"].(map[string]any)
+	if m["successful"] != false || !strings.HasPrefix(m["error"].(string), "403:") || adv["reconnect"] != "none" {
+		t.Fatalf("denied handshake: %v", m)
+	}
+	id := tb.handshake(t, nil)
+	tests := []struct {
+		m    msg
+		want string // error prefix; "" = success
+	}{
+		{msg{"channel": "/meta/subscribe", "clientId": id, "subscription": "/secret/x"}, "403:"},
+		{msg{"channel": "/meta/subscribe", "clientId": id, "subscription": []string{"/open", "/secret/y"}}, "403:"},
+		{msg{"channel": "/meta/subscribe", "clientId": id, "subscription": "/open"}, ""},
+		{msg{"channel": "/ro/news", "clientId": id, "data": 1}, "403:"},
+		{msg{"channel": "/open", "clientId": id, "data": 1}, ""},
+	}
+	for _, tt := range tests {
+		r := post(t, nil, tb.url, []msg{tt.m}).Msgs[0]
+		if tt.want == "" && r["successful"] != true || tt.want != "" && (r["successful"] != false || !strings.HasPrefix(fmt.Sprint(r["error"]), tt.want)) {
+			t.Errorf("%v: reply %v, want %q", tt.m, r, tt.want)
+		}
+	}
+	// The all-or-nothing subscribe left /open subscribed once, /secret never.
+	s, _ := tb.Session(id)
+	if subs := s.Subscriptions(); len(subs) != 1 || subs[0] != "/open" {
+		t.Fatalf("subscriptions = %v", subs)
 	}
 }

@@ -17,6 +17,7 @@
 //     whose queue overflows is terminated and told so (error 409 with
 //     reconnect "handshake" advice), never left silently behind.
 //   - Cluster seam: the Engine carries publications between nodes; the
-//     SessionRouter (set by package cluster) serves requests for sessions
-//     that are not local. Transports only frame bytes and know neither.
+//     Router (set by package cluster) forwards requests for sessions owned
+//     by other nodes, which serve them with ServeForwarded. Transports only
+//     frame bytes and know neither.
 package broker

@@ -25,6 +25,10 @@ func (r *Redis) Run(ctx context.Context, h engine.Handler) error {
 	r.handler = h
 	r.mu.Unlock()
 	r.up.set(true)
+	// ReceiveTimeout does not return on ctx cancellation; closing the
+	// pub/sub connection does.
+	stop := context.AfterFunc(ctx, func() { _ = r.ps.Close() })
+	defer stop()
 	sweep := time.NewTicker(r.cfg.HistoryTTL / 2)
 	defer sweep.Stop()
 	backoff := 50 * time.Millisecond
