@@ -125,15 +125,7 @@ func TestHeldConnectReturnsOnDeliveryAndPublishDoesNotWait(t *testing.T) {
 	tb.subscribe(t, sub, "/held")
 	got := make(chan []msg, 1)
 	go func() { got <- tb.connect(t, sub, nil) }()
-	eventually(t, 2*time.Second, func() error {
-		s, _ := tb.Session(sub)
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.waiter == nil {
-			return fmt.Errorf("connect not held yet")
-		}
-		return nil
-	})
+	tb.waitHeld(t, sub)
 	// The same client publishes while its connect is held.
 	start := time.Now()
 	tb.publish(t, sub, "/held", "x")
@@ -159,15 +151,7 @@ func TestNewConnectReleasesHeldOne(t *testing.T) {
 	id := tb.handshake(t, nil)
 	first := make(chan []msg, 1)
 	go func() { first <- tb.connect(t, id, nil) }()
-	eventually(t, 2*time.Second, func() error {
-		s, _ := tb.Session(id)
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.waiter == nil {
-			return fmt.Errorf("not held")
-		}
-		return nil
-	})
+	tb.waitHeld(t, id)
 	second := make(chan []msg, 1)
 	go func() { second <- tb.connect(t, id, msg{}) }()
 	select {
@@ -259,13 +243,7 @@ func TestExpireAnswersHeldConnectWith402(t *testing.T) {
 	id := tb.handshake(t, nil)
 	got := make(chan []msg, 1)
 	go func() { got <- tb.connect(t, id, nil) }()
-	eventually(t, 2*time.Second, func() error {
-		s, _ := tb.Session(id)
-		if !s.hasWaiter() {
-			return fmt.Errorf("not held")
-		}
-		return nil
-	})
+	tb.waitHeld(t, id)
 	res := post(t, nil, strings.Replace(tb.url, "/cometd", "/debug/bayeux/sessions/"+id+"/expire", 1), "")
 	if res.Status != http.StatusNoContent {
 		t.Fatalf("expire: %d", res.Status)
@@ -338,13 +316,7 @@ func TestMultipleClientsInOneBrowser(t *testing.T) {
 	go func() {
 		held <- post(t, client, tb.url, []msg{{"channel": "/meta/connect", "clientId": a, "connectionType": "long-polling"}}).Msgs
 	}()
-	eventually(t, 2*time.Second, func() error {
-		s, _ := tb.Session(a)
-		if !s.hasWaiter() {
-			return fmt.Errorf("a not held")
-		}
-		return nil
-	})
+	tb.waitHeld(t, a)
 	start := time.Now()
 	m := post(t, client, tb.url, []msg{{"channel": "/meta/connect", "clientId": b, "connectionType": "long-polling"}}).Msgs[0]
 	adv := m["advice"].(map[string]any)
@@ -360,13 +332,7 @@ func TestShutdownAnswersHeldConnectsWithRetry(t *testing.T) {
 	id := tb.handshake(t, nil)
 	got := make(chan []msg, 1)
 	go func() { got <- tb.connect(t, id, nil) }()
-	eventually(t, 2*time.Second, func() error {
-		s, _ := tb.Session(id)
-		if !s.hasWaiter() {
-			return fmt.Errorf("not held")
-		}
-		return nil
-	})
+	tb.waitHeld(t, id)
 	ctx, cancel := contextWithTimeout(2 * time.Second)
 	defer cancel()
 	_ = tb.Shutdown(ctx)

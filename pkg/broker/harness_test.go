@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
+
+	"github.com/bayeux-cluster/bayeux/internal/bayeuxtest"
 )
 
 func TestMain(m *testing.M) {
@@ -163,16 +166,7 @@ func (tb *testBroker) connect(t *testing.T, id string, ext msg) []msg {
 }
 
 // split separates deliveries (messages without "successful") from replies.
-func split(msgs []msg) (deliveries, replies []msg) {
-	for _, m := range msgs {
-		if _, ok := m["successful"]; ok {
-			replies = append(replies, m)
-		} else {
-			deliveries = append(deliveries, m)
-		}
-	}
-	return deliveries, replies
-}
+func split(msgs []msg) (deliveries, replies []msg) { return bayeuxtest.Split(msgs) }
 
 // find returns the first message on channel ch.
 func find(msgs []msg, ch string) msg {
@@ -185,19 +179,18 @@ func find(msgs []msg, ch string) msg {
 }
 
 // eventually polls f until it returns nil or the deadline passes.
-func eventually(t *testing.T, d time.Duration, f func() error) {
+func eventually(t *testing.T, d time.Duration, f func() error) { bayeuxtest.Eventually(t, d, f) }
+
+// waitHeld waits until the session holds a /meta/connect.
+func (tb *testBroker) waitHeld(t *testing.T, id string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
+	eventually(t, 2*time.Second, func() error {
+		s, ok := tb.Session(id)
+		if !ok || !s.hasWaiter() {
+			return fmt.Errorf("session %s holds no connect", id)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", d, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // wsDial opens a websocket to the test broker.
