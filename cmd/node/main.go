@@ -16,10 +16,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/bayeux-cluster/bayeux/pkg/broker"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/ext"
 	"github.com/bayeux-cluster/bayeux/pkg/cluster"
+	"github.com/bayeux-cluster/bayeux/pkg/metrics"
 )
 
 func main() {
@@ -61,6 +66,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := newLogger(c, stderr)
 
+	// The node's own registry (never the global default): Go runtime and
+	// process collectors plus the broker's (and, in cluster mode, the
+	// cluster's) series, served at GET /metrics.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	met := metrics.New(reg)
+
 	var eng engine.Engine = engine.NewMemory(engine.MemoryConfig{})
 	engineName, idPrefix := "memory", ""
 	if c.Redis != "" {
@@ -69,12 +81,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		log = log.With("node", c.NodeID)
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, HistorySize: c.HistorySize, HistoryTTL: c.HistoryTTL, Logger: log.With("component", "redis")})
+		r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, HistorySize: c.HistorySize, HistoryTTL: c.HistoryTTL, Logger: log.With("component", "redis"), Observer: met})
 		cancel()
 		if err != nil {
 			return err
 		}
 		eng, engineName, idPrefix = r, "redis", cluster.NodeTag(c.NodeID)
+		met.RegisterCluster()
 	}
 	b, err := broker.New(broker.Config{
 		IDPrefix:         idPrefix,
@@ -87,6 +100,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxRequestBytes:  c.MaxRequest,
 		AllowedOrigins:   c.origins(),
 		Extensions:       []broker.Extension{ext.Ack{}, ext.TimeSync{}},
+		Observer:         met,
 	})
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
@@ -96,6 +110,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	mux.Handle(c.Path, b)
 	mux.Handle(c.Path+"/", b)
 	ready := make(chan struct{})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
@@ -138,6 +155,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		cl, err = cluster.Start(runCtx, cluster.Config{
 			NodeID: c.NodeID, GossipListen: c.GossipListen, GRPCListen: c.GRPCListen,
 			Advertise: c.Advertise, Join: c.seeds(), FastGossip: c.GossipFast, Logger: log,
+			Observer: met,
 		}, b)
 		if err != nil {
 			_ = ln.Close()

@@ -22,6 +22,7 @@ type Broker struct {
 	log *slog.Logger
 	eng engine.Engine
 	idx *subIndex
+	obs Observer // nil: no observer
 
 	sessionsMu sync.RWMutex
 	sessions   map[string]*Session
@@ -64,6 +65,7 @@ func New(cfg Config) (*Broker, error) {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		eng:       cfg.Engine,
+		obs:       cfg.Observer,
 		idx:       newSubIndex(cfg.Engine),
 		sessions:  map[string]*Session{},
 		browsers:  map[string]int{},
@@ -138,6 +140,9 @@ func (b *Broker) Publish(ctx context.Context, name string, data json.RawMessage)
 		return engine.Position{}, errors.New("publish: data is not valid JSON")
 	}
 	p, err := b.eng.Publish(ctx, name, protocol.AppendPublication(nil, name, data, nil, nil))
+	if b.obs != nil {
+		b.obs.Publish(err == nil)
+	}
 	if err != nil {
 		return engine.Position{}, fmt.Errorf("publish %s: %w", name, err)
 	}
@@ -188,10 +193,14 @@ func (b *Broker) removeSession(s *Session, reason *protocol.Error) {
 	s.closeLocked(reason)
 	s.mu.Unlock()
 	b.sessionsMu.Lock()
-	if b.sessions[s.id] == s {
+	removed := b.sessions[s.id] == s
+	if removed {
 		delete(b.sessions, s.id)
 	}
 	b.sessionsMu.Unlock()
+	if removed && b.obs != nil {
+		b.obs.SessionClosed(s.info.Transport)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, p := range s.Subscriptions() {
@@ -267,6 +276,9 @@ func (h *engineHandler) OnPublication(p *engine.Publication) {
 	b := (*Broker)(h)
 	n := b.idx.fanout(p)
 	b.metrics.deliveries.Add(int64(n))
+	if b.obs != nil && n > 0 {
+		b.obs.Deliveries(n)
+	}
 }
 
 // OnGap tells every local session that may have missed messages on ch (a
@@ -276,6 +288,9 @@ func (h *engineHandler) OnPublication(p *engine.Publication) {
 func (h *engineHandler) OnGap(ch string, from, to engine.Position) {
 	b := (*Broker)(h)
 	b.metrics.gaps.Add(1)
+	if b.obs != nil {
+		b.obs.Gap()
+	}
 	sessions := b.idx.affected(ch)
 	b.log.Warn("unrecoverable gap", "channel", ch, "from", from.Offset, "to", to.Offset, "sessions", len(sessions))
 	reason := protocol.NewError(protocol.CodeMessagesLost, "Messages lost; handshake again", ch)

@@ -60,6 +60,10 @@ type Config struct {
 	// Extensions run in order on incoming messages and in reverse order on
 	// outgoing replies.
 	Extensions []Extension
+
+	// Observer, if not nil, receives operational events (metrics). See
+	// Observer for its contract.
+	Observer Observer
 }
 
 func (c *Config) setDefaults() error {

@@ -16,6 +16,9 @@ var errDisconnected = protocol.NewError(protocol.CodeUnknownClient, "Disconnecte
 // all or nothing: every name is validated and authorized before any takes
 // effect.
 func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message, on bool) *protocol.Reply {
+	if on && b.obs != nil {
+		b.obs.Subscribe()
+	}
 	r := protocol.ReplyTo(m)
 	r.ClientID = s.id
 	if len(m.Subscription.Names) == 0 {
@@ -109,16 +112,25 @@ func (b *Broker) publish(ctx context.Context, s *Session, m *protocol.Message) *
 		return r
 	}
 	if err := b.cfg.Policy.CanPublish(ctx, s, m.Channel, m); err != nil {
+		if b.obs != nil {
+			b.obs.Publish(false)
+		}
 		r.Fail(err)
 		return r
 	}
 	payload := protocol.AppendPublication(make([]byte, 0, 32+len(m.Channel)+len(m.Data)), m.Channel, m.Data, nil, nil)
 	if _, err := b.eng.Publish(ctx, m.Channel, payload); err != nil {
+		if b.obs != nil {
+			b.obs.Publish(false)
+		}
 		b.log.Warn("publish failed", "channel", m.Channel, "err", err)
 		r.Fail(protocol.NewError(protocol.CodeServerUnavailable, "Publish failed: backplane unavailable", m.Channel))
 		return r
 	}
 	b.metrics.publishes.Add(1)
+	if b.obs != nil {
+		b.obs.Publish(true)
+	}
 	r.Succeed()
 	return r
 }

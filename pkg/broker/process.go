@@ -37,6 +37,7 @@ type heldConnect struct {
 	timeout   time.Duration
 	immediate bool   // reply without holding
 	browserID string // counted in Broker.browsers while held
+	held      bool   // reported to the Observer as held until finishConnect
 }
 
 // process handles every message of a request except the waiting part of a
@@ -52,6 +53,7 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 		return m.Channel == protocol.ChannelHandshake && m.Invalid == nil
 	}); i >= 0 {
 		r, s := b.handshake(ctx, req, req.msgs[i])
+		b.observeReply(r)
 		res.replies = append(res.replies, r)
 		res.session = s
 		res.handshook = s != nil
@@ -61,6 +63,7 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 		if m.Invalid != nil {
 			r := protocol.ReplyTo(m)
 			r.Fail(m.Invalid)
+			b.observeReply(r)
 			res.replies = append(res.replies, r)
 			continue
 		}
@@ -68,12 +71,15 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 			r := protocol.ReplyTo(m)
 			r.Fail(protocol.NewError(protocol.CodeNoClientID, "No client ID"))
 			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectHandshake, Interval: protocol.Int64(0)}
+			b.observeReply(r)
 			res.replies = append(res.replies, r)
 			continue
 		}
 		s, ok := b.Session(m.ClientID)
 		if !ok {
-			res.replies = append(res.replies, unknownClientReply(m))
+			r := unknownClientReply(m)
+			b.observeReply(r)
+			res.replies = append(res.replies, r)
 			continue
 		}
 		res.session = s
@@ -82,16 +88,18 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 			r := protocol.ReplyTo(m)
 			r.Fail(err)
 			b.outgoing(ctx, s, m, r)
+			b.observeReply(r)
 			res.replies = append(res.replies, r)
 			continue
 		}
 		if m.Channel == protocol.ChannelConnect {
 			if res.connect != nil { // two connects in one request: end the first
-				b.finishConnect(res.connect, false)
+				b.finishConnect(res.connect, false) // observes its reply
 				res.replies = append(res.replies, res.connect.reply)
 			}
 			hc, r := b.connect(ctx, req, s, m)
 			if r != nil {
+				b.observeReply(r)
 				res.replies = append(res.replies, r)
 			} else {
 				res.connect = hc
@@ -110,6 +118,7 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 			r = b.publish(ctx, s, m)
 		}
 		b.outgoing(ctx, s, m, r)
+		b.observeReply(r)
 		res.replies = append(res.replies, r)
 	}
 	return res
@@ -150,6 +159,9 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 			r.Advice.Interval = protocol.Int64(1000 + rand.Int64N(2000))
 		}
 		b.outgoing(ctx, nil, m, r)
+		if b.obs != nil {
+			b.obs.Handshake(false)
+		}
 		return r, nil
 	}
 	if b.shuttingDown.Load() {
@@ -185,6 +197,10 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 	b.sessions[s.id] = s
 	b.sessionsMu.Unlock()
 	b.metrics.handshakes.Add(1)
+	if b.obs != nil {
+		b.obs.SessionOpened(req.info.Transport)
+		b.obs.Handshake(true)
+	}
 	r.ClientID = s.id
 	r.Succeed()
 	r.Advice = &protocol.Advice{
@@ -223,6 +239,9 @@ func major(v string) int {
 // means it was answered at once (an error).
 func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *protocol.Message) (*heldConnect, *protocol.Reply) {
 	b.metrics.connects.Add(1)
+	if b.obs != nil {
+		b.obs.Connect()
+	}
 	r := protocol.ReplyTo(m)
 	r.ClientID = s.id
 	if m.ConnectionType == "" {
@@ -258,6 +277,10 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 		b.browsersMu.Unlock()
 	}
 	hc.w = s.beginConnect(req.info.Transport)
+	if !hc.immediate && b.obs != nil {
+		hc.held = true
+		b.obs.HeldConnect(1)
+	}
 	return hc, nil
 }
 
@@ -273,6 +296,10 @@ func (b *Broker) finishConnect(hc *heldConnect, deliver bool) (pubs []*engine.Pu
 		}
 		b.browsersMu.Unlock()
 		hc.browserID = ""
+	}
+	if hc.held {
+		hc.held = false
+		b.obs.HeldConnect(-1)
 	}
 	s, r := hc.s, hc.reply
 	var reason waitEnd
@@ -310,5 +337,6 @@ func (b *Broker) finishConnect(hc *heldConnect, deliver bool) (pubs []*engine.Pu
 		pubs, drop = s.endConnect(hc.w, deliver)
 	}
 	b.outgoing(context.Background(), s, hc.m, r)
+	b.observeReply(r)
 	return pubs, drop
 }

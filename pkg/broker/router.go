@@ -115,6 +115,7 @@ func (b *Broker) forward(ctx context.Context, clientID string, req *ForwardedReq
 		r := protocol.ReplyTo(m)
 		r.Fail(protocol.NewError(protocol.CodeServerUnavailable, "Session owner unavailable", clientID))
 		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(500)}
+		b.observeReply(r)
 		replies = append(replies, r)
 	}
 	return &ForwardedResponse{Body: appendResponse(nil, replies, nil, nil)}, true

@@ -202,6 +202,9 @@ func (s *Session) enqueue(p *engine.Publication) {
 		s.closeLocked(protocol.NewError(protocol.CodeQueueOverflow, "Session queue overflow", s.id))
 		s.mu.Unlock()
 		s.b.metrics.queueOverflows.Add(1)
+		if s.b.obs != nil {
+			s.b.obs.QueueOverflow()
+		}
 		s.b.reap(s)
 		return
 	}

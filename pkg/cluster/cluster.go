@@ -25,6 +25,7 @@ type Config struct {
 	Join         []string // gossip seeds
 	FastGossip   bool     // shorter gossip timers (tests)
 	Logger       *slog.Logger
+	Observer     Observer // optional: forwards and membership size
 }
 
 // Cluster joins a broker to its peers: it serves the Node gRPC API, keeps
@@ -80,12 +81,13 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 		return nil, err
 	}
 	mem, err := NewMembership(MembershipConfig{
-		Self:   Meta{ID: cfg.NodeID, Tag: tag, GRPC: grpcAddr, Proto: ProtocolVersion},
-		Listen: cfg.GossipListen,
-		Advert: cfg.Advertise,
-		Join:   cfg.Join,
-		Fast:   cfg.FastGossip,
-		Logger: cfg.Logger.With("component", "gossip"),
+		Self:     Meta{ID: cfg.NodeID, Tag: tag, GRPC: grpcAddr, Proto: ProtocolVersion},
+		Listen:   cfg.GossipListen,
+		Advert:   cfg.Advertise,
+		Join:     cfg.Join,
+		Fast:     cfg.FastGossip,
+		Logger:   cfg.Logger.With("component", "gossip"),
+		Observer: cfg.Observer,
 	})
 	if err != nil {
 		c.grpc.Stop()
@@ -168,10 +170,12 @@ func (c *Cluster) IsLocal(clientID string) bool {
 func (c *Cluster) Forward(ctx context.Context, clientID string, req *broker.ForwardedRequest) (*broker.ForwardedResponse, error) {
 	owner, ok := c.mem.Alive(clientID[:TagLen])
 	if !ok {
+		c.observeForward(ForwardNoOwner)
 		return nil, errNoOwner
 	}
 	client, err := c.peers.client(owner.GRPC)
 	if err != nil {
+		c.observeForward(ForwardError)
 		return nil, err
 	}
 	resp, err := client.Process(ctx, &clusterv1.ProcessRequest{
@@ -183,9 +187,17 @@ func (c *Cluster) Forward(ctx context.Context, clientID string, req *broker.Forw
 		RemoteAddr:      req.RemoteAddr,
 	})
 	if err != nil {
+		c.observeForward(ForwardError)
 		return nil, fmt.Errorf("forward to %s (%s): %w", owner.ID, owner.GRPC, err)
 	}
+	c.observeForward(ForwardOK)
 	return &broker.ForwardedResponse{Body: resp.GetBody(), Abort: resp.GetAbort()}, nil
+}
+
+func (c *Cluster) observeForward(result string) {
+	if c.cfg.Observer != nil {
+		c.cfg.Observer.Forward(result)
+	}
 }
 
 // SessionOp implements broker.Router.

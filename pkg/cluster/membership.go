@@ -56,6 +56,8 @@ type MembershipConfig struct {
 	// Fast shortens probe and gossip intervals (tests, small LANs).
 	Fast   bool
 	Logger *slog.Logger
+	// Observer, if not nil, is told the number of live nodes on every change.
+	Observer Observer
 }
 
 // Membership tracks the live nodes. Its delegates never block: they update
@@ -110,7 +112,11 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	m.ml = ml
 	m.mu.Lock()
 	m.byTag[cfg.Self.Tag] = cfg.Self
+	n := len(m.byTag)
 	m.mu.Unlock()
+	if cfg.Observer != nil {
+		cfg.Observer.Members(n)
+	}
 	return m, nil
 }
 
@@ -225,7 +231,11 @@ func (m *Membership) set(n *memberlist.Node, alive bool) {
 	} else if m.byTag[meta.Tag].ID == meta.ID && meta.ID != m.cfg.Self.ID {
 		delete(m.byTag, meta.Tag)
 	}
+	live := len(m.byTag)
 	m.mu.Unlock()
+	if m.cfg.Observer != nil {
+		m.cfg.Observer.Members(live)
+	}
 	m.log.Info("membership change", "node", meta.ID, "tag", meta.Tag, "alive", alive)
 }
 

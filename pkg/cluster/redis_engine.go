@@ -37,6 +37,9 @@ type RedisConfig struct {
 	// (default 5s).
 	SubscribeTimeout time.Duration
 	Logger           *slog.Logger
+	// Observer, if not nil, is told the duration and outcome of every
+	// publish and history command.
+	Observer Observer
 }
 
 // Redis is the cluster engine. It implements engine.Engine.
@@ -58,8 +61,8 @@ type Redis struct {
 	script *redis.Script
 
 	mu       sync.Mutex
-	patterns map[string]bool          // subscribed patterns
-	pending  map[string]chan struct{} // redis channel -> closed on confirmation
+	patterns map[string]bool        // subscribed patterns
+	pending  map[string]*pendingSub // redis channel -> waiting for confirmation
 	handler  engine.Handler
 
 	// Reader-goroutine state (only Run's goroutine touches it).
@@ -121,7 +124,7 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 		client:   client,
 		script:   redis.NewScript(publishLua),
 		patterns: map[string]bool{},
-		pending:  map[string]chan struct{}{},
+		pending:  map[string]*pendingSub{},
 		tracked:  map[string]*tracked{},
 	}
 	r.ps = client.Subscribe(ctx)
@@ -153,9 +156,16 @@ func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (engin
 	for _, c := range cands {
 		args = append(args, r.psChan(c))
 	}
+	var start time.Time
+	if r.cfg.Observer != nil {
+		start = time.Now()
+	}
 	res, err := r.script.EvalSha(ctx, r.client, []string{r.metaKey(name), r.streamKey(name)}, args...).Slice()
 	if err != nil && isNoScript(err) {
 		res, err = r.script.Eval(ctx, r.client, []string{r.metaKey(name), r.streamKey(name)}, args...).Slice()
+	}
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.RedisCommand(OpPublish, time.Since(start), err)
 	}
 	if err != nil {
 		return engine.Publication{}, fmt.Errorf("%w: publish %s: %w", engine.ErrUnavailable, name, err)
@@ -173,13 +183,28 @@ func isNoScript(err error) bool {
 }
 
 // Subscribe implements engine.Engine: it returns once Redis confirmed the
-// subscription, so a publication made after it returns is delivered.
+// subscription, so a publication made after it returns is delivered. For a
+// concrete channel it first reads the channel's position, from which the
+// reader starts tracking it: a publication missed later (say, across a
+// reconnect) is then caught up from history, even on a channel that had no
+// traffic yet.
 func (r *Redis) Subscribe(ctx context.Context, pattern string) error {
 	ch := r.psChan(pattern)
-	done := make(chan struct{})
+	p := &pendingSub{done: make(chan struct{}), channel: pattern}
+	if !channel.IsWildcard(pattern) {
+		vals, err := r.client.HMGet(ctx, r.metaKey(pattern), "e", "o").Result()
+		if err != nil {
+			return fmt.Errorf("%w: redis subscribe %s: %w", engine.ErrUnavailable, pattern, err)
+		}
+		p.concrete = true
+		p.epoch, _ = vals[0].(string)
+		if o, ok := vals[1].(string); ok {
+			p.offset, _ = strconv.ParseUint(o, 10, 64)
+		}
+	}
 	r.mu.Lock()
 	r.patterns[pattern] = true
-	r.pending[ch] = done
+	r.pending[ch] = p
 	r.mu.Unlock()
 	if err := r.ps.Subscribe(ctx, ch); err != nil {
 		r.forget(pattern, ch)
@@ -188,7 +213,7 @@ func (r *Redis) Subscribe(ctx context.Context, pattern string) error {
 	t := time.NewTimer(r.cfg.SubscribeTimeout)
 	defer t.Stop()
 	select {
-	case <-done:
+	case <-p.done:
 		return nil
 	case <-ctx.Done():
 		r.unsubscribeQuietly(pattern, ch)
@@ -197,6 +222,15 @@ func (r *Redis) Subscribe(ctx context.Context, pattern string) error {
 		r.unsubscribeQuietly(pattern, ch)
 		return fmt.Errorf("redis subscribe %s: %w: no confirmation within %v", pattern, engine.ErrUnavailable, r.cfg.SubscribeTimeout)
 	}
+}
+
+// pendingSub is a subscription waiting for Redis to confirm it.
+type pendingSub struct {
+	done     chan struct{}
+	channel  string
+	concrete bool
+	epoch    string // the channel's position when subscribing (concrete only)
+	offset   uint64
 }
 
 func (r *Redis) forget(pattern, ch string) {
@@ -232,7 +266,18 @@ func (r *Redis) History(ctx context.Context, name string, after engine.Position,
 		count = int64(r.cfg.HistorySize)
 	}
 	rangeCmd := pipe.XRangeN(ctx, r.streamKey(name), strconv.FormatUint(after.Offset+1, 10)+"-0", "+", count)
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	var start time.Time
+	if r.cfg.Observer != nil {
+		start = time.Now()
+	}
+	_, err := pipe.Exec(ctx)
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.RedisCommand(OpHistory, time.Since(start), err)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%w: history %s: %w", engine.ErrUnavailable, name, err)
 	}
 	meta := metaCmd.Val()

@@ -69,19 +69,26 @@ func (r *Redis) Run(ctx context.Context, h engine.Handler) error {
 		backoff = 50 * time.Millisecond
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" {
+			switch m.Kind {
+			case "subscribe":
 				r.mu.Lock()
-				if done := r.pending[m.Channel]; done != nil {
-					close(done)
-					delete(r.pending, m.Channel)
-				}
+				p := r.pending[m.Channel]
+				delete(r.pending, m.Channel)
 				r.mu.Unlock()
+				if p != nil {
+					if p.concrete && r.tracked[p.channel] == nil {
+						r.tracked[p.channel] = &tracked{epoch: p.epoch, offset: p.offset, seen: time.Now()}
+					}
+					close(p.done)
+				}
 				if r.lost {
 					r.lost = false
 					r.up.set(true)
 					r.log.Info("redis pub/sub connection restored; catching up from history")
 					r.catchUp(ctx, h)
 				}
+			case "unsubscribe":
+				r.untrackUncovered()
 			}
 		case *redis.Message:
 			r.onMessage(ctx, h, m.Payload)
@@ -108,8 +115,13 @@ func (r *Redis) onMessage(ctx context.Context, h engine.Handler, env string) {
 	p := &engine.Publication{Channel: name, Epoch: epoch, Offset: off, Payload: []byte(payload)}
 	t := r.tracked[name]
 	now := time.Now()
+	if t != nil && t.epoch == "" {
+		// Subscribed before the channel existed: its first epoch is ours.
+		t.epoch = epoch
+	}
 	switch {
 	case t == nil:
+		// Seen first through a wildcard pattern: start here.
 		r.tracked[name] = &tracked{epoch: epoch, offset: off, seen: now}
 	case t.epoch != epoch:
 		// The channel's history was reset (Redis lost it): whatever came
@@ -163,6 +175,9 @@ func (r *Redis) fill(ctx context.Context, h engine.Handler, name string, t *trac
 		if bounded && pubs[i].Offset > upTo {
 			break
 		}
+		if t.epoch == "" {
+			t.epoch = pubs[i].Epoch
+		}
 		if pubs[i].Offset <= t.offset {
 			continue
 		}
@@ -210,6 +225,23 @@ func coveredBy(name string, patterns []string) bool {
 		}
 	}
 	return false
+}
+
+// untrackUncovered forgets channels no pattern covers any more, so a later
+// subscription starts from the position at that time, neither replaying
+// the unsubscribed period nor taking it for a gap.
+func (r *Redis) untrackUncovered() {
+	r.mu.Lock()
+	patterns := make([]string, 0, len(r.patterns))
+	for p := range r.patterns {
+		patterns = append(patterns, p)
+	}
+	r.mu.Unlock()
+	for name := range r.tracked {
+		if !coveredBy(name, patterns) {
+			delete(r.tracked, name)
+		}
+	}
 }
 
 // sweepTracked forgets channels idle for longer than history lives.

@@ -34,6 +34,7 @@ type Memory struct {
 	patterns map[string]int // subscribed patterns (refcount for robustness)
 	handler  Handler
 	closed   bool
+	done     chan struct{} // closed by Close
 }
 
 var _ Engine = (*Memory)(nil)
@@ -64,7 +65,7 @@ func NewMemory(cfg MemoryConfig) *Memory {
 	if cfg.IdleChannelTTL <= 0 {
 		cfg.IdleChannelTTL = 10 * time.Minute
 	}
-	return &Memory{cfg: cfg, channels: map[string]*memChannel{}, patterns: map[string]int{}}
+	return &Memory{cfg: cfg, done: make(chan struct{}), channels: map[string]*memChannel{}, patterns: map[string]int{}}
 }
 
 func newEpoch() string {
@@ -198,7 +199,7 @@ func (m *Memory) History(_ context.Context, name string, after Position, limit i
 }
 
 // Run implements Engine: it registers h and sweeps idle channels until ctx
-// is done.
+// is done or Close is called.
 func (m *Memory) Run(ctx context.Context, h Handler) error {
 	m.mu.Lock()
 	m.handler = h
@@ -208,6 +209,8 @@ func (m *Memory) Run(ctx context.Context, h Handler) error {
 	for {
 		select {
 		case <-ctx.Done():
+			return nil
+		case <-m.done:
 			return nil
 		case now := <-t.C:
 			m.sweep(now)
@@ -231,7 +234,10 @@ func (m *Memory) sweep(now time.Time) {
 // Close implements Engine.
 func (m *Memory) Close() error {
 	m.mu.Lock()
-	m.closed = true
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	if !m.closed {
+		m.closed = true
+		close(m.done)
+	}
 	return nil
 }

@@ -1,0 +1,66 @@
+package broker
+
+import "github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+
+// Observer receives the broker's operational events, for metrics. It is
+// optional (Config.Observer); a nil Observer costs one nil check per event.
+//
+// Contract: methods are called concurrently from request, fan-out and
+// sweeper goroutines, sometimes while broker locks are held, so they must be
+// cheap, must not block and must not call back into the broker. Arguments
+// are drawn from small fixed sets (transport names, protocol error codes),
+// so an implementation can pre-bind one counter per value.
+type Observer interface {
+	// SessionOpened and SessionClosed are called once each per session,
+	// with the transport the session handshook on.
+	SessionOpened(transport string)
+	SessionClosed(transport string)
+	// Handshake is called for every /meta/handshake, ok if it succeeded.
+	Handshake(ok bool)
+	// Connect is called for every /meta/connect processed.
+	Connect()
+	// Subscribe is called for every /meta/subscribe processed.
+	Subscribe()
+	// Publish is called for every publish to a broadcast channel (client
+	// or server side), ok if the engine accepted it.
+	Publish(ok bool)
+	// Deliveries reports n publications enqueued to local sessions by one
+	// fan-out.
+	Deliveries(n int)
+	// Error is called for every failed reply written, with its Bayeux error
+	// code (400..599).
+	Error(code int)
+	// QueueOverflow is called when a session is terminated because its
+	// queue was full.
+	QueueOverflow()
+	// HeldConnect reports a /meta/connect starting (+1) or ending (-1) being
+	// held.
+	HeldConnect(delta int)
+	// Gap is called for every unrecoverable gap the engine reports.
+	Gap()
+}
+
+// observeReply reports r to the observer if it failed.
+func (b *Broker) observeReply(r *protocol.Reply) {
+	if b.obs == nil || r == nil || r.Successful == nil || *r.Successful {
+		return
+	}
+	b.obs.Error(errorCode(r.Error))
+}
+
+// errorCode parses the leading three-digit code of a Bayeux error string
+// ("402:id:Unknown client"), or returns 0.
+func errorCode(s string) int {
+	if len(s) < 3 {
+		return 0
+	}
+	n := 0
+	for i := 0; i < 3; i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
