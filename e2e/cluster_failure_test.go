@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -152,8 +153,10 @@ func TestClusterRedisLinkCut(t *testing.T) {
 		}
 		return fmt.Errorf("publish during the outage: %v", r)
 	})
+	bayeuxtest.Eventually(t, 10*time.Second, func() error { return readyz(cutNode, 503) })
 	time.Sleep(1500 * time.Millisecond) // the outage lasts a while
 	proxy.Restore()
+	bayeuxtest.Eventually(t, 10*time.Second, func() error { return readyz(cutNode, 200) })
 	time.Sleep(3 * time.Second) // reconnect (backoff up to 2s) and traffic after it
 	close(stop)
 	acked := result()
@@ -258,4 +261,17 @@ func commandStats(t *testing.T, ctx context.Context, rc *redis.Client) map[strin
 		}
 	}
 	return out
+}
+
+// readyz checks the node's /readyz status.
+func readyz(n *testproc.Node, want int) error {
+	resp, err := http.Get(n.Base + "/readyz")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		return fmt.Errorf("/readyz = %d, want %d", resp.StatusCode, want)
+	}
+	return nil
 }

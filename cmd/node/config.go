@@ -21,6 +21,7 @@ type config struct {
 	LogLevel      string
 	LogFormat     string
 	DebugAPI      bool
+	Pprof         bool
 	ShutdownGrace time.Duration
 
 	Redis        string
@@ -55,6 +56,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&c.DebugAPI, "debug-api", false, "serve the test-only debug API under /debug/bayeux/ (never in production)")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiling under /debug/pprof/ (expose only to operators)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown may take")
 	fs.StringVar(&c.Redis, "redis", "", "redis:// URL of the cluster backplane (empty: single node, embedded in-memory engine)")
 	fs.StringVar(&c.NodeID, "node-id", "", "unique node id (default: hostname plus a random suffix)")

@@ -245,6 +245,9 @@ func (b *Broker) sweep(now time.Time) {
 	}
 }
 
+// ShuttingDown reports whether Shutdown has been called.
+func (b *Broker) ShuttingDown() bool { return b.shuttingDown.Load() }
+
 // Shutdown stops taking handshakes and answers every held connect with
 // reconnect "retry" advice so clients move to another node. It does not
 // close the engine or the HTTP server.
