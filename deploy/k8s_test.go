@@ -913,4 +913,3 @@ func TestK8sNetworkPolicies(t *testing.T) {
 		}
 	})
 }
-
