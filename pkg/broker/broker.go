@@ -27,8 +27,9 @@ type Broker struct {
 	sessionsMu sync.RWMutex
 	sessions   map[string]*Session
 
-	browsersMu sync.Mutex
-	browsers   map[string]int // browser id -> held HTTP connects
+	browsersMu      sync.Mutex
+	browsers        map[string]int // browser id -> held HTTP connects
+	browserSessions map[string]int // browser id -> live sessions
 
 	servicesMu sync.RWMutex
 	services   map[string]ServiceHandler // by pattern
@@ -62,16 +63,18 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		eng:       cfg.Engine,
-		obs:       cfg.Observer,
-		idx:       newSubIndex(cfg.Engine),
-		sessions:  map[string]*Session{},
-		browsers:  map[string]int{},
-		services:  map[string]ServiceHandler{},
-		supported: map[string]bool{},
-		wsConns:   map[*wsConn]context.CancelFunc{},
+		cfg:      cfg,
+		log:      cfg.Logger,
+		eng:      cfg.Engine,
+		obs:      cfg.Observer,
+		idx:      newSubIndex(cfg.Engine),
+		sessions: map[string]*Session{},
+		browsers: map[string]int{},
+
+		browserSessions: map[string]int{},
+		services:        map[string]ServiceHandler{},
+		supported:       map[string]bool{},
+		wsConns:         map[*wsConn]context.CancelFunc{},
 	}
 	for _, t := range cfg.Transports {
 		b.supported[t] = true
@@ -200,6 +203,13 @@ func (b *Broker) removeSession(s *Session, reason *protocol.Error) {
 	b.sessionsMu.Unlock()
 	if removed && b.obs != nil {
 		b.obs.SessionClosed(s.info.Transport)
+	}
+	if removed && s.browserID != "" {
+		b.browsersMu.Lock()
+		if b.browserSessions[s.browserID]--; b.browserSessions[s.browserID] <= 0 {
+			delete(b.browserSessions, s.browserID)
+		}
+		b.browsersMu.Unlock()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -41,6 +41,15 @@ type Config struct {
 	MaxQueueBytes    int
 	// MaxSubscriptions bounds the subscriptions of one session (default 1,000).
 	MaxSubscriptions int
+	// PublishRate and PublishBurst bound one session's publishes with a
+	// token bucket (default 2,000/s, burst 4,000; a negative rate disables
+	// it). A publish over the limit is answered 429 and not published.
+	PublishRate  float64
+	PublishBurst int
+	// MaxSessionsPerBrowser bounds the live sessions of one BAYEUX_BROWSER
+	// cookie on this node (default 100; negative disables). A handshake over
+	// the limit is answered 429 with retry advice and a 10 s interval.
+	MaxSessionsPerBrowser int
 
 	// Transports lists the enabled connection types (default: all three).
 	Transports []string
@@ -103,6 +112,15 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxSubscriptions <= 0 {
 		c.MaxSubscriptions = 1000
+	}
+	if c.PublishRate == 0 {
+		c.PublishRate = 2000
+	}
+	if c.PublishBurst <= 0 {
+		c.PublishBurst = 2 * int(max(c.PublishRate, 1))
+	}
+	if c.MaxSessionsPerBrowser == 0 {
+		c.MaxSessionsPerBrowser = 100
 	}
 	if len(c.Transports) == 0 {
 		c.Transports = []string{protocol.WebSocket, protocol.LongPolling, protocol.CallbackPolling}

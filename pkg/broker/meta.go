@@ -101,6 +101,10 @@ func (b *Broker) publish(ctx context.Context, s *Session, m *protocol.Message) *
 		r.Fail(protocol.NewError(protocol.CodeBadRequest, "Missing data", m.Channel))
 		return r
 	}
+	if !s.takeToken(b.cfg.PublishRate, b.cfg.PublishBurst) {
+		r.Fail(protocol.NewError(protocol.CodeTooMany, "Publish rate exceeded", m.Channel))
+		return r
+	}
 	if protocol.IsService(m.Channel) {
 		if h := b.service(m.Channel); h != nil {
 			if err := h(ctx, s, m); err != nil {

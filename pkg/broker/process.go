@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
@@ -191,6 +192,20 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 	}
 	if err := b.cfg.Policy.CanHandshake(ctx, req.info, m); err != nil {
 		return fail(err, protocol.ReconnectNone)
+	}
+	if req.browserID != "" && b.cfg.MaxSessionsPerBrowser > 0 {
+		b.browsersMu.Lock()
+		full := b.browserSessions[req.browserID] >= b.cfg.MaxSessionsPerBrowser
+		if !full {
+			b.browserSessions[req.browserID]++
+		}
+		b.browsersMu.Unlock()
+		if full {
+			r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many sessions for this browser", strconv.Itoa(b.cfg.MaxSessionsPerBrowser)))
+			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(10000)}
+			b.outgoing(ctx, nil, m, r)
+			return r, nil
+		}
 	}
 	s := newSession(b, req.info, req.browserID)
 	b.sessionsMu.Lock()

@@ -50,6 +50,31 @@ type Session struct {
 	unacked   []ackBatch
 	lastBatch int64
 	dropNext  bool // debug: lose the next connect reply that carries messages
+
+	tokens     float64   // publish token bucket
+	tokensTime time.Time // last refill
+}
+
+// takeToken spends one publish token; false means the session is over its
+// publish rate.
+func (s *Session) takeToken(rate float64, burst int) bool {
+	if rate < 0 {
+		return true
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tokensTime.IsZero() {
+		s.tokens = float64(burst)
+	} else {
+		s.tokens = min(float64(burst), s.tokens+now.Sub(s.tokensTime).Seconds()*rate)
+	}
+	s.tokensTime = now
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
 }
 
 type ackBatch struct {

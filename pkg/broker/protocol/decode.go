@@ -12,10 +12,11 @@ import (
 type Limits struct {
 	MaxMessages     int // messages in one request; more is a request error
 	MaxMessageBytes int // encoded size of one message; larger is a per-message error
+	MaxDepth        int // JSON nesting depth of a request (the array counts); deeper is a request error
 }
 
 // DefaultLimits are the limits used when a field is zero.
-var defaultLimits = Limits{MaxMessages: 256, MaxMessageBytes: 256 << 10}
+var defaultLimits = Limits{MaxMessages: 256, MaxMessageBytes: 256 << 10, MaxDepth: 32}
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxMessages <= 0 {
@@ -23,6 +24,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxMessageBytes <= 0 {
 		l.MaxMessageBytes = defaultLimits.MaxMessageBytes
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = defaultLimits.MaxDepth
 	}
 	return l
 }
@@ -48,6 +52,9 @@ func DecodeAppend(dst []*Message, body []byte, lim Limits) ([]*Message, error) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return dst, &RequestError{NewError(CodeBadRequest, "Empty request")}
+	}
+	if nestingExceeds(body, lim.MaxDepth) {
+		return dst, &RequestError{NewError(CodeBadRequest, "JSON nested too deeply", strconv.Itoa(lim.MaxDepth))}
 	}
 	switch body[0] {
 	case '{':
@@ -79,6 +86,38 @@ func DecodeAppend(dst []*Message, body []byte, lim Limits) ([]*Message, error) {
 		}
 		return dst, &RequestError{NewError(CodeBadRequest, "Request must be a message object or an array of messages")}
 	}
+}
+
+// nestingExceeds reports whether the JSON text nests arrays and objects
+// deeper than max, skipping string contents. It stops at the first excess,
+// so a hostile body costs at most one pass.
+func nestingExceeds(b []byte, max int) bool {
+	depth := 0
+	inString := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '[', '{':
+			depth++
+			if depth > max {
+				return true
+			}
+		case ']', '}':
+			depth--
+		}
+	}
+	return false
 }
 
 // decodeOne decodes one raw element; problems go into Message.Invalid.

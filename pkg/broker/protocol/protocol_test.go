@@ -537,3 +537,33 @@ func TestErrorArgsAreEscaped(t *testing.T) {
 		}
 	}
 }
+
+func TestNestingDepthLimit(t *testing.T) {
+	deep := func(n int) string {
+		return `[{"channel":"/a","data":` + strings.Repeat("[", n) + strings.Repeat("]", n) + `}]`
+	}
+	tests := []struct {
+		name string
+		body string
+		ok   bool
+	}{
+		{"within", deep(3), true},
+		{"at the limit (depth 6)", deep(4), true},
+		{"one over (depth 7)", deep(5), false},
+		{"too deep", deep(10), false},
+		{"brackets inside a string do not count", `[{"channel":"/a","data":"[[[[[[[[[[[[[[[[\\[["}]`, true},
+		{"escaped quote keeps the string open", `[{"channel":"/a","data":"\"[[[[[[[[[[[["}]`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode([]byte(tt.body), Limits{MaxDepth: 6})
+			var re *RequestError
+			if tt.ok && err != nil {
+				t.Fatalf("unexpected error %v", err)
+			}
+			if !tt.ok && (!errors.As(err, &re) || re.Err.Code != CodeBadRequest || !strings.Contains(re.Err.Message, "nested")) {
+				t.Fatalf("err = %v, want nesting error", err)
+			}
+		})
+	}
+}
