@@ -1,0 +1,451 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/client"
+)
+
+// closeTimeout bounds closing every session at the end of a run.
+const closeTimeout = 20 * time.Second
+
+// publishTimeout bounds one publish (its acknowledgement).
+const publishTimeout = 10 * time.Second
+
+// runner is the state of one Run.
+type runner struct {
+	cfg      Config
+	base     string // channel prefix, unique per run
+	httpc    *http.Client
+	log      *slog.Logger
+	subs     []*subscriber
+	pubs     []*publisher
+	total    atomic.Int64
+	measure  atomic.Int64
+	clientMu sync.Mutex
+	clients  []*client.Client
+}
+
+// Run runs one scenario and returns its result. It stops by itself: setup
+// is bounded by cfg.SetupTimeout, traffic by cfg.Warmup+cfg.Duration, the
+// tail by cfg.Drain, closing by a fixed bound; cancelling ctx ends it early
+// with an error.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	if err := cfg.normalize(); err != nil {
+		return Result{}, err
+	}
+	var id [4]byte
+	_, _ = rand.Read(id[:])
+	r := &runner{
+		cfg:  cfg,
+		base: "/bench/" + hex.EncodeToString(id[:]),
+		httpc: &http.Client{Transport: &http.Transport{
+			MaxIdleConnsPerHost: 2*(cfg.Subscribers+cfg.Publishers) + 16,
+			IdleConnTimeout:     30 * time.Second,
+		}},
+		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+	}
+	defer r.httpc.CloseIdleConnections()
+	defer r.closeAll()
+	res := Result{
+		Scenario:       cfg.Scenario,
+		Transport:      cfg.Transport,
+		Params:         paramsOf(cfg),
+		StartedAt:      time.Now().UTC().Format(time.RFC3339),
+		LatencyStorage: "raw samples (int64 ns) in per-subscriber slices preallocated to max_samples/subscribers; exact nearest-rank percentiles",
+	}
+	baseline, err := r.sample()
+	if err != nil {
+		return res, err
+	}
+	res.ServerRSSBaselineBytes = baseline.RSSBytes
+	if err := r.setup(ctx); err != nil {
+		return res, err
+	}
+	res.Sessions = len(r.clients)
+	if cfg.Scenario == IdleSessions {
+		return r.idle(ctx, res, baseline)
+	}
+	return r.traffic(ctx, res)
+}
+
+func (r *runner) channelName(c int) string { return fmt.Sprintf("%s/c%d", r.base, c) }
+
+func (r *runner) sample() (procSample, error) {
+	if len(r.cfg.ServerPIDs) == 0 {
+		return procSample{}, nil
+	}
+	s, err := sampleProcs(r.cfg.ServerPIDs)
+	if err != nil {
+		return s, fmt.Errorf("--server-pid: %w", err)
+	}
+	return s, nil
+}
+
+func (r *runner) dial(ctx context.Context) (*client.Client, error) {
+	c, err := client.Dial(ctx, client.Config{
+		URL:        r.cfg.URL,
+		Transports: []string{r.cfg.Transport},
+		HTTPClient: r.httpc,
+		DisableAck: r.cfg.DisableAck,
+		Logger:     r.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.clientMu.Lock()
+	r.clients = append(r.clients, c)
+	r.clientMu.Unlock()
+	return c, nil
+}
+
+// setup dials and subscribes every subscriber, then dials the publishers,
+// DialParallel at a time, all within SetupTimeout.
+func (r *runner) setup(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.SetupTimeout)
+	defer cancel()
+	per := 0
+	if r.cfg.Scenario != IdleSessions {
+		per = r.cfg.MaxSamples / r.cfg.Subscribers
+		if r.cfg.Rate > 0 {
+			// No subscriber can receive more than its share of rate×duration
+			// (×1.5 for schedule catch-up): do not preallocate beyond it.
+			bound := int(r.cfg.Rate*r.cfg.Duration.Seconds()*1.5) + 1024
+			per = min(per, bound)
+		}
+	}
+	r.subs = make([]*subscriber, r.cfg.Subscribers)
+	for i := range r.subs {
+		r.subs[i] = newSubscriber(i%r.cfg.Channels, r.cfg.Publishers, per, &r.total, &r.measure)
+	}
+	err := r.parallel(ctx, len(r.subs), func(ctx context.Context, i int) error {
+		s := r.subs[i]
+		c, err := r.dial(ctx)
+		if err != nil {
+			return fmt.Errorf("subscriber %d: %w", i, err)
+		}
+		s.c = c
+		if _, err := c.Subscribe(ctx, r.channelName(s.channel), s.handle); err != nil {
+			return fmt.Errorf("subscriber %d: %w", i, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	r.pubs = make([]*publisher, r.cfg.Publishers)
+	for p := range r.pubs {
+		r.pubs[p] = newPublisher(p, r.cfg)
+	}
+	err = r.parallel(ctx, len(r.pubs), func(ctx context.Context, i int) error {
+		c, err := r.dial(ctx)
+		if err != nil {
+			return fmt.Errorf("publisher %d: %w", i, err)
+		}
+		r.pubs[i].c = c
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	return nil
+}
+
+// parallel calls fn(ctx, i) for i in [0,n), DialParallel at a time, and
+// returns the first error.
+func (r *runner) parallel(ctx context.Context, n int, fn func(context.Context, int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, r.cfg.DialParallel)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for i := 0; i < n; i++ {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := fn(ctx, i); err != nil {
+				once.Do(func() { first = err; cancel() })
+			}
+		}()
+	}
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// closeAll closes every client, in parallel, within closeTimeout.
+func (r *runner) closeAll() {
+	r.clientMu.Lock()
+	cs := r.clients
+	r.clients = nil
+	r.clientMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_ = c.Close(ctx)
+		}()
+	}
+	wg.Wait()
+}
+
+func sleepUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err()
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// idle holds the sessions for Duration and reports server RSS per session.
+func (r *runner) idle(ctx context.Context, res Result, baseline procSample) (Result, error) {
+	start := time.Now()
+	s0, err := r.sample()
+	if err != nil {
+		return res, err
+	}
+	t0 := selfCPU()
+	if err := sleepUntil(ctx, start.Add(r.cfg.Duration)); err != nil {
+		return res, err
+	}
+	s1, err := r.sample()
+	if err != nil {
+		return res, err
+	}
+	res.ToolCPUSeconds = selfCPU() - t0
+	res.WindowSeconds = secs(time.Since(start))
+	res.ServerCPUSeconds = s1.CPUSeconds - s0.CPUSeconds
+	res.ServerRSSBytes = s1.RSSBytes
+	if len(r.cfg.ServerPIDs) > 0 {
+		res.RSSPerSessionBytes = float64(s1.RSSBytes-baseline.RSSBytes) / float64(len(r.subs))
+	}
+	res.Rehandshakes = r.rehandshakes()
+	return res, nil
+}
+
+func (r *runner) rehandshakes() int64 {
+	r.clientMu.Lock()
+	defer r.clientMu.Unlock()
+	var n int64
+	for _, c := range r.clients {
+		n += int64(max(0, c.Handshakes()-1))
+	}
+	return n
+}
+
+// traffic runs the publishers, drains, and accounts.
+func (r *runner) traffic(ctx context.Context, res Result) (Result, error) {
+	cfg := r.cfg
+	t0 := time.Now()
+	measureAt := t0.Add(cfg.Warmup)
+	stopAt := measureAt.Add(cfg.Duration)
+	var s0 procSample
+	var cpu0 float64
+	var err error
+	startWindow := func() {
+		r.measure.Store(time.Now().UnixNano())
+		cpu0 = selfCPU()
+		s0, err = r.sample()
+	}
+	if cfg.Warmup == 0 {
+		startWindow()
+		if err != nil {
+			return res, err
+		}
+	}
+	var wg sync.WaitGroup
+	for _, p := range r.pubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.run(ctx, r, t0, stopAt, stopAt.Add(max(cfg.Duration, 5*time.Second)))
+		}()
+	}
+	if cfg.Warmup > 0 {
+		if e := sleepUntil(ctx, measureAt); e == nil {
+			startWindow()
+		} else {
+			err = e
+		}
+	}
+	wg.Wait()
+	if err != nil {
+		return res, err
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	// Expected deliveries: per subscriber, acknowledged publications on its channel.
+	perChannel := make([]int64, cfg.Channels)
+	for _, p := range r.pubs {
+		for c, n := range p.acked {
+			perChannel[c] += n
+		}
+		res.Published += p.published
+		res.PublishErrors += p.errors
+		res.ScheduleLagMs = max(res.ScheduleLagMs, float64(p.lag)/1e6)
+	}
+	for _, s := range r.subs {
+		res.Expected += perChannel[s.channel]
+	}
+	pubEnd := time.Now()
+	drainEnd := pubEnd.Add(cfg.Drain)
+	for r.total.Load() < res.Expected && time.Now().Before(drainEnd) && ctx.Err() == nil {
+		time.Sleep(2 * time.Millisecond)
+	}
+	end := time.Now()
+	s1, err := r.sample()
+	if err != nil {
+		return res, err
+	}
+	res.ToolCPUSeconds = selfCPU() - cpu0
+	res.DrainSeconds = secs(end.Sub(pubEnd))
+	res.ServerCPUSeconds = s1.CPUSeconds - s0.CPUSeconds
+	res.ServerRSSBytes = s1.RSSBytes
+	res.Rehandshakes = r.rehandshakes()
+	r.closeAll() // waits for every dispatcher: the counters are final after this
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	window := time.Duration(end.UnixNano() - r.measure.Load())
+	res.WindowSeconds = secs(window)
+
+	var measured, pubMeasured int64
+	nSamples := 0
+	for _, s := range r.subs {
+		nSamples += len(s.samples)
+	}
+	all := make([]int64, 0, nSamples)
+	for _, s := range r.subs {
+		res.Delivered += s.delivered
+		res.Duplicated += s.dup
+		res.OutOfOrder += s.ooo
+		res.Malformed += s.bad
+		res.Lost += max(0, perChannel[s.channel]-s.unique)
+		measured += s.measured
+		res.LatencySamplesDropped += s.dropped
+		all = append(all, s.samples...)
+	}
+	for _, p := range r.pubs {
+		pubMeasured += p.measured
+	}
+	res.LatencyMs = latencyOf(all)
+	res.LatencySamples = len(all)
+	if window > 0 {
+		res.DeliveriesPerSec = float64(measured) / window.Seconds()
+		res.PublishesPerSec = float64(pubMeasured) / cfg.Duration.Seconds()
+	}
+	if res.ServerCPUSeconds > 0 {
+		res.DeliveriesPerServerCPUSec = float64(measured) / res.ServerCPUSeconds
+	}
+	return res, nil
+}
+
+// publisher is one publishing session.
+type publisher struct {
+	idx                         int
+	c                           *client.Client
+	channels                    []int         // channels it publishes to, cycled
+	interval                    time.Duration // 0: as fast as possible
+	count                       int64         // with a rate: publications to send (its share of rate×(warmup+duration))
+	lag                         time.Duration // with a rate: how late the last publication was sent
+	acked                       map[int]int64 // acknowledged publications per channel
+	published, errors, measured int64
+}
+
+func newPublisher(idx int, cfg Config) *publisher {
+	p := &publisher{idx: idx, acked: map[int]int64{}}
+	for c := idx % cfg.Channels; c < cfg.Channels; c += cfg.Publishers {
+		p.channels = append(p.channels, c)
+	}
+	if len(p.channels) == 0 { // more publishers than channels
+		p.channels = []int{idx % cfg.Channels}
+	}
+	if cfg.Rate > 0 {
+		p.interval = time.Duration(float64(time.Second) * float64(cfg.Publishers) / cfg.Rate)
+		total := int64(math.Round(cfg.Rate * (cfg.Warmup + cfg.Duration).Seconds()))
+		p.count = total / int64(cfg.Publishers)
+		if int64(idx) < total%int64(cfg.Publishers) {
+			p.count++
+		}
+	}
+	return p
+}
+
+// run publishes, waiting for each acknowledgement. Without a rate it
+// publishes until stopAt. With a rate it publishes exactly p.count messages
+// on a fixed schedule from start (a late publisher catches up without
+// pausing), but never past hardStop; the last publish may end up to
+// publishTimeout after either.
+func (p *publisher) run(ctx context.Context, r *runner, start, stopAt, hardStop time.Time) {
+	names := make([]string, len(p.channels))
+	for i, c := range p.channels {
+		names[i] = r.channelName(c)
+	}
+	next := start
+	for seq := int64(0); ; seq++ {
+		if p.interval > 0 {
+			if seq >= p.count || sleepUntil(ctx, next) != nil || !time.Now().Before(hardStop) {
+				return
+			}
+			p.lag = max(0, time.Since(next))
+			next = next.Add(p.interval)
+		} else if !time.Now().Before(stopAt) || ctx.Err() != nil {
+			return
+		}
+		i := int(seq % int64(len(p.channels)))
+		now := time.Now().UnixNano()
+		data := json.RawMessage(appendPayload(make([]byte, 0, 64), p.idx, seq, now))
+		pctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		err := p.c.Publish(pctx, names[i], data)
+		cancel()
+		if err != nil {
+			p.errors++
+			if errors.Is(err, client.ErrClosed) || p.c.Err() != nil {
+				return
+			}
+			continue
+		}
+		p.published++
+		p.acked[p.channels[i]]++
+		if ms := r.measure.Load(); ms != 0 && now >= ms {
+			p.measured++
+		}
+	}
+}

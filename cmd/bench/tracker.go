@@ -1,0 +1,140 @@
+package main
+
+import (
+	"encoding/json"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/client"
+)
+
+// payload is the data of every published message.
+type payload struct {
+	P int   `json:"p"` // publisher index
+	S int64 `json:"s"` // per-publisher sequence, from 0
+	T int64 `json:"t"` // send time, unix nanoseconds
+}
+
+// appendPayload encodes a payload as {"p":P,"s":S,"t":T}.
+func appendPayload(b []byte, p int, s, t int64) []byte {
+	b = append(b, `{"p":`...)
+	b = strconv.AppendInt(b, int64(p), 10)
+	b = append(b, `,"s":`...)
+	b = strconv.AppendInt(b, s, 10)
+	b = append(b, `,"t":`...)
+	b = strconv.AppendInt(b, t, 10)
+	return append(b, '}')
+}
+
+// parsePayload decodes a payload; the exact form appendPayload writes is
+// read without encoding/json (the tool's CPU competes with the server's),
+// anything else (a server may re-encode) goes through encoding/json.
+func parsePayload(b []byte) (payload, bool) {
+	var pl payload
+	rest, ok := b, true
+	var v int64
+	if rest, v, ok = field(rest, `{"p":`); ok {
+		pl.P = int(v)
+		if rest, pl.S, ok = field(rest, `,"s":`); ok {
+			if rest, pl.T, ok = field(rest, `,"t":`); ok && len(rest) == 1 && rest[0] == '}' {
+				return pl, true
+			}
+		}
+	}
+	pl = payload{P: -1}
+	if err := json.Unmarshal(b, &pl); err != nil || pl.P < 0 {
+		return pl, false
+	}
+	return pl, true
+}
+
+func field(b []byte, prefix string) ([]byte, int64, bool) {
+	if len(b) < len(prefix) || string(b[:len(prefix)]) != prefix {
+		return b, 0, false
+	}
+	b = b[len(prefix):]
+	i := 0
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	if i == 0 || i > 18 {
+		return b, 0, false
+	}
+	v, err := strconv.ParseInt(string(b[:i]), 10, 64)
+	return b[i:], v, err == nil
+}
+
+// pubTrack is what one subscriber knows about one publisher.
+type pubTrack struct {
+	seen   []uint64 // bitset of received sequences
+	maxSeq int64    // highest sequence received, -1 for none
+}
+
+// subscriber is one subscribing session and its accounting. Its counters
+// are written only by the client's dispatcher goroutine and read after the
+// client is closed (Close waits for the dispatcher).
+type subscriber struct {
+	channel int
+	c       *client.Client
+	pubs    []pubTrack
+
+	delivered, unique, dup, ooo, bad int64
+	measured                         int64   // deliveries sent inside the measurement window
+	samples                          []int64 // latency ns, preallocated, never grown
+	dropped                          int64   // samples not kept (slice full)
+
+	total        *atomic.Int64 // distinct deliveries over all subscribers
+	measureStart *atomic.Int64 // unix ns; 0 while warming up
+}
+
+func newSubscriber(channel, publishers, maxSamples int, total, measureStart *atomic.Int64) *subscriber {
+	s := &subscriber{
+		channel:      channel,
+		pubs:         make([]pubTrack, publishers),
+		samples:      make([]int64, 0, maxSamples),
+		total:        total,
+		measureStart: measureStart,
+	}
+	for i := range s.pubs {
+		s.pubs[i].maxSeq = -1
+	}
+	return s
+}
+
+// handle is the subscription handler.
+func (s *subscriber) handle(m *client.Message) {
+	now := time.Now().UnixNano()
+	s.delivered++
+	pl, ok := parsePayload(m.Data)
+	if !ok || pl.P < 0 || pl.P >= len(s.pubs) || pl.S < 0 {
+		s.bad++
+		return
+	}
+	pt := &s.pubs[pl.P]
+	w := int(pl.S >> 6)
+	if w >= len(pt.seen) {
+		pt.seen = append(pt.seen, make([]uint64, w+1-len(pt.seen)+len(pt.seen)/2)...)
+	}
+	bit := uint64(1) << (pl.S & 63)
+	if pt.seen[w]&bit != 0 {
+		s.dup++
+		return
+	}
+	pt.seen[w] |= bit
+	s.unique++
+	s.total.Add(1)
+	if pl.S < pt.maxSeq {
+		s.ooo++
+	} else {
+		pt.maxSeq = pl.S
+	}
+	if ms := s.measureStart.Load(); ms != 0 && pl.T >= ms {
+		s.measured++
+		if len(s.samples) < cap(s.samples) {
+			s.samples = append(s.samples, now-pl.T)
+		} else {
+			s.dropped++
+		}
+	}
+}
