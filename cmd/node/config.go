@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/auth"
 )
 
 // config is every setting of the node, filled from flags and BAYEUX_* env.
@@ -33,6 +35,11 @@ type config struct {
 	GossipFast   bool
 	HistorySize  int
 	HistoryTTL   time.Duration
+
+	Auth auth.Options // --auth-* and --acl-file
+
+	PublishRate           float64
+	MaxSessionsPerBrowser int
 }
 
 // envName maps a flag name to its environment variable.
@@ -67,6 +74,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.HistorySize, "history-size", 1000, "publications kept per channel for gap recovery (cluster mode)")
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", 5*time.Minute, "how long a channel's history lives after its last publication (cluster mode)")
 	fs.BoolVar(&c.GossipFast, "gossip-fast", false, "short gossip timers: faster failure detection on a quiet LAN (tests)")
+	fs.StringVar(&c.Auth.JWTHMACSecretFile, "auth-jwt-hmac-secret-file", "", "file holding the HMAC secret (>= 32 bytes) verifying HS256/384/512 handshake tokens (ext.authToken)")
+	fs.StringVar(&c.Auth.JWTPublicKeyFile, "auth-jwt-public-key-file", "", "PEM RSA or ECDSA public key verifying RS256/384/512 or ES256/384/512 handshake tokens (ext.authToken)")
+	fs.StringVar(&c.Auth.JWTAudience, "auth-jwt-audience", "", "required JWT aud value (empty: not checked)")
+	fs.StringVar(&c.Auth.JWTIssuer, "auth-jwt-issuer", "", "required JWT iss value (empty: not checked)")
+	fs.StringVar(&c.Auth.JWTRolesClaim, "auth-jwt-roles-claim", "roles", "JWT claim holding the roles")
+	fs.StringVar(&c.Auth.Webhook, "auth-webhook", "", "URL POSTed each handshake for an allow/deny decision (fails closed); exclusive with JWT")
+	fs.Float64Var(&c.PublishRate, "publish-rate", 2000, "publishes per second per session (token bucket, burst twice this); negative: unlimited")
+	fs.IntVar(&c.MaxSessionsPerBrowser, "max-sessions-per-browser", 100, "live sessions per BAYEUX_BROWSER cookie on a node; negative: unlimited")
+	fs.StringVar(&c.Auth.ACLFile, "acl-file", "", "JSON channel ACL file (see pkg/auth); when given, what no rule allows is denied")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: node [flags]\nEvery flag may also be set with its BAYEUX_* environment variable (e.g. --listen: %s).\n\n", envName("listen"))
 		fs.PrintDefaults()
@@ -101,6 +117,9 @@ func (c *config) validate() error {
 	}
 	if c.HistorySize <= 0 || c.HistoryTTL <= 0 {
 		return fmt.Errorf("--history-size and --history-ttl must be positive")
+	}
+	if c.PublishRate == 0 || c.MaxSessionsPerBrowser == 0 {
+		return fmt.Errorf("--publish-rate and --max-sessions-per-browser must not be 0 (negative disables)")
 	}
 	if c.MaxQueue <= 0 || c.MaxRequest <= 0 {
 		return fmt.Errorf("--max-queue and --max-request-bytes must be positive")

@@ -29,6 +29,13 @@ func TestParseConfig(t *testing.T) {
 		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: "--log-format"},
 		{name: "unknown flag", args: []string{"--nope"}, wantErr: "not defined"},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected"},
+		{name: "limits from env", env: map[string]string{"BAYEUX_PUBLISH_RATE": "50", "BAYEUX_MAX_SESSIONS_PER_BROWSER": "-1"},
+			check: func(c *config) bool { return c.PublishRate == 50 && c.MaxSessionsPerBrowser == -1 }},
+		{name: "zero publish rate", args: []string{"--publish-rate", "0"}, wantErr: "--publish-rate"},
+		{name: "auth flags from env", env: map[string]string{"BAYEUX_AUTH_JWT_HMAC_SECRET_FILE": "/s", "BAYEUX_AUTH_JWT_AUDIENCE": "aud", "BAYEUX_ACL_FILE": "/acl.json"},
+			check: func(c *config) bool {
+				return c.Auth.JWTHMACSecretFile == "/s" && c.Auth.JWTAudience == "aud" && c.Auth.ACLFile == "/acl.json" && c.Auth.JWTRolesClaim == "roles"
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

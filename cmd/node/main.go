@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/bayeux-cluster/bayeux/pkg/auth"
 	"github.com/bayeux-cluster/bayeux/pkg/broker"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/ext"
@@ -66,6 +67,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return errUsage
 	}
 	log := newLogger(c, stderr)
+	pol, err := auth.Build(c.Auth) // before anything needs closing
+	if err != nil {
+		return err
+	}
+	var policy broker.Policy // nil: allow all
+	exts := []broker.Extension{ext.Ack{}, ext.TimeSync{}}
+	if pol != nil {
+		defer pol.Close()
+		policy = pol
+		exts = append(exts, pol.Extension()) // last: attaches the identity before the others see the reply
+	}
 
 	// The node's own registry (never the global default): Go runtime and
 	// process collectors plus the broker's (and, in cluster mode, the
@@ -91,17 +103,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		met.RegisterCluster()
 	}
 	b, err := broker.New(broker.Config{
-		IDPrefix:         idPrefix,
-		Engine:           eng,
-		Logger:           log,
-		Timeout:          c.Timeout,
-		Interval:         c.Interval,
-		MaxInterval:      c.MaxInterval,
-		MaxQueueMessages: c.MaxQueue,
-		MaxRequestBytes:  c.MaxRequest,
-		AllowedOrigins:   c.origins(),
-		Extensions:       []broker.Extension{ext.Ack{}, ext.TimeSync{}},
-		Observer:         met,
+		IDPrefix:              idPrefix,
+		Engine:                eng,
+		Logger:                log,
+		Timeout:               c.Timeout,
+		Interval:              c.Interval,
+		MaxInterval:           c.MaxInterval,
+		MaxQueueMessages:      c.MaxQueue,
+		PublishRate:           c.PublishRate,
+		MaxSessionsPerBrowser: c.MaxSessionsPerBrowser,
+		MaxRequestBytes:       c.MaxRequest,
+		AllowedOrigins:        c.origins(),
+		Extensions:            exts,
+		Policy:                policy,
+		Observer:              met,
 	})
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)

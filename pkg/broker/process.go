@@ -191,6 +191,12 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 		return fail(protocol.NewError(protocol.CodeConnectionType, "No common connection type"), protocol.ReconnectNone)
 	}
 	if err := b.cfg.Policy.CanHandshake(ctx, req.info, m); err != nil {
+		// A denial stops the client ("none": never a retry loop); an
+		// unavailable authenticator (503) is worth retrying, after a
+		// jittered pause.
+		if err.Code == protocol.CodeServerUnavailable {
+			return fail(err, protocol.ReconnectRetry)
+		}
 		return fail(err, protocol.ReconnectNone)
 	}
 	if req.browserID != "" && b.cfg.MaxSessionsPerBrowser > 0 {
