@@ -38,10 +38,10 @@ func readFile(t *testing.T, rel string) string {
 	return string(b)
 }
 
-// loadProject loads docker-compose.yml the way docker compose does (schema
+// loadProject loads docker-compose.yml (with the given profiles enabled) the way docker compose does (schema
 // validation, normalization, consistency checks), offline: interpolation sees
 // an empty environment instead of the host's, and no .env file is read.
-func loadProject(t *testing.T) *types.Project {
+func loadProject(t *testing.T, profiles ...string) *types.Project {
 	t.Helper()
 	dir := root(t)
 	p, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
@@ -50,6 +50,7 @@ func loadProject(t *testing.T) *types.Project {
 		Environment: types.Mapping{},
 	}, func(o *loader.Options) {
 		o.SetProjectName("bayeux-deploy-test", true)
+		o.Profiles = profiles
 	})
 	if err != nil {
 		t.Fatalf("load docker-compose.yml: %v", err)

@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/compose-spec/compose-go/v2/loader"
-	"github.com/compose-spec/compose-go/v2/types"
 	"sigs.k8s.io/yaml"
 )
 
@@ -20,24 +17,10 @@ import (
 // dashboard only queries series the node really exports.
 func TestMonitoringProfile(t *testing.T) {
 	dir := root(t)
-	load := func(profiles ...string) *types.Project {
-		p, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
-			WorkingDir:  dir,
-			ConfigFiles: []types.ConfigFile{{Filename: filepath.Join(dir, "docker-compose.yml")}},
-			Environment: types.Mapping{},
-		}, func(o *loader.Options) {
-			o.SetProjectName("bayeux-deploy-test", true)
-			o.Profiles = profiles
-		})
-		if err != nil {
-			t.Fatalf("load: %v", err)
-		}
-		return p
-	}
-	if names := load().ServiceNames(); slices.Contains(names, "prometheus") || slices.Contains(names, "grafana") {
+	if names := loadProject(t).ServiceNames(); slices.Contains(names, "prometheus") || slices.Contains(names, "grafana") {
 		t.Fatalf("monitoring services start without the profile: %v", names)
 	}
-	p := load("monitoring")
+	p := loadProject(t, "monitoring")
 	for _, name := range []string{"prometheus", "grafana"} {
 		s := service(t, p, name)
 		for _, v := range s.Volumes {
