@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
-	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,32 +9,6 @@ import (
 	"github.com/bayeux-cluster/bayeux/internal/bayeuxtest"
 	"github.com/bayeux-cluster/bayeux/internal/testproc"
 )
-
-// scrape returns the samples of a node's /metrics, keyed by series with
-// labels as printed (e.g. `bayeux_publishes_total{result="ok"}`).
-func scrape(t *testing.T, n *testproc.Node) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get(n.Base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			out[line[:i]] = v
-		}
-	}
-	return out
-}
 
 // sum adds the samples of series name (any labels).
 func sum(m map[string]float64, name string) float64 {
@@ -56,7 +27,7 @@ func TestClusterMetrics(t *testing.T) {
 	c := testproc.StartCluster(t, 3)
 	before := make([]map[string]float64, len(c.Nodes))
 	for i, n := range c.Nodes {
-		before[i] = scrape(t, n)
+		before[i] = n.Metrics(t)
 		if got := sum(before[i], "bayeux_gossip_members"); got != 3 {
 			t.Fatalf("node %d: bayeux_gossip_members = %v, want 3", i, got)
 		}
@@ -80,7 +51,7 @@ func TestClusterMetrics(t *testing.T) {
 	}
 	moved := map[string]float64{}
 	for i, nd := range c.Nodes {
-		after := scrape(t, nd)
+		after := nd.Metrics(t)
 		for _, s := range series {
 			found := false
 			for k := range after {

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,46 +10,6 @@ import (
 	"github.com/bayeux-cluster/bayeux/internal/bayeuxtest"
 	"github.com/bayeux-cluster/bayeux/internal/testproc"
 )
-
-// scrape fetches /metrics and returns every sample, keyed by its name and
-// labels exactly as exposed (`name{label="value"}` or `name`).
-func scrape(t *testing.T, base string) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(resp.Body)
-		t.Fatalf("GET /metrics: %s\n%s", resp.Status, body)
-	}
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
-		t.Fatalf("GET /metrics content type %q", ct)
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			t.Fatalf("bad exposition line %q", line)
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("bad exposition line %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 // TestNodeMetrics drives a real node through handshake, subscribe, publish,
 // connect (held and answered with the delivery) and an error, and checks
@@ -66,7 +22,7 @@ func TestNodeMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	before := scrape(t, n.Base)
+	before := n.Metrics(t)
 	// Every broker series is exported from the start, at zero.
 	for _, s := range []string{
 		`bayeux_sessions{transport="long-polling"}`,
@@ -115,7 +71,7 @@ func TestNodeMetrics(t *testing.T) {
 	held := make(chan []bayeuxtest.Msg, 1)
 	go func() { held <- p.Connect(id, nil) }()
 	bayeuxtest.Eventually(t, 5*time.Second, func() error {
-		if v := scrape(t, n.Base)["bayeux_held_connects"]; v != 1 {
+		if v := n.Metrics(t)["bayeux_held_connects"]; v != 1 {
 			return fmt.Errorf("bayeux_held_connects = %v, want 1", v)
 		}
 		return nil
@@ -137,7 +93,7 @@ func TestNodeMetrics(t *testing.T) {
 		t.Fatalf("connect of an unknown client: %v", r)
 	}
 
-	after := scrape(t, n.Base)
+	after := n.Metrics(t)
 	want := map[string]float64{ // lower bounds
 		`bayeux_sessions{transport="long-polling"}`: 2,
 		`bayeux_handshakes_total{result="ok"}`:      2,
@@ -160,7 +116,7 @@ func TestNodeMetrics(t *testing.T) {
 
 	// A disconnect closes the session: the gauge goes down.
 	p.MustSucceed(bayeuxtest.Msg{"channel": "/meta/disconnect", "clientId": id})
-	if v := scrape(t, n.Base)[`bayeux_sessions{transport="long-polling"}`]; v != 1 {
+	if v := n.Metrics(t)[`bayeux_sessions{transport="long-polling"}`]; v != 1 {
 		t.Errorf("sessions after a disconnect = %v, want 1", v)
 	}
 }
