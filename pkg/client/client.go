@@ -687,6 +687,13 @@ func mergeAdvice(dst *protocol.Advice, a *protocol.Advice) {
 
 // ---- handshake and connect loop ----
 
+// closing reports whether Close has been called.
+func (c *Client) closing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closeCalled
+}
+
 func (c *Client) handshakeMsg() *protocol.Message {
 	ext := map[string]any{}
 	for k, v := range c.cfg.HandshakeExt {
@@ -709,6 +716,9 @@ func (c *Client) handshakeMsg() *protocol.Message {
 // handshake performs one handshake (trying the transports in order for the
 // handshake itself), negotiates the connection type and resubscribes.
 func (c *Client) handshake(ctx context.Context) error {
+	if c.closing() {
+		return ErrClosed
+	}
 	var r []*wireMsg
 	var err error
 	for i, t := range c.cfg.Transports {
@@ -751,6 +761,12 @@ func (c *Client) handshake(ctx context.Context) error {
 	}
 	if rep.ClientID == "" {
 		return &Error{Op: "handshake", Err: protocol.NewError(protocol.CodeBadRequest, "Handshake reply without clientId")}
+	}
+	if c.closing() {
+		// Close began while this handshake was in flight: end the new
+		// session now rather than leave it for the server to sweep.
+		_, _ = c.request(ctx, connType, c.cfg.RequestTimeout, &protocol.Message{Channel: protocol.ChannelDisconnect, ClientID: rep.ClientID})
+		return ErrClosed
 	}
 	var ack, replay bool
 	_ = json.Unmarshal(rep.Ext["ack"], &ack)
@@ -859,7 +875,7 @@ func (c *Client) connectLoop() {
 		if needHandshake {
 			c.lose()
 			if err := c.handshake(ctx); err != nil {
-				if ctx.Err() != nil {
+				if ctx.Err() != nil || errors.Is(err, ErrClosed) {
 					return
 				}
 				var te *transportError
