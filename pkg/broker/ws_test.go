@@ -68,15 +68,7 @@ func TestWebSocketUnknownClient(t *testing.T) {
 }
 
 func TestWebSocketAckDeliversOnlyInConnectReplies(t *testing.T) {
-	tb := newTestBroker(t, func(c *Config) {
-		c.Timeout = 5 * time.Second
-		c.Extensions = []Extension{testAck{}}
-	})
-	ws := tb.wsDial(t)
-	id := wsHandshake(t, ws, msg{"ack": true})
-	ws.send(msg{"channel": "/meta/subscribe", "clientId": id, "subscription": "/wsack"},
-		msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket"})
-	ws.recvUntil(2*time.Second, func(m []msg) bool { return find(m, "/meta/connect") != nil })
+	tb, ws, id := ackedWebSocket(t, "/wsack")
 	ws.send(msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket"})
 	pub := tb.handshake(t, nil)
 	tb.publish(t, pub, "/wsack", 1)
@@ -87,15 +79,7 @@ func TestWebSocketAckDeliversOnlyInConnectReplies(t *testing.T) {
 }
 
 func TestWebSocketDropNextConnectClosesSocketAndKeepsMessages(t *testing.T) {
-	tb := newTestBroker(t, func(c *Config) {
-		c.Timeout = 5 * time.Second
-		c.Extensions = []Extension{testAck{}}
-	})
-	ws := tb.wsDial(t)
-	id := wsHandshake(t, ws, msg{"ack": true})
-	ws.send(msg{"channel": "/meta/subscribe", "clientId": id, "subscription": "/drop"},
-		msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket"})
-	ws.recvUntil(2*time.Second, func(m []msg) bool { return find(m, "/meta/connect") != nil })
+	tb, ws, id := ackedWebSocket(t, "/drop")
 	s, _ := tb.Session(id)
 	s.mu.Lock()
 	s.dropNext = true
@@ -136,6 +120,22 @@ func TestWebSocketCloseLeavesQueueForNextConnect(t *testing.T) {
 	if len(got) != 1 || got[0]["data"] != "kept" {
 		t.Fatalf("after socket close, long-poll got %v", got)
 	}
+}
+
+// ackedWebSocket starts a broker with the ack extension and a websocket
+// session subscribed to ch whose first (immediate) connect was answered.
+func ackedWebSocket(t *testing.T, ch string) (*testBroker, *wsClient, string) {
+	t.Helper()
+	tb := newTestBroker(t, func(c *Config) {
+		c.Timeout = 5 * time.Second
+		c.Extensions = []Extension{testAck{}}
+	})
+	ws := tb.wsDial(t)
+	id := wsHandshake(t, ws, msg{"ack": true})
+	ws.send(msg{"channel": "/meta/subscribe", "clientId": id, "subscription": ch},
+		msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket"})
+	ws.recvUntil(2*time.Second, func(m []msg) bool { return find(m, "/meta/connect") != nil })
+	return tb, ws, id
 }
 
 // testAck is a minimal ack extension (package ext imports broker, so the

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -10,6 +11,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/bayeux-cluster/bayeux/internal/bayeuxtest"
+
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 )
 
@@ -17,16 +20,15 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var quiet = slog.New(slog.DiscardHandler)
 
-// waitFor polls cond every few milliseconds until it holds or d elapses.
+// waitFor polls cond until it holds or d elapses.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+	bayeuxtest.Eventually(t, d, func() error {
+		if cond() {
+			return nil
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return errors.New("waiting for " + what)
+	})
 }
 
 // event is one Handler call: a publication, or a gap when pub is nil.

@@ -10,20 +10,21 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/bayeux-cluster/bayeux/internal/bayeuxtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// waitFor polls cond every few milliseconds until it holds or d elapses.
+// waitFor polls cond until it holds or d elapses.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+	bayeuxtest.Eventually(t, d, func() error {
+		if cond() {
+			return nil
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		return errors.New("waiting for " + what)
+	})
 }
 
 // recorder is a Handler that remembers what it was given.
