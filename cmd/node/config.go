@@ -35,6 +35,9 @@ type config struct {
 	GossipFast   bool
 	HistorySize  int
 	HistoryTTL   time.Duration
+	SessionTTL   time.Duration
+	AdviceHosts  string
+	DrainJitter  time.Duration
 
 	Auth auth.Options // --auth-* and --acl-file
 
@@ -73,6 +76,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.Join, "join", "", "comma-separated gossip seeds: host:port, or a DNS name resolving to several nodes")
 	fs.IntVar(&c.HistorySize, "history-size", 1000, "publications kept per channel for gap recovery (cluster mode)")
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", 5*time.Minute, "how long a channel's history lives after its last publication (cluster mode)")
+	fs.DurationVar(&c.SessionTTL, "session-ttl", 0, "how long a session record outlives its owner, for adoption (cluster mode; default 3 x max-interval)")
+	fs.StringVar(&c.AdviceHosts, "advice-hosts", "", "comma-separated host:port list advised (advice.hosts) to clients moved off a draining node")
+	fs.DurationVar(&c.DrainJitter, "drain-jitter", 2*time.Second, "upper bound of the random reconnect interval advised when a draining node moves its clients")
 	fs.BoolVar(&c.GossipFast, "gossip-fast", false, "short gossip timers: faster failure detection on a quiet LAN (tests)")
 	fs.StringVar(&c.Auth.JWTHMACSecretFile, "auth-jwt-hmac-secret-file", "", "file holding the HMAC secret (>= 32 bytes) verifying HS256/384/512 handshake tokens (ext.authToken)")
 	fs.StringVar(&c.Auth.JWTPublicKeyFile, "auth-jwt-public-key-file", "", "PEM RSA or ECDSA public key verifying RS256/384/512 or ES256/384/512 handshake tokens (ext.authToken)")

@@ -88,6 +88,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	var eng engine.Engine = engine.NewMemory(engine.MemoryConfig{})
 	engineName, idPrefix := "memory", ""
+	var sessions *cluster.SessionStore
 	if c.Redis != "" {
 		if c.NodeID == "" {
 			c.NodeID = defaultNodeID()
@@ -100,6 +101,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		eng, engineName, idPrefix = r, "redis", cluster.NodeTag(c.NodeID)
+		ttl := c.SessionTTL
+		if ttl <= 0 {
+			ttl = 3 * c.MaxInterval
+		}
+		sessions = cluster.NewSessionStore(r.Client(), "", idPrefix, ttl)
 		met.RegisterCluster()
 	}
 	b, err := broker.New(broker.Config{
@@ -114,6 +120,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxSessionsPerBrowser: c.MaxSessionsPerBrowser,
 		MaxRequestBytes:       c.MaxRequest,
 		AllowedOrigins:        c.origins(),
+		Hosts:                 splitList(c.AdviceHosts),
+		DrainJitter:           c.DrainJitter,
 		Extensions:            exts,
 		Policy:                policy,
 		Observer:              met,
@@ -189,7 +197,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if c.Redis != "" {
 		cl, err = cluster.Start(runCtx, cluster.Config{
 			NodeID: c.NodeID, GossipListen: c.GossipListen, GRPCListen: c.GRPCListen,
-			Advertise: c.Advertise, Join: c.seeds(), FastGossip: c.GossipFast, Logger: log,
+			Advertise: c.Advertise, Join: c.seeds(), FastGossip: c.GossipFast, Logger: log, Sessions: sessions,
 			Observer: met,
 		}, b)
 		if err != nil {

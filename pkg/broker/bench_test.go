@@ -187,7 +187,7 @@ func BenchmarkSubIndexFanout10k(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if n := br.idx.fanout(p); n != len(matching) {
+		if n := br.idx.fanout(p, withReplayID); n != len(matching) {
 			b.Fatalf("fanout reached %d sessions, want %d", n, len(matching))
 		}
 		if (i+1)%drainEvery == 0 {

@@ -37,7 +37,11 @@ type Broker struct {
 	reapMu  sync.Mutex
 	reaping []*Session
 
-	router Router // nil on a single node
+	router Router       // nil on a single node
+	store  SessionStore // nil on a single node
+
+	lastRefresh time.Time   // sweeper goroutine only
+	refreshing  atomic.Bool // a Refresh is running
 
 	wsMu    sync.Mutex
 	wsConns map[*wsConn]context.CancelFunc
@@ -48,13 +52,13 @@ type Broker struct {
 }
 
 type metrics struct {
-	handshakes, connects, publishes, deliveries, queueOverflows, expired, gaps atomic.Int64
+	handshakes, connects, publishes, deliveries, queueOverflows, expired, gaps, adopted atomic.Int64
 }
 
 // Stats is a snapshot of the broker's counters.
 type Stats struct {
-	Sessions, Patterns                                                         int
-	Handshakes, Connects, Publishes, Deliveries, QueueOverflows, Expired, Gaps int64
+	Sessions, Patterns                                                                  int
+	Handshakes, Connects, Publishes, Deliveries, QueueOverflows, Expired, Gaps, Adopted int64
 }
 
 // New creates a Broker. It does not start background work: call Run.
@@ -170,7 +174,7 @@ func (b *Broker) Stats() Stats {
 	return Stats{
 		Sessions: n, Patterns: b.idx.patterns(),
 		Handshakes: m.handshakes.Load(), Connects: m.connects.Load(), Publishes: m.publishes.Load(),
-		Deliveries: m.deliveries.Load(), QueueOverflows: m.queueOverflows.Load(), Expired: m.expired.Load(), Gaps: m.gaps.Load(),
+		Deliveries: m.deliveries.Load(), QueueOverflows: m.queueOverflows.Load(), Expired: m.expired.Load(), Gaps: m.gaps.Load(), Adopted: m.adopted.Load(),
 	}
 }
 
@@ -213,6 +217,11 @@ func (b *Broker) removeSession(s *Session, reason *protocol.Error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if removed && b.store != nil && reason != errMoved {
+		if err := b.store.Delete(ctx, s.id); err != nil {
+			b.log.Warn("delete session record", "session", s.id, "err", err)
+		}
+	}
 	for _, p := range s.Subscriptions() {
 		if err := b.idx.remove(ctx, s, p); err != nil {
 			b.log.Warn("unsubscribe on session end", "session", s.id, "pattern", p, "err", err)
@@ -253,6 +262,7 @@ func (b *Broker) sweep(now time.Time) {
 		}
 		b.removeSession(s, reason)
 	}
+	b.refreshRecords(now)
 }
 
 // ShuttingDown reports whether Shutdown has been called.
@@ -263,6 +273,12 @@ func (b *Broker) ShuttingDown() bool { return b.shuttingDown.Load() }
 // close the engine or the HTTP server.
 func (b *Broker) Shutdown(ctx context.Context) error {
 	b.shuttingDown.Store(true)
+	if b.store != nil {
+		// Cluster mode: hand every session to the peers (drain).
+		if err := b.handOff(ctx); err != nil {
+			b.log.Warn("drain", "err", err)
+		}
+	}
 	b.sessionsMu.RLock()
 	all := make([]*Session, 0, len(b.sessions))
 	for _, s := range b.sessions {
@@ -287,7 +303,7 @@ type engineHandler Broker
 
 func (h *engineHandler) OnPublication(p *engine.Publication) {
 	b := (*Broker)(h)
-	n := b.idx.fanout(p)
+	n := b.idx.fanout(p, withReplayID)
 	b.metrics.deliveries.Add(int64(n))
 	if b.obs != nil && n > 0 {
 		b.obs.Deliveries(n)

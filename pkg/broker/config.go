@@ -70,6 +70,13 @@ type Config struct {
 	// outgoing replies.
 	Extensions []Extension
 
+	// Hosts is advised (advice.hosts) to clients whose session moves to
+	// another node when this one drains.
+	Hosts []string
+	// DrainJitter bounds the random interval advised to clients when their
+	// session moves (drain), so they do not all arrive at once (default 2s).
+	DrainJitter time.Duration
+
 	// Observer, if not nil, receives operational events (metrics). See
 	// Observer for its contract.
 	Observer Observer
@@ -91,6 +98,7 @@ func (c *Config) setDefaults() error {
 	def(&c.MaxTimeout, 120*time.Second)
 	def(&c.MaxInterval, 10*time.Second)
 	def(&c.MultipleClientsInterval, 2*time.Second)
+	def(&c.DrainJitter, 2*time.Second)
 	def(&c.SweepInterval, time.Second)
 	if c.Interval < 0 {
 		return fmt.Errorf("broker config: negative interval %v", c.Interval)

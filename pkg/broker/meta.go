@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/channel"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
 
@@ -54,9 +55,19 @@ func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message,
 	}
 	for _, name := range broadcast {
 		var err error
-		if on {
+		if on && b.store != nil && !s.subscribed(name) && !channel.IsWildcard(name) {
+			// Where the subscription starts, read before subscribing: an
+			// adopter resumes from here what the client has not received.
+			var head engine.Position
+			if head, err = b.eng.Head(ctx, name); err == nil {
+				s.setHead(name, head)
+			}
+		}
+		switch {
+		case err != nil:
+		case on:
 			err = b.idx.add(ctx, s, name)
-		} else {
+		default:
 			err = b.idx.remove(ctx, s, name)
 		}
 		if err != nil {
@@ -72,6 +83,14 @@ func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message,
 			_ = b.idx.remove(ctx, s, name)
 		}
 		return unknownClientReply(m)
+	}
+	if err := b.save(ctx, s); err != nil {
+		b.log.Warn("subscription change not persisted", "session", s.id, "err", err)
+		if s.closedReason() == errMoved {
+			r.Fail(errMoved)
+			r.Advice = b.movedAdvice()
+			return r
+		}
 	}
 	r.Succeed()
 	return r

@@ -36,8 +36,13 @@ type Observer interface {
 	// HeldConnect reports a /meta/connect starting (+1) or ending (-1) being
 	// held.
 	HeldConnect(delta int)
-	// Gap is called for every unrecoverable gap the engine reports.
+	// Gap is called for every unrecoverable gap the engine reports, and
+	// for every adopted session whose missed messages history no longer
+	// holds.
 	Gap()
+	// SessionAdopted is called when this node takes over a session from a
+	// dead or draining node (cluster mode).
+	SessionAdopted()
 }
 
 // observeReply reports r to the observer if it failed.

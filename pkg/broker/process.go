@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -54,6 +55,14 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 		return m.Channel == protocol.ChannelHandshake && m.Invalid == nil
 	}); i >= 0 {
 		r, s := b.handshake(ctx, req, req.msgs[i])
+		if s != nil && b.store != nil {
+			// Cluster mode: the session is adoptable from its first reply.
+			// With Redis unreachable it still works here; the sweeper
+			// writes its record once Redis is back.
+			if err := b.save(ctx, s); err != nil {
+				b.log.Warn("handshake: session record not written yet", "session", s.id, "err", err)
+			}
+		}
 		b.observeReply(r)
 		res.replies = append(res.replies, r)
 		res.session = s
@@ -280,6 +289,14 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 		timeout = min(max(time.Duration(*m.Advice.Timeout)*time.Millisecond, 0), b.cfg.MaxTimeout)
 	}
 	r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: b.ms(b.cfg.Interval), Timeout: b.ms(timeout)}
+	s.implicitAck()
+	if err := b.catchUp(ctx, s); err != nil {
+		b.log.Warn("adopted session not caught up", "session", s.id, "err", err)
+		r.Fail(protocol.NewError(protocol.CodeServerUnavailable, "Session recovery pending: backplane unavailable"))
+		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(500 + rand.Int64N(1000))}
+		b.outgoing(ctx, s, m, r)
+		return nil, r
+	}
 	hc := &heldConnect{s: s, m: m, reply: r, timeout: timeout}
 	first := s.markConnected()
 	if first || timeout == 0 || b.shuttingDown.Load() {
@@ -338,10 +355,14 @@ func (b *Broker) finishConnect(hc *heldConnect, deliver bool) (pubs []*engine.Pu
 		if err == nil {
 			err = unknownClient(s.id)
 		}
-		if err == errDisconnected {
+		switch err {
+		case errDisconnected:
 			r.Succeed()
 			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectNone}
-		} else {
+		case errMoved:
+			r.Succeed()
+			r.Advice = b.movedAdvice()
+		default:
 			r.Fail(err)
 			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectHandshake, Interval: protocol.Int64(0)}
 		}
@@ -356,6 +377,17 @@ func (b *Broker) finishConnect(hc *heldConnect, deliver bool) (pubs []*engine.Pu
 	default:
 		r.Succeed()
 		pubs, drop = s.endConnect(hc.w, deliver)
+	}
+	if len(pubs) > 0 && b.store != nil && s.AckMode() {
+		// The batch is durable before it is written: if this node dies the
+		// adopter knows what the client may acknowledge.
+		if err := b.save(context.Background(), s); errors.Is(err, ErrOwnershipLost) {
+			pubs, drop = nil, false
+			r.Succeed()
+			r.Advice = b.movedAdvice()
+		} else if err != nil {
+			b.log.Warn("batch state not persisted; delivering anyway", "session", s.id, "err", err)
+		}
 	}
 	b.outgoing(context.Background(), s, hc.m, r)
 	b.observeReply(r)

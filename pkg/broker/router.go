@@ -9,21 +9,40 @@ import (
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
 
-// Router serves requests for sessions this node does not own. Package
+// Router serves requests for sessions this node does not hold. Package
 // cluster implements it; a single node has none. Methods are called
 // concurrently from transport goroutines.
 type Router interface {
-	// IsLocal reports whether this node must serve clientID itself: it owns
-	// the session, or no live node does (the broker then answers 402).
-	IsLocal(clientID string) bool
-	// Forward passes a request to the owner of clientID and returns the
-	// owner's response. It blocks while the owner holds a /meta/connect;
-	// ctx ends when the client goes away, and the owner then keeps the
-	// undelivered messages queued.
-	Forward(ctx context.Context, clientID string, req *ForwardedRequest) (*ForwardedResponse, error)
-	// SessionOp applies op (see Broker.SessionOp) on the owner of clientID.
-	SessionOp(ctx context.Context, clientID, op string) (bool, error)
+	// Resolve decides who serves clientID, which has no local session.
+	// hops counts the forwards the request already went through. An error
+	// is treated as Route{Unavailable: true}.
+	Resolve(ctx context.Context, clientID string, hops int) (Route, error)
+	// Forward passes a request to node (a node tag from Resolve) and
+	// returns its response. It blocks while the node holds a
+	// /meta/connect; ctx ends when the client goes away, and the owner
+	// then keeps the undelivered messages queued.
+	Forward(ctx context.Context, node string, req *ForwardedRequest) (*ForwardedResponse, error)
+	// SessionOp applies op (see Broker.SessionOp) on node.
+	SessionOp(ctx context.Context, node, clientID, op string) (bool, error)
 }
+
+// Route is where a request for a session this node does not hold goes.
+// Exactly one of the three applies; the zero Route means "no such session"
+// (the broker answers 402).
+type Route struct {
+	// Node is the tag of the node to forward to.
+	Node string
+	// Adopt is the session's state, claimed for this node: the broker
+	// recreates the session and serves the request.
+	Adopt *SessionState
+	// Unavailable: nobody can serve the session now (its owner is being
+	// decided); the client gets 503 with retry advice.
+	Unavailable bool
+}
+
+// maxHops bounds forwarding: the receiving node, then at most one more
+// (the session moved while the request was on its way).
+const maxHops = 2
 
 // Session operations.
 const (
@@ -34,8 +53,18 @@ const (
 // SessionOp applies op to the session clientID wherever it lives (through
 // the Router when another node owns it). It reports whether it existed.
 func (b *Broker) SessionOp(ctx context.Context, clientID, op string) (bool, error) {
-	if _, ok := b.Session(clientID); !ok && b.router != nil && !b.router.IsLocal(clientID) {
-		return b.router.SessionOp(ctx, clientID, op)
+	if _, ok := b.Session(clientID); !ok && b.router != nil {
+		rt, err := b.router.Resolve(ctx, clientID, 0)
+		switch {
+		case err != nil:
+			return false, fmt.Errorf("session op %s: %w", clientID, err)
+		case rt.Node != "":
+			return b.router.SessionOp(ctx, rt.Node, clientID, op)
+		case rt.Adopt != nil:
+			if _, err := b.adopt(ctx, rt.Adopt); err != nil {
+				return false, err
+			}
+		}
 	}
 	return b.LocalSessionOp(clientID, op)
 }
@@ -63,6 +92,7 @@ type ForwardedRequest struct {
 	Parts      [][]byte // the raw JSON texts (arrays or objects) of the request
 	BrowserID  string   // BAYEUX_BROWSER cookie, if any
 	RemoteAddr string
+	Hops       int // forwards so far (1 on the first receiving node)
 }
 
 // ForwardedResponse is the owner's answer: the JSON array to write.
@@ -71,14 +101,18 @@ type ForwardedResponse struct {
 	Abort bool // lose the reply in transit (debug API)
 }
 
-// SetRouter installs the cluster router. It must be called before the
-// broker serves requests.
-func (b *Broker) SetRouter(r Router) { b.router = r }
+// SetCluster installs the cluster router and session store. It must be
+// called before the broker serves requests.
+func (b *Broker) SetCluster(r Router, st SessionStore) { b.router, b.store = r, st }
 
-// remoteClient returns the clientId a decoded request must be forwarded
-// for, or "" when this node serves it. A request carrying a handshake is
-// always served here (the new session is local).
-func (b *Broker) remoteClient(msgs []*protocol.Message) string {
+// unavailableNode is the route of a request nobody can serve right now.
+const unavailableNode = "-"
+
+// route returns the node a decoded request must be forwarded to, or ""
+// when this node serves it (adopting the session first if the router says
+// so). A request carrying a handshake is always served here (the new
+// session is local).
+func (b *Broker) route(ctx context.Context, msgs []*protocol.Message, hops int) string {
 	if b.router == nil {
 		return ""
 	}
@@ -88,28 +122,58 @@ func (b *Broker) remoteClient(msgs []*protocol.Message) string {
 		}
 	}
 	for _, m := range msgs {
-		if m.ClientID != "" {
-			if _, ok := b.Session(m.ClientID); ok || b.router.IsLocal(m.ClientID) {
-				return ""
-			}
-			return m.ClientID
+		if m.ClientID == "" {
+			continue
 		}
+		if _, ok := b.Session(m.ClientID); ok {
+			return ""
+		}
+		rt, err := b.router.Resolve(ctx, m.ClientID, hops)
+		switch {
+		case err != nil:
+			b.log.Warn("session route unknown", "session", m.ClientID, "err", err)
+			return unavailableNode
+		case rt.Unavailable:
+			return unavailableNode
+		case rt.Node != "":
+			if hops >= maxHops {
+				return unavailableNode
+			}
+			return rt.Node
+		case rt.Adopt != nil:
+			if _, err := b.adopt(ctx, rt.Adopt); err != nil {
+				b.log.Warn("session adoption failed", "session", m.ClientID, "err", err)
+				return unavailableNode
+			}
+		}
+		return ""
 	}
 	return ""
 }
 
-// forward sends a request to the owner; if the owner cannot be reached the
-// client gets per-message errors with retry advice, so it tries again
-// (membership soon settles who owns the session).
-func (b *Broker) forward(ctx context.Context, clientID string, req *ForwardedRequest, msgs []*protocol.Message) (*ForwardedResponse, bool) {
-	resp, err := b.router.Forward(ctx, clientID, req)
-	if err == nil {
-		return resp, true
+// forward sends a request to node; if the node cannot be reached the client
+// gets per-message errors with retry advice, so it tries again (membership
+// soon settles who owns the session).
+func (b *Broker) forward(ctx context.Context, node string, req *ForwardedRequest, msgs []*protocol.Message) (*ForwardedResponse, bool) {
+	var err error
+	if node != unavailableNode {
+		req.Hops++
+		var resp *ForwardedResponse
+		if resp, err = b.router.Forward(ctx, node, req); err == nil {
+			return resp, true
+		}
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		b.log.Warn("forward to session owner failed", "node", node, "err", err)
 	}
-	if ctx.Err() != nil {
-		return nil, false
+	var clientID string
+	for _, m := range msgs {
+		if m.ClientID != "" {
+			clientID = m.ClientID
+			break
+		}
 	}
-	b.log.Warn("forward to session owner failed", "session", clientID, "err", err)
 	replies := make([]*protocol.Reply, 0, len(msgs))
 	for _, m := range msgs {
 		r := protocol.ReplyTo(m)
@@ -136,6 +200,13 @@ func (b *Broker) ServeForwarded(ctx context.Context, req *ForwardedRequest) (*Fo
 			}
 			return nil, fmt.Errorf("forwarded request: %w", err)
 		}
+	}
+	if node := b.route(ctx, msgs, req.Hops); node != "" {
+		resp, ok := b.forward(ctx, node, req, msgs)
+		if !ok {
+			return nil, ctx.Err()
+		}
+		return resp, nil
 	}
 	r := &request{
 		info:      RequestInfo{Transport: req.Transport, RemoteAddr: req.RemoteAddr},

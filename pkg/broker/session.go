@@ -46,10 +46,27 @@ type Session struct {
 
 	connected bool // a /meta/connect has been seen
 
-	ack       bool
+	ack       bool // deliveries only in numbered connect-reply batches
+	implicit  bool // with ack: a connect acknowledges every earlier batch (replay without the ack extension)
 	unacked   []ackBatch
 	lastBatch int64
 	dropNext  bool // debug: lose the next connect reply that carries messages
+
+	// Cluster mode (Broker.store set): acked holds, per concrete channel,
+	// the position up to which the client has everything (acknowledged in
+	// acked mode, delivered otherwise); it is what adoption resumes from.
+	acked   map[string]engine.Position
+	durable map[string][]byte // extension state persisted with the session
+	// While recovering (adopted, not yet caught up from history) live
+	// publications wait in pending.
+	recovering bool
+	pending    []*engine.Publication
+	// lost: another node took the session over (its record no longer
+	// names this node); it must not deliver any more.
+	lost bool
+
+	replay atomic.Bool // deliveries carry replay ids (replay extension)
+	saveMu sync.Mutex  // serializes snapshot+save to the SessionStore
 
 	tokens     float64   // publish token bucket
 	tokensTime time.Time // last refill
@@ -80,6 +97,7 @@ func (s *Session) takeToken(rate float64, burst int) bool {
 type ackBatch struct {
 	id   int64
 	pubs []*engine.Publication
+	end  map[string]engine.Position // cluster mode: where the batch reaches per channel
 }
 
 // waiter is a held /meta/connect. wake is signalled (non-blocking, cap 1)
@@ -105,6 +123,9 @@ func newSession(b *Broker, info RequestInfo, browserID string) *Session {
 	s := &Session{id: newSessionID(b.cfg.IDPrefix), b: b, created: now, browserID: browserID, info: info, lastActive: now, transport: info.Transport}
 	empty := map[string]struct{}{}
 	s.subs.Store(&empty)
+	if b.store != nil {
+		s.acked = map[string]engine.Position{}
+	}
 	return s
 }
 
@@ -171,30 +192,46 @@ func (s *Session) subCount() int { return len(*s.subs.Load()) }
 // client acknowledges them. Called by the ack extension at handshake.
 func (s *Session) EnableAck() {
 	s.mu.Lock()
-	s.ack = true
+	s.ack, s.implicit = true, false
 	s.push = nil
 	s.mu.Unlock()
 }
 
-// AckEnabled reports whether acknowledged delivery is on.
+// AckEnabled reports whether the ack extension's acknowledged delivery is
+// on (the client sends ext.ack).
 func (s *Session) AckEnabled() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.ack
+	return s.ack && !s.implicit
 }
 
 // Acknowledge drops the batches with id <= batch.
 func (s *Session) Acknowledge(batch int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.acknowledgeLocked(batch)
+}
+
+func (s *Session) acknowledgeLocked(batch int64) {
 	i := 0
 	for i < len(s.unacked) && s.unacked[i].id <= batch {
 		for _, p := range s.unacked[i].pubs {
 			s.queueBytes -= len(p.Payload)
 		}
+		for ch, pos := range s.unacked[i].end {
+			advance(s.acked, ch, pos)
+		}
 		i++
 	}
 	s.unacked = s.unacked[i:]
+}
+
+// AckMode reports whether deliveries go in numbered batches kept until
+// acknowledged (ack extension, or replay acknowledged by the next connect).
+func (s *Session) AckMode() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ack
 }
 
 // LastBatch returns the id of the newest delivered batch.
@@ -219,7 +256,7 @@ func (s *Session) enqueue(p *engine.Publication) {
 		s.mu.Unlock()
 		return
 	}
-	pending := len(s.queue)
+	pending := len(s.queue) + len(s.pending)
 	for _, b := range s.unacked {
 		pending += len(b.pubs)
 	}
@@ -233,8 +270,13 @@ func (s *Session) enqueue(p *engine.Publication) {
 		s.b.reap(s)
 		return
 	}
-	s.queue = append(s.queue, p)
 	s.queueBytes += len(p.Payload)
+	if s.recovering {
+		s.pending = append(s.pending, p)
+		s.mu.Unlock()
+		return
+	}
+	s.queue = append(s.queue, p)
 	w, push := s.waiter, s.push
 	s.mu.Unlock()
 	if w != nil {
@@ -259,7 +301,7 @@ func (s *Session) closeLocked(reason *protocol.Error) {
 		return
 	}
 	s.closed = reason
-	s.queue, s.unacked, s.queueBytes = nil, nil, 0
+	s.queue, s.unacked, s.pending, s.queueBytes = nil, nil, nil, 0
 	if s.waiter != nil {
 		s.endWaiterLocked(endClosed)
 	}
@@ -324,16 +366,20 @@ func (s *Session) endConnect(w *waiter, deliver bool) (pubs []*engine.Publicatio
 	if s.closed != nil || !deliver {
 		return nil, false
 	}
+	if s.lost {
+		return nil, false
+	}
 	if !s.ack {
 		pubs = s.queue
 		for _, p := range pubs {
 			s.queueBytes -= len(p.Payload)
 		}
 		s.queue = nil
+		s.deliveredLocked(pubs)
 	} else {
 		if len(s.queue) > 0 {
 			s.lastBatch++
-			s.unacked = append(s.unacked, ackBatch{id: s.lastBatch, pubs: s.queue})
+			s.unacked = append(s.unacked, ackBatch{id: s.lastBatch, pubs: s.queue, end: s.endOf(s.queue)})
 			s.queue = nil
 		}
 		for _, b := range s.unacked {
@@ -351,9 +397,10 @@ func (s *Session) endConnect(w *waiter, deliver bool) (pubs []*engine.Publicatio
 func (s *Session) takePushed(dst []*engine.Publication) []*engine.Publication {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ack || s.closed != nil {
+	if s.ack || s.closed != nil || s.lost {
 		return dst
 	}
+	s.deliveredLocked(s.queue)
 	dst = append(dst, s.queue...)
 	for _, p := range s.queue {
 		s.queueBytes -= len(p.Payload)

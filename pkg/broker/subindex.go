@@ -99,8 +99,10 @@ func (x *subIndex) remove(ctx context.Context, s *Session, pattern string) error
 // its channel, once per session: patterns are visited in Candidates order and
 // a session also subscribed to an earlier matching pattern is skipped.
 // It returns the number of sessions reached.
-func (x *subIndex) fanout(p *engine.Publication) int {
+// Sessions with the replay extension get replayed(p), made once per call.
+func (x *subIndex) fanout(p *engine.Publication, replayed func(*engine.Publication) *engine.Publication) int {
 	var buf [channel.MaxDepth + 2]string
+	var rp *engine.Publication
 	cands := channel.Candidates(buf[:0], p.Channel)
 	n := 0
 	x.mu.RLock()
@@ -111,7 +113,14 @@ func (x *subIndex) fanout(p *engine.Publication) int {
 			if i > 0 && s.subscribedToAny(cands[:i]) {
 				continue
 			}
-			s.enqueue(p)
+			if s.replay.Load() {
+				if rp == nil {
+					rp = replayed(p)
+				}
+				s.enqueue(rp)
+			} else {
+				s.enqueue(p)
+			}
 			n++
 		}
 	}

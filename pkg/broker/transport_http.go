@@ -213,8 +213,8 @@ func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, trans
 	if cookie != nil && cookie.Value != "" && len(cookie.Value) <= 64 {
 		browserID = cookie.Value
 	}
-	if id := b.remoteClient(msgs); id != "" {
-		resp, ok := b.forward(r.Context(), id, &ForwardedRequest{Transport: transport, Parts: parts, BrowserID: browserID, RemoteAddr: r.RemoteAddr}, msgs)
+	if node := b.route(r.Context(), msgs, 0); node != "" {
+		resp, ok := b.forward(r.Context(), node, &ForwardedRequest{Transport: transport, Parts: parts, BrowserID: browserID, RemoteAddr: r.RemoteAddr}, msgs)
 		if !ok {
 			return nil
 		}

@@ -87,8 +87,8 @@ func (conn *wsConn) readLoop(ctx context.Context) {
 			_ = conn.c.Close(websocket.StatusInvalidFramePayloadData, reason)
 			return
 		}
-		if id := b.remoteClient(msgs); id != "" {
-			conn.forward(ctx, id, data, msgs)
+		if node := b.route(ctx, msgs, 0); node != "" {
+			conn.forward(ctx, node, data, msgs)
 			continue
 		}
 		req := &request{info: conn.info, msgs: msgs, received: time.Now()}
@@ -103,10 +103,10 @@ func (conn *wsConn) readLoop(ctx context.Context) {
 // holds a /meta/connect is forwarded on its own goroutine (one per held
 // connect, not per message) so the socket keeps reading; other frames are
 // forwarded inline, which keeps one client's publishes in order.
-func (conn *wsConn) forward(ctx context.Context, id string, data []byte, msgs []*protocol.Message) {
+func (conn *wsConn) forward(ctx context.Context, node string, data []byte, msgs []*protocol.Message) {
 	req := &ForwardedRequest{Transport: protocol.WebSocket, Parts: [][]byte{data}, RemoteAddr: conn.info.RemoteAddr}
 	do := func() {
-		resp, ok := conn.b.forward(ctx, id, req, msgs)
+		resp, ok := conn.b.forward(ctx, node, req, msgs)
 		if !ok {
 			return
 		}

@@ -26,6 +26,9 @@ type Config struct {
 	FastGossip   bool     // shorter gossip timers (tests)
 	Logger       *slog.Logger
 	Observer     Observer // optional: forwards and membership size
+	// Sessions, if set, makes sessions survive the loss of their owner:
+	// records for adoption, and drain hand-off.
+	Sessions *SessionStore
 }
 
 // Cluster joins a broker to its peers: it serves the Node gRPC API, keeps
@@ -94,7 +97,11 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 		return nil, err
 	}
 	c.mem = mem
-	b.SetRouter(c)
+	var store broker.SessionStore
+	if cfg.Sessions != nil {
+		store = cfg.Sessions
+	}
+	b.SetCluster(c, store)
 	c.hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	go func() {
 		if err := mem.Join(ctx); err != nil {
@@ -153,22 +160,9 @@ func (c *Cluster) GRPCAddr() string { return c.gln.Addr().String() }
 // Members returns the live nodes.
 func (c *Cluster) Members() []Meta { return c.mem.Members() }
 
-// IsLocal implements broker.Router.
-func (c *Cluster) IsLocal(clientID string) bool {
-	if len(clientID) < TagLen {
-		return true
-	}
-	tag := clientID[:TagLen]
-	if tag == c.tag {
-		return true
-	}
-	_, alive := c.mem.Alive(tag)
-	return !alive
-}
-
 // Forward implements broker.Router over gRPC.
-func (c *Cluster) Forward(ctx context.Context, clientID string, req *broker.ForwardedRequest) (*broker.ForwardedResponse, error) {
-	owner, ok := c.mem.Alive(clientID[:TagLen])
+func (c *Cluster) Forward(ctx context.Context, node string, req *broker.ForwardedRequest) (*broker.ForwardedResponse, error) {
+	owner, ok := c.mem.Alive(node)
 	if !ok {
 		c.observeForward(ForwardNoOwner)
 		return nil, errNoOwner
@@ -180,8 +174,8 @@ func (c *Cluster) Forward(ctx context.Context, clientID string, req *broker.Forw
 	}
 	resp, err := client.Process(ctx, &clusterv1.ProcessRequest{
 		ProtocolVersion: ProtocolVersion,
-		ClientId:        clientID,
 		Transport:       req.Transport,
+		Hops:            uint32(req.Hops),
 		Parts:           req.Parts,
 		BrowserId:       req.BrowserID,
 		RemoteAddr:      req.RemoteAddr,
@@ -201,8 +195,8 @@ func (c *Cluster) observeForward(result string) {
 }
 
 // SessionOp implements broker.Router.
-func (c *Cluster) SessionOp(ctx context.Context, clientID, op string) (bool, error) {
-	owner, ok := c.mem.Alive(clientID[:TagLen])
+func (c *Cluster) SessionOp(ctx context.Context, node, clientID, op string) (bool, error) {
+	owner, ok := c.mem.Alive(node)
 	if !ok {
 		return false, nil
 	}

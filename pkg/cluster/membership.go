@@ -58,6 +58,9 @@ type MembershipConfig struct {
 	Logger *slog.Logger
 	// Observer, if not nil, is told the number of live nodes on every change.
 	Observer Observer
+	// Faults, if not nil, lets tests cut this node's gossip off (see
+	// GossipFaults). Never set in production.
+	Faults *GossipFaults
 }
 
 // Membership tracks the live nodes. Its delegates never block: they update
@@ -67,8 +70,9 @@ type Membership struct {
 	ml  *memberlist.Memberlist
 	log *slog.Logger
 
-	mu    sync.RWMutex
-	byTag map[string]Meta // live nodes, self included
+	mu       sync.RWMutex
+	byTag    map[string]Meta      // live nodes, self included
+	departed map[string]time.Time // tags that left or died, and when (see Quorum)
 }
 
 // NewMembership starts gossip on cfg.Listen. Call Join to find peers.
@@ -76,7 +80,7 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Membership{cfg: cfg, log: cfg.Logger, byTag: map[string]Meta{}}
+	m := &Membership{cfg: cfg, log: cfg.Logger, byTag: map[string]Meta{}, departed: map[string]time.Time{}}
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Fast {
 		mc.ProbeInterval = 200 * time.Millisecond
@@ -105,8 +109,17 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	mc.Logger = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
 	mc.Delegate = (*delegate)(m)
 	mc.Events = (*events)(m)
+	var ft *faultyTransport
+	if cfg.Faults != nil {
+		if ft, err = newFaultyTransport(mc, cfg.Faults); err != nil {
+			return nil, err
+		}
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if ft != nil {
+			_ = ft.Shutdown()
+		}
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	m.ml = ml
@@ -230,6 +243,12 @@ func (m *Membership) set(n *memberlist.Node, alive bool) {
 		m.byTag[meta.Tag] = meta
 	} else if m.byTag[meta.Tag].ID == meta.ID && meta.ID != m.cfg.Self.ID {
 		delete(m.byTag, meta.Tag)
+		if n.State == memberlist.StateDead { // a graceful leave (drain) is no failure
+			m.noteDepartedLocked(meta.Tag)
+		}
+	}
+	if alive {
+		delete(m.departed, meta.Tag)
 	}
 	live := len(m.byTag)
 	m.mu.Unlock()

@@ -314,6 +314,23 @@ func (r *Redis) History(ctx context.Context, name string, after engine.Position,
 	return out, nil
 }
 
+// Head implements engine.Engine.
+func (r *Redis) Head(ctx context.Context, name string) (engine.Position, error) {
+	meta, err := r.client.HMGet(ctx, r.metaKey(name), "e", "o").Result()
+	if err != nil {
+		return engine.Position{}, fmt.Errorf("%w: head %s: %w", engine.ErrUnavailable, name, err)
+	}
+	epoch, _ := meta[0].(string)
+	if epoch == "" {
+		return engine.Position{}, nil
+	}
+	var last uint64
+	if s, ok := meta[1].(string); ok {
+		last, _ = strconv.ParseUint(s, 10, 64)
+	}
+	return engine.Position{Epoch: epoch, Offset: last}, nil
+}
+
 func parseStreamID(id string) (uint64, error) {
 	for i := 0; i < len(id); i++ {
 		if id[i] == '-' {

@@ -38,6 +38,7 @@ func (s *nodeServer) Process(ctx context.Context, req *clusterv1.ProcessRequest)
 		Parts:      req.GetParts(),
 		BrowserID:  req.GetBrowserId(),
 		RemoteAddr: req.GetRemoteAddr(),
+		Hops:       int(req.GetHops()),
 	})
 	if err != nil {
 		if ctx.Err() != nil {

@@ -49,6 +49,7 @@ type Metrics struct {
 	queueOverflows prometheus.Counter
 	heldConnects   prometheus.Gauge
 	gaps           prometheus.Counter
+	adopted        prometheus.Counter
 
 	cluster []prometheus.Collector // registered by RegisterCluster
 
@@ -109,12 +110,16 @@ func New(reg prometheus.Registerer) *Metrics {
 		Namespace: namespace, Name: "held_connects",
 		Help: "/meta/connect requests currently held.",
 	})
+	m.adopted = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "sessions_adopted_total",
+		Help: "Sessions this node took over from a dead or draining node.",
+	})
 	m.gaps = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Name: "gaps_total",
 		Help: "Unrecoverable gaps reported by the engine.",
 	})
 	reg.MustRegister(sessions, handshakes, m.connects, m.subscribes, publishes, m.deliveries,
-		errs, m.queueOverflows, m.heldConnects, m.gaps)
+		errs, m.queueOverflows, m.heldConnects, m.gaps, m.adopted)
 
 	redisDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "redis_command_duration_seconds",
@@ -197,6 +202,9 @@ func (m *Metrics) HeldConnect(delta int) { m.heldConnects.Add(float64(delta)) }
 
 // Gap implements broker.Observer.
 func (m *Metrics) Gap() { m.gaps.Inc() }
+
+// SessionAdopted implements broker.Observer.
+func (m *Metrics) SessionAdopted() { m.adopted.Inc() }
 
 // RedisCommand implements cluster.Observer.
 func (m *Metrics) RedisCommand(op string, d time.Duration, err error) {

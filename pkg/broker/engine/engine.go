@@ -51,6 +51,10 @@ type Engine interface {
 	// first. ErrPositionGone means pos is older than what is retained (or its
 	// epoch is not the current one).
 	History(ctx context.Context, channel string, after Position, limit int) ([]Publication, error)
+	// Head returns the position of the newest publication on channel (the
+	// zero Position when the channel has none). A History call after Head
+	// returns exactly what was published since.
+	Head(ctx context.Context, channel string) (Position, error)
 	// Run delivers to h until ctx is done or Close is called. Publications
 	// made before Run is called may be missed.
 	Run(ctx context.Context, h Handler) error

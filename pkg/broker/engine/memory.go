@@ -198,6 +198,19 @@ func (m *Memory) History(_ context.Context, name string, after Position, limit i
 	return out, nil
 }
 
+// Head implements Engine.
+func (m *Memory) Head(_ context.Context, name string) (Position, error) {
+	m.mu.RLock()
+	ch := m.channels[name]
+	m.mu.RUnlock()
+	if ch == nil {
+		return Position{}, nil
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return Position{Epoch: ch.epoch, Offset: ch.offset}, nil
+}
+
 // Run implements Engine: it registers h and sweeps idle channels until ctx
 // is done or Close is called.
 func (m *Memory) Run(ctx context.Context, h Handler) error {

@@ -137,7 +137,7 @@ type ProcessRequest struct {
 	// Owner-side protocol version the caller speaks (see ProtocolVersion in
 	// package cluster); an owner rejects versions it does not know.
 	ProtocolVersion uint32 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
-	// The session the request is for.
+	// Unused (the parts carry the clientId); kept for wire compatibility.
 	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	// Transport the client used: long-polling, callback-polling, websocket.
 	Transport string `protobuf:"bytes,3,opt,name=transport,proto3" json:"transport,omitempty"`
@@ -146,7 +146,10 @@ type ProcessRequest struct {
 	// BAYEUX_BROWSER cookie value, if any.
 	BrowserId string `protobuf:"bytes,5,opt,name=browser_id,json=browserId,proto3" json:"browser_id,omitempty"`
 	// Client address as seen by the receiving node.
-	RemoteAddr    string `protobuf:"bytes,6,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	RemoteAddr string `protobuf:"bytes,6,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	// Forwards the request went through, this one included (a node that no
+	// longer holds the session forwards it once more, to its new owner).
+	Hops          uint32 `protobuf:"varint,7,opt,name=hops,proto3" json:"hops,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -223,6 +226,13 @@ func (x *ProcessRequest) GetRemoteAddr() string {
 	return ""
 }
 
+func (x *ProcessRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
 type ProcessResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The JSON array to write to the client.
@@ -287,7 +297,7 @@ const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x0e\n" +
 	"\x02op\x18\x03 \x01(\tR\x02op\")\n" +
 	"\x11SessionOpResponse\x12\x14\n" +
-	"\x05found\x18\x01 \x01(\bR\x05found\"\xcc\x01\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\"\xe0\x01\n" +
 	"\x0eProcessRequest\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x1c\n" +
@@ -296,7 +306,8 @@ const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"browser_id\x18\x05 \x01(\tR\tbrowserId\x12\x1f\n" +
 	"\vremote_addr\x18\x06 \x01(\tR\n" +
-	"remoteAddr\";\n" +
+	"remoteAddr\x12\x12\n" +
+	"\x04hops\x18\a \x01(\rR\x04hops\";\n" +
 	"\x0fProcessResponse\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\fR\x04body\x12\x14\n" +
 	"\x05abort\x18\x02 \x01(\bR\x05abort2\xb0\x01\n" +

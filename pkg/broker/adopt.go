@@ -1,0 +1,305 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/channel"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+)
+
+// This file is the broker's side of session adoption (cluster mode): it
+// persists sessions to the SessionStore, recreates a session another node
+// owned, catches it up from history, and hands every session over when the
+// node drains.
+
+// ErrOwnershipLost is returned by SessionStore.Save when another node took
+// the session over; the local copy must stop delivering.
+var ErrOwnershipLost = errors.New("broker: session owned by another node")
+
+// errMoved ends a local session whose ownership moved to another node
+// (drain hand-off, or taken over while this node was cut off). Its held
+// connect is answered successfully with retry advice: the client's next
+// request reaches the new owner with the same clientId.
+var errMoved = protocol.NewError(protocol.CodeServerUnavailable, "Session moved")
+
+// storeTimeout bounds one SessionStore call made on a request's path.
+const storeTimeout = 3 * time.Second
+
+// save persists s. A session another node took over is dropped here.
+func (b *Broker) save(ctx context.Context, s *Session) error {
+	if b.store == nil {
+		return nil
+	}
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	err := b.store.Save(ctx, s.snapshot(false))
+	if errors.Is(err, ErrOwnershipLost) {
+		b.log.Info("session taken over by another node", "session", s.id)
+		b.removeSession(s, errMoved)
+	}
+	if err != nil {
+		return fmt.Errorf("save session %s: %w", s.id, err)
+	}
+	return nil
+}
+
+// adopt recreates the session st (claimed for this node by the router) and
+// subscribes it. A session with positions starts recovering: its first
+// /meta/connect replays from history what the client has not acknowledged.
+func (b *Broker) adopt(ctx context.Context, st *SessionState) (*Session, error) {
+	if b.shuttingDown.Load() {
+		return nil, ErrNotAdopted
+	}
+	now := time.Now()
+	s := &Session{
+		id: st.ID, b: b, created: now, browserID: st.BrowserID,
+		info: RequestInfo{Transport: st.Transport}, lastActive: now, transport: st.Transport,
+		connected: true, lastBatch: st.LastBatch, durable: maps.Clone(st.Durable),
+		acked: maps.Clone(st.Acked),
+	}
+	if s.acked == nil {
+		s.acked = map[string]engine.Position{}
+	}
+	empty := map[string]struct{}{}
+	s.subs.Store(&empty)
+	s.replay.Store(st.Replay)
+	s.ack = st.reliable()
+	s.implicit = st.Replay && !st.Ack
+	for _, bs := range st.Batches {
+		s.unacked = append(s.unacked, ackBatch{id: bs.ID, end: maps.Clone(bs.End)})
+	}
+	s.recovering = len(s.acked) > 0 || len(s.unacked) > 0
+
+	b.sessionsMu.Lock()
+	if cur, ok := b.sessions[st.ID]; ok {
+		b.sessionsMu.Unlock()
+		return cur, nil // adopted concurrently by another request
+	}
+	b.sessions[st.ID] = s
+	b.sessionsMu.Unlock()
+	if s.browserID != "" {
+		b.browsersMu.Lock()
+		b.browserSessions[s.browserID]++
+		b.browsersMu.Unlock()
+	}
+	if b.obs != nil {
+		b.obs.SessionOpened(s.transport)
+		b.obs.SessionAdopted()
+	}
+	b.metrics.adopted.Add(1)
+	for _, p := range st.Subs {
+		if err := b.idx.add(ctx, s, p); err != nil {
+			// The record stays claimed by this node: the next request
+			// adopts it again (the session is not kept half subscribed).
+			b.removeSession(s, errMoved)
+			return nil, fmt.Errorf("adopt %s: subscribe %s: %w", s.id, p, err)
+		}
+	}
+	b.log.Info("session adopted", "session", s.id, "subscriptions", len(st.Subs), "recovering", s.recovering)
+	return s, nil
+}
+
+// catchUp replays, once, what an adopted session's client has not
+// acknowledged (or received) from the channels' history, then the live
+// publications that arrived meanwhile, without duplicates. An unrecoverable
+// gap (history trimmed, Redis data lost) ends the session with 410.
+func (b *Broker) catchUp(ctx context.Context, s *Session) error {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	s.mu.Lock()
+	if !s.recovering {
+		s.mu.Unlock()
+		return nil
+	}
+	// Batches the client did not acknowledge are replayed from history.
+	for _, bs := range s.unacked {
+		if len(bs.pubs) == 0 {
+			continue
+		}
+		s.mu.Unlock()
+		return fmt.Errorf("catch up %s: live batch before recovery", s.id)
+	}
+	s.unacked = nil
+	start := maps.Clone(s.acked)
+	s.mu.Unlock()
+
+	channels := slices.Sorted(maps.Keys(start))
+	var got []*engine.Publication
+	limit := b.cfg.MaxQueueMessages
+	for _, ch := range channels {
+		if !s.matches(ch) {
+			continue
+		}
+		pos := start[ch]
+		for {
+			pubs, err := b.eng.History(ctx, ch, pos, limit)
+			if errors.Is(err, engine.ErrPositionGone) {
+				b.lostMessages(s, ch)
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("catch up %s on %s: %w", s.id, ch, err)
+			}
+			for i := range pubs {
+				got = append(got, &pubs[i])
+			}
+			if len(got) > b.cfg.MaxQueueMessages {
+				s.mu.Lock()
+				s.closeLocked(protocol.NewError(protocol.CodeQueueOverflow, "Session queue overflow", s.id))
+				s.mu.Unlock()
+				b.reap(s)
+				return nil
+			}
+			if len(pubs) < limit {
+				break
+			}
+			last := pubs[len(pubs)-1]
+			pos = engine.Position{Epoch: last.Epoch, Offset: last.Offset}
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed != nil {
+		return nil
+	}
+	last := map[string]engine.Position{}
+	replay := s.replay.Load()
+	for _, p := range got {
+		if replay {
+			p = withReplayID(p)
+		}
+		s.queue = append(s.queue, p)
+		s.queueBytes += len(p.Payload)
+		last[p.Channel] = engine.Position{Epoch: p.Epoch, Offset: p.Offset}
+	}
+	for _, p := range s.pending {
+		if l, ok := last[p.Channel]; ok && l.Epoch == p.Epoch && p.Offset <= l.Offset {
+			s.queueBytes -= len(p.Payload)
+			continue
+		}
+		s.queue = append(s.queue, p)
+	}
+	s.pending = nil
+	s.recovering = false
+	if s.waiter != nil && len(s.queue) > 0 {
+		signal(s.waiter.wake)
+	}
+	if s.push != nil && len(s.queue) > 0 {
+		signal(s.push)
+	}
+	return nil
+}
+
+// matches reports whether a publication on ch reaches the session's
+// current subscriptions.
+func (s *Session) matches(ch string) bool {
+	var buf [channel.MaxDepth + 2]string
+	return s.subscribedToAny(channel.Candidates(buf[:0], ch))
+}
+
+// lostMessages ends s because messages on ch it has not received can no
+// longer be recovered: the client is told in-band (410, handshake advice)
+// and the gap metric counts it.
+func (b *Broker) lostMessages(s *Session, ch string) {
+	b.metrics.gaps.Add(1)
+	if b.obs != nil {
+		b.obs.Gap()
+	}
+	b.log.Warn("unrecoverable gap for adopted session", "session", s.id, "channel", ch)
+	s.mu.Lock()
+	s.closeLocked(protocol.NewError(protocol.CodeMessagesLost, "Messages lost; handshake again", ch))
+	s.mu.Unlock()
+	b.reap(s)
+}
+
+// refreshRecords extends the store records of every local session and
+// rewrites the missing ones; the sweeper calls it every MaxInterval/2, and
+// it runs off the sweeper's goroutine.
+func (b *Broker) refreshRecords(now time.Time) {
+	if b.store == nil || now.Sub(b.lastRefresh) < b.cfg.MaxInterval/2 || !b.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	b.lastRefresh = now
+	b.sessionsMu.RLock()
+	ids := make([]string, 0, len(b.sessions))
+	for id := range b.sessions {
+		ids = append(ids, id)
+	}
+	b.sessionsMu.RUnlock()
+	go func() {
+		defer b.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.MaxInterval)
+		defer cancel()
+		missing, err := b.store.Refresh(ctx, ids)
+		if err != nil {
+			b.log.Warn("refresh session records", "sessions", len(ids), "err", err)
+			return
+		}
+		for _, id := range missing {
+			if s, ok := b.Session(id); ok {
+				if err := b.save(ctx, s); err != nil {
+					b.log.Warn("rewrite session record", "session", id, "err", err)
+					return
+				}
+			}
+		}
+		if len(missing) > 0 {
+			b.log.Info("session records rewritten", "sessions", len(missing))
+		}
+	}()
+}
+
+// handOff is the drain: every local session is persisted with its exact
+// positions and released for a peer to adopt, its held connect answered
+// with retry advice and a jittered interval, and it is removed here
+// without deleting its record. The clients' next requests reach a peer,
+// which adopts the sessions with the same clientIds and replays from
+// history what they had not received.
+func (b *Broker) handOff(ctx context.Context) error {
+	b.sessionsMu.RLock()
+	all := make([]*Session, 0, len(b.sessions))
+	for _, s := range b.sessions {
+		all = append(all, s)
+	}
+	b.sessionsMu.RUnlock()
+	states := make([]*SessionState, 0, len(all))
+	for _, s := range all {
+		s.saveMu.Lock()
+		s.mu.Lock()
+		if s.closed != nil {
+			s.mu.Unlock()
+			s.saveMu.Unlock()
+			continue
+		}
+		s.lost = true // deliver nothing more from here
+		s.mu.Unlock()
+		states = append(states, s.snapshot(true))
+		s.saveMu.Unlock()
+	}
+	err := b.store.Release(ctx, states)
+	for _, s := range all {
+		b.removeSession(s, errMoved)
+	}
+	b.log.Info("sessions handed off", "sessions", len(states), "err", err)
+	if err != nil {
+		return fmt.Errorf("hand off %d sessions: %w", len(states), err)
+	}
+	return nil
+}
+
+// movedAdvice is the advice of a held connect whose session moved: retry
+// at once-ish (jittered, so a drained node's clients do not arrive
+// together), with the configured hosts.
+func (b *Broker) movedAdvice() *protocol.Advice {
+	return &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(rand.Int64N(b.cfg.DrainJitter.Milliseconds() + 1)), Hosts: b.cfg.Hosts}
+}

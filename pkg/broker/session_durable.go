@@ -1,0 +1,137 @@
+package broker
+
+import (
+	"maps"
+	"strconv"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+)
+
+// This file holds the session state that survives the loss of its owner
+// (cluster mode): positions per channel, acknowledged batches, durable
+// extension state, and the replay-id variant of publications.
+
+// endOf returns, per channel, the position of the last publication of
+// pubs (nil on a single node, where nothing is persisted). Direct
+// deliveries (no epoch) have no position.
+func (s *Session) endOf(pubs []*engine.Publication) map[string]engine.Position {
+	if s.b.store == nil {
+		return nil
+	}
+	end := make(map[string]engine.Position, 1)
+	for _, p := range pubs {
+		if p.Epoch != "" {
+			end[p.Channel] = engine.Position{Epoch: p.Epoch, Offset: p.Offset}
+		}
+	}
+	return end
+}
+
+// deliveredLocked advances the positions for pubs handed to the transport
+// (unacknowledged delivery; cluster mode only).
+func (s *Session) deliveredLocked(pubs []*engine.Publication) {
+	if s.acked == nil {
+		return
+	}
+	for _, p := range pubs {
+		if p.Epoch != "" {
+			advance(s.acked, p.Channel, engine.Position{Epoch: p.Epoch, Offset: p.Offset})
+		}
+	}
+}
+
+// SetDurable stores extension state (JSON) that is persisted with the
+// session and restored on the node that adopts it.
+func (s *Session) SetDurable(key string, value []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.durable == nil {
+		s.durable = map[string][]byte{}
+	}
+	s.durable[key] = value
+}
+
+// Durable returns extension state stored with SetDurable (here or on the
+// node the session was adopted from).
+func (s *Session) Durable(key string) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.durable[key]
+	return v, ok
+}
+
+// EnableReplay switches the session to replay delivery: every publication
+// carries its replay id in ext.replay, and deliveries are tracked by
+// position so that they survive the loss of the owner. Without the ack
+// extension a /meta/connect acknowledges every batch delivered before it.
+// Called by the replay extension at handshake.
+func (s *Session) EnableReplay() {
+	s.replay.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.ack {
+		s.ack, s.implicit, s.push = true, true, nil
+	}
+}
+
+// ReplayEnabled reports whether the replay extension is on.
+func (s *Session) ReplayEnabled() bool { return s.replay.Load() }
+
+// implicitAck acknowledges every delivered batch when the client's
+// acknowledgement is its next /meta/connect (replay without ack).
+func (s *Session) implicitAck() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.implicit && !s.recovering {
+		s.acknowledgeLocked(s.lastBatch)
+	}
+}
+
+// setHead records pos as the starting point of ch when the session has no
+// position there yet (cluster mode; a fresh subscription).
+func (s *Session) setHead(ch string, pos engine.Position) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.acked == nil {
+		return
+	}
+	if _, ok := s.acked[ch]; !ok {
+		s.acked[ch] = pos
+	}
+}
+
+// snapshot returns the session's durable state. withPositions includes the
+// positions of an unacknowledged session (only exact at drain, when nothing
+// more is delivered).
+func (s *Session) snapshot(withPositions bool) *SessionState {
+	subs := s.Subscriptions()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := &SessionState{
+		ID: s.id, BrowserID: s.browserID, Transport: s.transport, Subs: subs,
+		Ack: s.ack && !s.implicit, Replay: s.replay.Load(), LastBatch: s.lastBatch,
+		Durable: maps.Clone(s.durable),
+	}
+	if s.ack || withPositions {
+		st.Acked = maps.Clone(s.acked)
+		for _, b := range s.unacked {
+			st.Batches = append(st.Batches, BatchState{ID: b.id, End: maps.Clone(b.end)})
+		}
+	}
+	return st
+}
+
+// withReplayID returns p with its replay id (the offset) in ext.replay. The
+// payload is an encoded publication without ext (AppendPublication with
+// nil ext), so the id is spliced before its closing brace.
+func withReplayID(p *engine.Publication) *engine.Publication {
+	if p.Epoch == "" || len(p.Payload) < 2 || p.Payload[len(p.Payload)-1] != '}' {
+		return p
+	}
+	b := make([]byte, 0, len(p.Payload)+32)
+	b = append(b, p.Payload[:len(p.Payload)-1]...)
+	b = append(b, `,"ext":{"replay":`...)
+	b = strconv.AppendUint(b, p.Offset, 10)
+	b = append(b, "}}"...)
+	return &engine.Publication{Channel: p.Channel, Epoch: p.Epoch, Offset: p.Offset, Payload: b}
+}

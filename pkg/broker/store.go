@@ -1,0 +1,110 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"maps"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+)
+
+// SessionStore keeps the state another node needs to adopt a session when
+// its owner dies or drains. Package cluster implements it over Redis; a
+// single node has none.
+//
+// Cost contract: the broker calls Save once at handshake, once per
+// subscription change, and, for sessions with acknowledged (ack or replay)
+// delivery, once per delivered batch, before the batch is written. It never
+// calls the store per message. Refresh extends the records' lifetime once
+// per MaxInterval for every live local session, in one pipelined batch.
+//
+// All methods are safe for concurrent use and honour ctx.
+type SessionStore interface {
+	// Save writes st, owned by this node, with a time to live.
+	Save(ctx context.Context, st *SessionState) error
+	// Delete removes the record of a session that ended.
+	Delete(ctx context.Context, id string) error
+	// Refresh extends the time to live of the records of ids and returns
+	// the ids that have no record (never written because Redis was down,
+	// or lost with Redis data); the broker saves those again.
+	Refresh(ctx context.Context, ids []string) (missing []string, err error)
+	// Release writes states (drain) as owned by no node, for any live
+	// node to adopt; a record another node already took is left alone.
+	Release(ctx context.Context, states []*SessionState) error
+}
+
+// ErrNotAdopted is returned by Broker.Adopt when the state cannot become a
+// local session (the node is shutting down, or the id is already local).
+var ErrNotAdopted = errors.New("broker: session not adopted")
+
+// SessionState is the durable part of a session. Positions are per
+// concrete channel: the point up to which the client has everything.
+type SessionState struct {
+	ID        string   `json:"id"`
+	BrowserID string   `json:"b,omitempty"`
+	Transport string   `json:"t,omitempty"`
+	Subs      []string `json:"s,omitempty"`
+	// Ack: the client acknowledges batches (ack extension). Replay: the
+	// client asked for replay ids; its batches are acknowledged implicitly
+	// by its next /meta/connect.
+	Ack    bool `json:"a,omitempty"`
+	Replay bool `json:"r,omitempty"`
+	// Acked holds, per channel, the position of the last acknowledged
+	// publication (or the channel's head when the client subscribed).
+	Acked map[string]engine.Position `json:"p,omitempty"`
+	// Batches are the delivered, unacknowledged batches, oldest first,
+	// each with the positions it reaches.
+	Batches   []BatchState `json:"u,omitempty"`
+	LastBatch int64        `json:"l,omitempty"`
+	// Durable holds extension state that must survive adoption (for
+	// example the authenticated identity), as JSON.
+	Durable map[string][]byte `json:"d,omitempty"`
+}
+
+// BatchState is one delivered batch: its id and, per channel, the position
+// of its last publication.
+type BatchState struct {
+	ID  int64                      `json:"i"`
+	End map[string]engine.Position `json:"e"`
+}
+
+// reliable reports whether the session's deliveries are tracked by
+// position (ack or replay), which is what makes adoption lossless.
+func (st *SessionState) reliable() bool { return st.Ack || st.Replay }
+
+// advance merges pos into m: positions only move forward within an epoch,
+// and a new epoch replaces the old one.
+func advance(m map[string]engine.Position, ch string, pos engine.Position) {
+	old, ok := m[ch]
+	if !ok || old.Epoch != pos.Epoch || pos.Offset > old.Offset {
+		m[ch] = pos
+	}
+}
+
+// ackThrough folds the batches with id <= batch into st.Acked.
+func (st *SessionState) ackThrough(batch int64) {
+	i := 0
+	for i < len(st.Batches) && st.Batches[i].ID <= batch {
+		if st.Acked == nil {
+			st.Acked = map[string]engine.Position{}
+		}
+		for ch, pos := range st.Batches[i].End {
+			advance(st.Acked, ch, pos)
+		}
+		i++
+	}
+	st.Batches = st.Batches[i:]
+}
+
+// clone returns a deep copy that the store may encode without locks.
+func (st *SessionState) clone() *SessionState {
+	c := *st
+	c.Subs = append([]string(nil), st.Subs...)
+	c.Acked = maps.Clone(st.Acked)
+	c.Batches = make([]BatchState, len(st.Batches))
+	for i, b := range st.Batches {
+		c.Batches[i] = BatchState{ID: b.ID, End: maps.Clone(b.End)}
+	}
+	c.Durable = maps.Clone(st.Durable)
+	return &c
+}

@@ -1,0 +1,97 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker"
+)
+
+// Resolve implements broker.Router: who serves a session this node does
+// not hold.
+//
+//  1. The clientId's tag names the node that created the session. While
+//     that node is alive it is asked first (no Redis round trip); it
+//     forwards once more if the session moved.
+//  2. Otherwise the session record in Redis names the owner: a live owner
+//     gets the request.
+//  3. A record whose owner is dead (or released by a draining node, or this
+//     node without the session) is adopted: the adopter is chosen by
+//     rendezvous hashing over the live, non-draining members so that the
+//     survivors spread a dead node's sessions, and a compare-and-set on the
+//     owner settles races. A node that sees no majority of the cluster (cut
+//     off from gossip) never takes over from a dead owner.
+func (c *Cluster) Resolve(ctx context.Context, clientID string, hops int) (broker.Route, error) {
+	draining := c.b.ShuttingDown()
+	if len(clientID) >= TagLen && hops == 0 && !draining {
+		if tag := clientID[:TagLen]; tag != c.tag {
+			if _, ok := c.mem.Alive(tag); ok {
+				return broker.Route{Node: tag}, nil
+			}
+		}
+	}
+	store := c.cfg.Sessions
+	if store == nil {
+		return broker.Route{}, nil // sessions die with their owner: 402
+	}
+	owner, err := store.Owner(ctx, clientID)
+	if errors.Is(err, errNoRecord) {
+		return broker.Route{}, nil
+	}
+	if err != nil {
+		return broker.Route{}, err
+	}
+	if owner != "" && owner != c.tag {
+		if _, ok := c.mem.Alive(owner); ok {
+			return broker.Route{Node: owner}, nil
+		}
+		if !c.mem.Quorum() {
+			return broker.Route{Unavailable: true}, nil
+		}
+	}
+	// Adoptable. Spread the adopters, unless the request already travelled
+	// (then this node takes it: the sender chose it).
+	if (draining || hops == 0) && owner != c.tag {
+		target := c.adopter(clientID, draining)
+		switch {
+		case target == "":
+			return broker.Route{Unavailable: true}, nil
+		case target != c.tag:
+			return broker.Route{Node: target}, nil
+		}
+	}
+	st, cur, err := store.Claim(ctx, clientID, owner)
+	switch {
+	case errors.Is(err, errNoRecord):
+		return broker.Route{}, nil
+	case errors.Is(err, errClaimLost):
+		if _, ok := c.mem.Alive(cur); ok && cur != c.tag {
+			return broker.Route{Node: cur}, nil
+		}
+		return broker.Route{Unavailable: true}, nil
+	case err != nil:
+		return broker.Route{}, err
+	}
+	c.log.Info("claimed session", "session", clientID, "from", owner)
+	return broker.Route{Adopt: st}, nil
+}
+
+// adopter picks the node that adopts clientID: the live member with the
+// highest rendezvous score (this node excluded when it drains).
+func (c *Cluster) adopter(clientID string, excludeSelf bool) string {
+	best, bestScore := "", uint64(0)
+	for _, m := range c.mem.Members() {
+		if excludeSelf && m.Tag == c.tag {
+			continue
+		}
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(clientID))
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write([]byte(m.Tag))
+		if s := h.Sum64(); best == "" || s > bestScore {
+			best, bestScore = m.Tag, s
+		}
+	}
+	return best
+}
