@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	var policy broker.Policy // nil: allow all
-	exts := []broker.Extension{ext.Ack{}, ext.TimeSync{}}
+	exts := []broker.Extension{ext.Ack{}, ext.Replay{}, ext.TimeSync{}}
 	if pol != nil {
 		defer pol.Close()
 		policy = pol
@@ -168,7 +168,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	var cl *cluster.Cluster // set below in cluster mode, before serving
+	var gossipFaults *cluster.GossipFaults
 	if c.DebugAPI {
+		if c.Redis != "" {
+			gossipFaults = &cluster.GossipFaults{}
+		}
+		registerGossipDebug(mux, gossipFaults)
 		mux.Handle("/debug/bayeux/", http.StripPrefix("/debug/bayeux", b.DebugHandler()))
 		mux.HandleFunc("GET /debug/bayeux/members", func(w http.ResponseWriter, _ *http.Request) {
 			var members []cluster.Meta
@@ -198,7 +203,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		cl, err = cluster.Start(runCtx, cluster.Config{
 			NodeID: c.NodeID, GossipListen: c.GossipListen, GRPCListen: c.GRPCListen,
 			Advertise: c.Advertise, Join: c.seeds(), FastGossip: c.GossipFast, Logger: log, Sessions: sessions,
-			Observer: met,
+			GossipFaults: gossipFaults,
+			Observer:     met,
 		}, b)
 		if err != nil {
 			_ = ln.Close()

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -90,6 +89,7 @@ type Redis struct {
 	*Proc
 	Addr string
 	Port int
+	args []string // persistence options, reused by StartAgain
 }
 
 // URL returns the redis:// URL.
@@ -105,14 +105,27 @@ func StartRedis(t testing.TB) *Redis {
 // address).
 func StartRedisOn(t testing.TB, port int) *Redis {
 	t.Helper()
+	return startRedis(t, port, []string{"--save", "", "--appendonly", "no"})
+}
+
+// StartRedisDurable starts a redis-server that keeps its data across a
+// crash: an append-only file fsynced on every write (appendfsync always),
+// so that whatever Redis acknowledged survives kill -9 and StartAgain.
+func StartRedisDurable(t testing.TB) *Redis {
+	t.Helper()
+	return startRedis(t, FreePort(t), []string{"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", t.TempDir()})
+}
+
+func startRedis(t testing.TB, port int, persistence []string) *Redis {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server is not installed: run scripts/test.sh, which installs what the tests need")
 	}
-	p := startProc(t, "redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no")
+	args := append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--daemonize", "no", "--protected-mode", "no"}, persistence...)
+	p := startProc(t, "redis-server", args...)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	waitTCP(t, addr, p)
-	return &Redis{Proc: p, Addr: addr, Port: port}
+	return &Redis{Proc: p, Addr: addr, Port: port, args: persistence}
 }
 
 // Balancer is a real nginx doing plain round-robin (no stickiness) over
@@ -185,101 +198,14 @@ http {
 }
 `
 
-// Proxy is a TCP proxy whose link can be cut and restored (to cut one
-// node's connection to Redis while the others keep theirs).
-type Proxy struct {
-	Addr   string
-	target string
-	ln     net.Listener
-
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
+// Proxy is the TCP proxy of the Redis-link tests: a FaultProxy (cut,
+// restore, delay).
+type Proxy = FaultProxy
 
 // StartProxy proxies a random loopback port to target until the test ends.
 func StartProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &Proxy{Addr: ln.Addr().String(), target: target, ln: ln, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.Cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *Proxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.cut {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		up, err := net.DialTimeout("tcp", p.target, time.Second)
-		if err != nil {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(c, up)
-		go p.pipe(up, c)
-	}
-}
-
-func (p *Proxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				break
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	dst.Close()
-	src.Close()
-	p.mu.Lock()
-	delete(p.conns, dst)
-	delete(p.conns, src)
-	p.mu.Unlock()
-}
-
-// Cut closes every proxied connection and refuses new ones.
-func (p *Proxy) Cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	for c := range p.conns {
-		c.Close()
-	}
-}
-
-// Restore accepts connections again.
-func (p *Proxy) Restore() {
-	p.mu.Lock()
-	p.cut = false
-	p.mu.Unlock()
+	return StartFaultProxy(t, target)
 }
 
 // Cluster is Redis, n nodes and a balancer in front of them.
@@ -298,7 +224,12 @@ func (c *Cluster) URL() string { return c.Balancer.URL + c.Path }
 // node.
 func StartCluster(t testing.TB, n int, extra ...string) *Cluster {
 	t.Helper()
-	r := StartRedis(t)
+	return StartClusterOn(t, StartRedis(t), n, extra...)
+}
+
+// StartClusterOn is StartCluster with a Redis of the caller's.
+func StartClusterOn(t testing.TB, r *Redis, n int, extra ...string) *Cluster {
+	t.Helper()
 	c := &Cluster{Redis: r, Path: "/cometd"}
 	for i := 0; i < n; i++ {
 		c.Nodes = append(c.Nodes, c.StartNode(t, extra...))

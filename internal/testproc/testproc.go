@@ -122,7 +122,7 @@ func StartNode(t testing.TB, env []string, args ...string) *Node {
 		killGroup(cmd)
 		<-n.done
 		if t.Failed() {
-			t.Logf("node %s (pid %d) log:\n%s", n.URL, cmd.Process.Pid, tail(n.Log.String(), 4000))
+			t.Logf("node %s (pid %d) log:\n%s", n.URL, cmd.Process.Pid, tail(n.Log.String(), 8000))
 		}
 	})
 	urlc := make(chan string, 1)

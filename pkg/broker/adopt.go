@@ -169,10 +169,23 @@ func (b *Broker) catchUp(ctx context.Context, s *Session) error {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.finishRecoveryLocked(start, got)
+	return nil
+}
+
+// finishRecoveryLocked ends recovery: got (history after the positions in
+// start, oldest first per channel) is queued, then the live publications
+// that waited in pending, minus those the client already has (at or
+// before start) or history covered. s.mu is held.
+func (s *Session) finishRecoveryLocked(start map[string]engine.Position, got []*engine.Publication) {
+	s.recovering = false
 	if s.closed != nil {
-		return nil
+		return
 	}
-	last := map[string]engine.Position{}
+	last := maps.Clone(start)
+	if last == nil {
+		last = map[string]engine.Position{}
+	}
 	replay := s.replay.Load()
 	for _, p := range got {
 		if replay {
@@ -190,14 +203,12 @@ func (b *Broker) catchUp(ctx context.Context, s *Session) error {
 		s.queue = append(s.queue, p)
 	}
 	s.pending = nil
-	s.recovering = false
 	if s.waiter != nil && len(s.queue) > 0 {
 		signal(s.waiter.wake)
 	}
 	if s.push != nil && len(s.queue) > 0 {
 		signal(s.push)
 	}
-	return nil
 }
 
 // matches reports whether a publication on ch reaches the session's

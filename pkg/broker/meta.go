@@ -29,6 +29,7 @@ func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message,
 	sub := m.Subscription
 	r.Subscription = &sub
 	var broadcast []string
+	replayReq := s.takeReplayRequest()
 	for _, name := range m.Subscription.Names {
 		if _, _, err := channel.Parse(name); err != nil {
 			r.Fail(protocol.NewError(protocol.CodeInvalidChannel, "Invalid channel: "+err.Error(), name))
@@ -53,7 +54,25 @@ func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message,
 		r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many subscriptions", strconv.Itoa(b.cfg.MaxSubscriptions)))
 		return r
 	}
+	var replayStarts map[string]int64 // replay sessions: where each concrete subscription starts
+	if on && s.ReplayEnabled() {
+		replayStarts = map[string]int64{}
+	}
 	for _, name := range broadcast {
+		if from, ok := replayReq[name]; ok && on && from != ReplayNew {
+			start, perr := b.subscribeReplay(ctx, s, name, from)
+			if perr != nil {
+				r.Fail(perr)
+				return r
+			}
+			replayStarts[name] = start
+			continue
+		}
+		if replayStarts != nil && !channel.IsWildcard(name) {
+			if head, err := b.eng.Head(ctx, name); err == nil {
+				replayStarts[name] = int64(head.Offset)
+			}
+		}
 		var err error
 		if on && b.store != nil && !s.subscribed(name) && !channel.IsWildcard(name) {
 			// Where the subscription starts, read before subscribing: an
@@ -93,6 +112,11 @@ func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message,
 		}
 	}
 	r.Succeed()
+	if len(replayStarts) > 0 {
+		// The client knows where each stream starts, so it can tell a
+		// repeat from a first delivery, and resubscribe from there.
+		r.SetExt("replay", replayStarts)
+	}
 	return r
 }
 

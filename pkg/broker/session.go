@@ -65,8 +65,9 @@ type Session struct {
 	// names this node); it must not deliver any more.
 	lost bool
 
-	replay atomic.Bool // deliveries carry replay ids (replay extension)
-	saveMu sync.Mutex  // serializes snapshot+save to the SessionStore
+	replay    atomic.Bool      // deliveries carry replay ids (replay extension)
+	replayReq map[string]int64 // ext.replay of the subscribe being processed
+	saveMu    sync.Mutex       // serializes snapshot+save to the SessionStore
 
 	tokens     float64   // publish token bucket
 	tokensTime time.Time // last refill
@@ -316,6 +317,10 @@ func (s *Session) endWaiterLocked(reason waitEnd) {
 	w.reason = reason
 	close(w.done)
 }
+
+// Ended reports whether the session ended on this node (closed, or moved
+// to another node).
+func (s *Session) Ended() bool { return s.closedReason() != nil }
 
 // closedReason returns why the session ended, or nil while it lives.
 func (s *Session) closedReason() *protocol.Error {

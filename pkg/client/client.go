@@ -159,20 +159,22 @@ type Client struct {
 	lp *longPolling
 	ws *wsTransport
 
-	mu          sync.Mutex
-	clientID    string
-	connType    string
-	advice      protocol.Advice
-	ready       chan struct{} // closed while a session is established
-	ackEnabled  bool
-	lastAck     int64
-	replayOn    bool
-	replayIDs   map[string]int64
-	subs        map[string][]*Subscription // by pattern, in subscription order
-	subOrder    []string                   // patterns in first-subscription order
-	stopped     error                      // terminal error (advice none, Close)
-	handshakes  int
-	closeCalled bool
+	mu            sync.Mutex
+	clientID      string
+	connType      string
+	advice        protocol.Advice
+	ready         chan struct{} // closed while a session is established
+	ackEnabled    bool
+	lastAck       int64
+	replayOn      bool
+	replayIDs     map[string]int64
+	replayRepeats int                        // deliveries dropped as repeats of a seen replay id
+	resync        bool                       // replay without ack: a connect failed; resubscribe from the last ids
+	subs          map[string][]*Subscription // by pattern, in subscription order
+	subOrder      []string                   // patterns in first-subscription order
+	stopped       error                      // terminal error (advice none, Close)
+	handshakes    int
+	closeCalled   bool
 
 	dispMu    sync.Mutex
 	dispQueue []*Message
@@ -294,6 +296,14 @@ func (c *Client) Err() error {
 	return c.stopped
 }
 
+// ReplayRepeats returns how many deliveries were dropped because their
+// replay id had been seen already (redelivery after the session moved).
+func (c *Client) ReplayRepeats() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.replayRepeats
+}
+
 // LastReplayID returns the last replay id seen on channel.
 func (c *Client) LastReplayID(ch string) (int64, bool) {
 	c.mu.Lock()
@@ -374,13 +384,27 @@ func (c *Client) handleIncoming(msgs []*wireMsg) {
 	if len(deliveries) == 0 {
 		return
 	}
+	// Replay delivery is at least once on the wire (a batch resent after
+	// the session moved to another node may have been received already);
+	// an event at or below the channel's last replay id is a repeat and is
+	// dropped, which makes it exactly once for the handlers.
 	c.mu.Lock()
+	kept := deliveries[:0]
 	for _, d := range deliveries {
 		if d.ReplayID != 0 {
+			if last, ok := c.replayIDs[d.Channel]; ok && d.ReplayID <= last {
+				c.replayRepeats++
+				continue
+			}
 			c.replayIDs[d.Channel] = d.ReplayID
 		}
+		kept = append(kept, d)
 	}
+	deliveries = kept
 	c.mu.Unlock()
+	if len(deliveries) == 0 {
+		return
+	}
 	c.dispMu.Lock()
 	c.dispQueue = append(c.dispQueue, deliveries...)
 	c.dispMu.Unlock()
@@ -577,7 +601,62 @@ func (c *Client) Subscribe(ctx context.Context, pattern string, handler Handler,
 		c.removeSub(s)
 		return nil, err
 	}
+	c.seedReplayIDs(r[0])
 	return s, nil
+}
+
+// seedReplayIDs records, from a subscribe reply's ext.replay, the replay
+// id each new stream starts after, for channels with no id seen yet: a
+// later delivery at or below it is a repeat.
+func (c *Client) seedReplayIDs(rep *wireMsg) {
+	raw := rep.Ext["replay"]
+	if len(raw) == 0 {
+		return
+	}
+	var starts map[string]int64
+	if json.Unmarshal(raw, &starts) != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ch, id := range starts {
+		if _, ok := c.replayIDs[ch]; !ok && id >= 0 {
+			c.replayIDs[ch] = id
+		}
+	}
+}
+
+// resyncReplay resubscribes every concrete channel from the last replay id
+// seen on it. A replay session without the ack extension learns nothing
+// about a connect reply lost in transit (the server counts the next
+// connect as its acknowledgement), so after a failed connect the client
+// asks again for everything after what it has; repeats are dropped.
+func (c *Client) resyncReplay(ctx context.Context) error {
+	c.mu.Lock()
+	id, ct := c.clientID, c.connType
+	var msgs []*protocol.Message
+	for _, p := range c.subOrder {
+		if _, seen := c.replayIDs[p]; seen && !channel.IsWildcard(p) {
+			msgs = append(msgs, c.subscribeMsgLocked(id, p, nil))
+		}
+	}
+	c.mu.Unlock()
+	if len(msgs) == 0 {
+		return nil
+	}
+	rs, err := c.request(ctx, ct, c.requestTimeout(ctx), msgs...)
+	if err != nil {
+		return fmt.Errorf("replay resync: %w", err)
+	}
+	for i, r := range rs {
+		if !r.ok() {
+			if r.Advice != nil && r.Advice.Reconnect == protocol.ReconnectHandshake {
+				return nil // the session is gone; the handshake resubscribes from the last ids
+			}
+			return fmt.Errorf("replay resync of %v: %w", msgs[i].Subscription.Names, r.bayeuxError("subscribe", msgs[i].Subscription.Names[0]))
+		}
+	}
+	return nil
 }
 
 func (c *Client) subscribeMsgLocked(id, pattern string, replay *int64) *protocol.Message {
@@ -781,6 +860,7 @@ func (c *Client) handshake(ctx context.Context) error {
 	c.connType = connType
 	c.ackEnabled = ack && !c.cfg.DisableAck
 	c.lastAck = 0
+	c.resync = false // the resubscription below starts from the last replay ids
 	c.replayOn = replay && c.cfg.Replay
 	c.handshakes++
 	var resub []*protocol.Message
@@ -801,6 +881,7 @@ func (c *Client) handshake(ctx context.Context) error {
 			return fmt.Errorf("resubscribe: %w", err)
 		}
 		for i, r := range rs {
+			c.seedReplayIDs(r)
 			if !r.ok() {
 				// Keep the handler: the pattern stays in the client's set and
 				// is tried again on the next handshake.
@@ -895,6 +976,25 @@ func (c *Client) connectLoop() {
 			needHandshake = false
 		}
 		c.mu.Lock()
+		resync := c.resync
+		c.resync = false
+		c.mu.Unlock()
+		if resync && !needHandshake {
+			// Before the next connect, which the server takes as the
+			// acknowledgement of the reply that was lost.
+			if err := c.resyncReplay(ctx); err != nil {
+				c.log.Debug("bayeux replay resync failed", "err", err, "attempt", attempt)
+				c.mu.Lock()
+				c.resync = true
+				c.mu.Unlock()
+				if !sleepCtx(ctx, c.backoff(attempt)) {
+					return
+				}
+				attempt++
+				continue
+			}
+		}
+		c.mu.Lock()
 		id, ct := c.clientID, c.connType
 		adv := c.advice
 		m := &protocol.Message{Channel: protocol.ChannelConnect, ClientID: id, ConnectionType: ct}
@@ -917,6 +1017,11 @@ func (c *Client) connectLoop() {
 			}
 			c.connectFailures.Add(1)
 			c.log.Debug("bayeux connect failed", "err", err, "attempt", attempt)
+			c.mu.Lock()
+			if c.replayOn && !c.ackEnabled {
+				c.resync = true
+			}
+			c.mu.Unlock()
 			if ct == protocol.WebSocket {
 				c.ws.closeConn() // a socket that missed its deadline is dead
 			}
@@ -934,7 +1039,8 @@ func (c *Client) connectLoop() {
 		adv = c.advice
 		if rep.ok() && c.ackEnabled {
 			var a int64
-			if json.Unmarshal(rep.Ext["ack"], &a) == nil && a > 0 {
+			// Batch ids only grow within a session; never step back.
+			if json.Unmarshal(rep.Ext["ack"], &a) == nil && a > c.lastAck {
 				c.lastAck = a
 			}
 		}

@@ -29,6 +29,9 @@ type Config struct {
 	// Sessions, if set, makes sessions survive the loss of their owner:
 	// records for adoption, and drain hand-off.
 	Sessions *SessionStore
+	// GossipFaults, if set, lets the debug API cut this node's gossip off
+	// (chaos tests). Never set in production.
+	GossipFaults *GossipFaults
 }
 
 // Cluster joins a broker to its peers: it serves the Node gRPC API, keeps
@@ -91,6 +94,7 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 		Fast:     cfg.FastGossip,
 		Logger:   cfg.Logger.With("component", "gossip"),
 		Observer: cfg.Observer,
+		Faults:   cfg.GossipFaults,
 	})
 	if err != nil {
 		c.grpc.Stop()
@@ -108,6 +112,11 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 			c.log.Error("could not join the cluster", "err", err)
 		}
 	}()
+	reconnect := 10 * time.Second
+	if cfg.FastGossip {
+		reconnect = time.Second
+	}
+	go mem.Reconnect(ctx, reconnect)
 	return c, nil
 }
 

@@ -45,6 +45,9 @@ type Meta struct {
 	Tag   string `json:"tag"`
 	GRPC  string `json:"grpc"`
 	Proto int    `json:"v"`
+	// Leaving is set by a node that is about to leave on purpose (drain),
+	// so that its departure is not counted as a failure (see Quorum).
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // MembershipConfig configures gossip.
@@ -72,7 +75,7 @@ type Membership struct {
 
 	mu       sync.RWMutex
 	byTag    map[string]Meta      // live nodes, self included
-	departed map[string]time.Time // tags that left or died, and when (see Quorum)
+	departed map[string]departure // nodes that failed recently (see Quorum)
 }
 
 // NewMembership starts gossip on cfg.Listen. Call Join to find peers.
@@ -80,7 +83,7 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Membership{cfg: cfg, log: cfg.Logger, byTag: map[string]Meta{}, departed: map[string]time.Time{}}
+	m := &Membership{cfg: cfg, log: cfg.Logger, byTag: map[string]Meta{}, departed: map[string]departure{}}
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Fast {
 		mc.ProbeInterval = 200 * time.Millisecond
@@ -219,6 +222,14 @@ func (m *Membership) Members() []Meta {
 
 // Leave announces departure and stops gossip.
 func (m *Membership) Leave(timeout time.Duration) error {
+	m.mu.Lock()
+	self := m.byTag[m.cfg.Self.Tag]
+	self.Leaving = true
+	m.byTag[m.cfg.Self.Tag] = self
+	m.mu.Unlock()
+	if err := m.ml.UpdateNode(timeout); err != nil {
+		m.log.Warn("gossip: announcing departure", "err", err)
+	}
 	if err := m.ml.Leave(timeout); err != nil {
 		m.log.Warn("gossip leave", "err", err)
 	}
@@ -241,10 +252,10 @@ func (m *Membership) set(n *memberlist.Node, alive bool) {
 			m.log.Error("gossip: two live nodes share a tag; sessions of one are unreachable", "tag", meta.Tag, "a", old.ID, "b", meta.ID)
 		}
 		m.byTag[meta.Tag] = meta
-	} else if m.byTag[meta.Tag].ID == meta.ID && meta.ID != m.cfg.Self.ID {
+	} else if prev := m.byTag[meta.Tag]; prev.ID == meta.ID && meta.ID != m.cfg.Self.ID {
 		delete(m.byTag, meta.Tag)
-		if n.State == memberlist.StateDead { // a graceful leave (drain) is no failure
-			m.noteDepartedLocked(meta.Tag)
+		if !prev.Leaving && !meta.Leaving { // a drain is no failure
+			m.noteDepartedLocked(meta.Tag, n.Address())
 		}
 	}
 	if alive {
@@ -262,7 +273,13 @@ func (m *Membership) set(n *memberlist.Node, alive bool) {
 type delegate Membership
 
 func (d *delegate) NodeMeta(limit int) []byte {
-	b, _ := json.Marshal(d.cfg.Self)
+	d.mu.RLock()
+	self := d.byTag[d.cfg.Self.Tag]
+	d.mu.RUnlock()
+	if self.Tag == "" {
+		self = d.cfg.Self // before NewMembership registered it
+	}
+	b, _ := json.Marshal(self)
 	if len(b) > limit {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"hash/fnv"
+	"time"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker"
 )
@@ -46,7 +47,15 @@ func (c *Cluster) Resolve(ctx context.Context, clientID string, hops int) (broke
 		if _, ok := c.mem.Alive(owner); ok {
 			return broker.Route{Node: owner}, nil
 		}
+		// Take over from a failed owner only from the majority side, and
+		// only once the failure is old enough that a node cut off from
+		// everyone would by now see all its peers failed (and so no
+		// majority): failure detection reaches each peer at a slightly
+		// different time.
 		if !c.mem.Quorum() {
+			return broker.Route{Unavailable: true}, nil
+		}
+		if ago, recent := c.mem.FailedFor(owner); recent && ago < c.adoptDelay() {
 			return broker.Route{Unavailable: true}, nil
 		}
 	}
@@ -75,6 +84,15 @@ func (c *Cluster) Resolve(ctx context.Context, clientID string, hops int) (broke
 	}
 	c.log.Info("claimed session", "session", clientID, "from", owner)
 	return broker.Route{Adopt: st}, nil
+}
+
+// adoptDelay is how long after an owner's failure its sessions may be
+// taken over (see Resolve).
+func (c *Cluster) adoptDelay() time.Duration {
+	if c.cfg.FastGossip {
+		return time.Second
+	}
+	return 5 * time.Second
 }
 
 // adopter picks the node that adopts clientID: the live member with the

@@ -44,7 +44,10 @@ func (Ack) Outgoing(_ context.Context, s *broker.Session, m *protocol.Message, r
 			r.SetExt("ack", true)
 		}
 	case protocol.ChannelConnect:
-		if s.AckEnabled() {
+		// A session that ended here (moved to another node, or closed)
+		// has no say on batch ids any more: its last id may be one the
+		// client never received, or behind the new owner's numbering.
+		if s.AckEnabled() && !s.Ended() {
 			r.SetExt("ack", s.LastBatch())
 		}
 	}
