@@ -36,6 +36,7 @@ type config struct {
 	HistorySize  int
 	HistoryTTL   time.Duration
 	SessionTTL   time.Duration
+	Retention    string
 	AdviceHosts  string
 	DrainJitter  time.Duration
 
@@ -74,8 +75,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.GRPCListen, "grpc-listen", ":7947", "node-to-node gRPC listen address")
 	fs.StringVar(&c.Advertise, "advertise", "", "host or IP the other nodes reach this node at (default: the bound address)")
 	fs.StringVar(&c.Join, "join", "", "comma-separated gossip seeds: host:port, or a DNS name resolving to several nodes")
-	fs.IntVar(&c.HistorySize, "history-size", 1000, "publications kept per channel for gap recovery (cluster mode)")
-	fs.DurationVar(&c.HistoryTTL, "history-ttl", 5*time.Minute, "how long a channel's history lives after its last publication (cluster mode)")
+	fs.IntVar(&c.HistorySize, "history-size", 1000, "publications kept per channel for recovery and replay")
+	fs.DurationVar(&c.HistoryTTL, "history-ttl", 5*time.Minute, "how long history is kept (per publication; the channel state lives as long after its last publication)")
+	fs.StringVar(&c.Retention, "retention", "", "history per channel pattern, overriding --history-size/--history-ttl: pattern=size:ttl,... (e.g. /chat/**=500:10m,/quotes/*=100:30s)")
 	fs.DurationVar(&c.SessionTTL, "session-ttl", 0, "how long a session record outlives its owner, for adoption (cluster mode; default 3 x max-interval)")
 	fs.StringVar(&c.AdviceHosts, "advice-hosts", "", "comma-separated host:port list advised (advice.hosts) to clients moved off a draining node")
 	fs.DurationVar(&c.DrainJitter, "drain-jitter", 2*time.Second, "upper bound of the random reconnect interval advised when a draining node moves its clients")

@@ -86,7 +86,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	met := metrics.New(reg)
 
-	var eng engine.Engine = engine.NewMemory(engine.MemoryConfig{})
+	rules, err := engine.ParseRetentionRules(c.Retention)
+	if err != nil {
+		return err
+	}
+	retention, err := engine.NewRetention(engine.RetentionRule{Pattern: "/**", Size: c.HistorySize, TTL: c.HistoryTTL}, rules)
+	if err != nil {
+		return err
+	}
+	var eng engine.Engine = engine.NewMemory(engine.MemoryConfig{Retention: retention})
 	engineName, idPrefix := "memory", ""
 	var sessions *cluster.SessionStore
 	if c.Redis != "" {
@@ -95,7 +103,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		log = log.With("node", c.NodeID)
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, HistorySize: c.HistorySize, HistoryTTL: c.HistoryTTL, Logger: log.With("component", "redis"), Observer: met})
+		r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, Retention: retention, Logger: log.With("component", "redis"), Observer: met})
 		cancel()
 		if err != nil {
 			return err

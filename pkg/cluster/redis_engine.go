@@ -33,6 +33,9 @@ type RedisConfig struct {
 	// HistoryTTL is how long a channel's offset and history live after its
 	// last publication (default 5 minutes).
 	HistoryTTL time.Duration
+	// Retention, if set, overrides HistorySize and HistoryTTL per channel
+	// pattern.
+	Retention *engine.Retention
 	// SubscribeTimeout bounds waiting for Redis to confirm a subscription
 	// (default 5s).
 	SubscribeTimeout time.Duration
@@ -102,6 +105,9 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if cfg.HistoryTTL <= 0 {
 		cfg.HistoryTTL = 5 * time.Minute
 	}
+	if cfg.Retention == nil {
+		cfg.Retention = engine.DefaultRetention(cfg.HistorySize, cfg.HistoryTTL)
+	}
 	if cfg.SubscribeTimeout <= 0 {
 		cfg.SubscribeTimeout = 5 * time.Second
 	}
@@ -152,7 +158,8 @@ func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (engin
 	var buf [channel.MaxDepth + 2]string
 	cands := channel.Candidates(buf[:0], name)
 	args := make([]any, 0, 6+len(cands))
-	args = append(args, payload, r.cfg.HistorySize, r.cfg.HistoryTTL.Milliseconds(), newEpoch(), time.Now().UnixMilli(), name)
+	size, ttl := r.cfg.Retention.For(name)
+	args = append(args, payload, size, ttl.Milliseconds(), newEpoch(), time.Now().UnixMilli(), name)
 	for _, c := range cands {
 		args = append(args, r.psChan(c))
 	}
@@ -261,9 +268,10 @@ func (r *Redis) Unsubscribe(ctx context.Context, pattern string) error {
 func (r *Redis) History(ctx context.Context, name string, after engine.Position, limit int) ([]engine.Publication, error) {
 	pipe := r.client.Pipeline()
 	metaCmd := pipe.HMGet(ctx, r.metaKey(name), "e", "o")
+	size, ttl := r.cfg.Retention.For(name)
 	count := int64(limit)
 	if count <= 0 {
-		count = int64(r.cfg.HistorySize)
+		count = int64(size)
 	}
 	rangeCmd := pipe.XRangeN(ctx, r.streamKey(name), strconv.FormatUint(after.Offset+1, 10)+"-0", "+", count)
 	var start time.Time
@@ -295,7 +303,7 @@ func (r *Redis) History(ctx context.Context, name string, after engine.Position,
 	if after.Epoch != "" && after.Epoch != epoch {
 		return nil, engine.ErrPositionGone
 	}
-	cutoff := time.Now().Add(-r.cfg.HistoryTTL).UnixMilli()
+	cutoff := time.Now().Add(-ttl).UnixMilli()
 	var out []engine.Publication
 	for _, e := range rangeCmd.Val() {
 		off, err := parseStreamID(e.ID)

@@ -29,7 +29,7 @@ func (r *Redis) Run(ctx context.Context, h engine.Handler) error {
 	// pub/sub connection does.
 	stop := context.AfterFunc(ctx, func() { _ = r.ps.Close() })
 	defer stop()
-	sweep := time.NewTicker(r.cfg.HistoryTTL / 2)
+	sweep := time.NewTicker(r.cfg.Retention.MaxTTL() / 2)
 	defer sweep.Stop()
 	backoff := 50 * time.Millisecond
 	for {
@@ -247,7 +247,7 @@ func (r *Redis) untrackUncovered() {
 // sweepTracked forgets channels idle for longer than history lives.
 func (r *Redis) sweepTracked(now time.Time) {
 	for name, t := range r.tracked {
-		if now.Sub(t.seen) > r.cfg.HistoryTTL {
+		if now.Sub(t.seen) > r.cfg.Retention.MaxTTL() {
 			delete(r.tracked, name)
 		}
 	}

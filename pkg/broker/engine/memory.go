@@ -17,6 +17,9 @@ type MemoryConfig struct {
 	HistorySize int
 	// HistoryTTL drops history older than this (0: 5 minutes).
 	HistoryTTL time.Duration
+	// Retention, if set, overrides HistorySize and HistoryTTL per channel
+	// pattern.
+	Retention *Retention
 	// IdleChannelTTL forgets a channel's state (offset, history) after it
 	// has had no publication for this long (0: 10 minutes). Its epoch
 	// changes, so old positions become ErrPositionGone, never a silent gap.
@@ -46,7 +49,8 @@ type memChannel struct {
 	ring    []memEntry // circular, len == cap once full
 	start   int        // index of oldest entry
 	last    time.Time
-	history int
+	history int           // publications kept
+	ttl     time.Duration // age limit of history
 }
 
 type memEntry struct {
@@ -64,6 +68,9 @@ func NewMemory(cfg MemoryConfig) *Memory {
 	}
 	if cfg.IdleChannelTTL <= 0 {
 		cfg.IdleChannelTTL = 10 * time.Minute
+	}
+	if cfg.Retention == nil {
+		cfg.Retention = DefaultRetention(cfg.HistorySize, cfg.HistoryTTL)
 	}
 	return &Memory{cfg: cfg, done: make(chan struct{}), channels: map[string]*memChannel{}, patterns: map[string]int{}}
 }
@@ -89,7 +96,8 @@ func (m *Memory) Publish(ctx context.Context, name string, payload []byte) (Publ
 	if ch == nil {
 		m.mu.Lock()
 		if ch = m.channels[name]; ch == nil {
-			ch = &memChannel{epoch: newEpoch(), history: m.cfg.HistorySize}
+			size, ttl := m.cfg.Retention.For(name)
+			ch = &memChannel{epoch: newEpoch(), history: size, ttl: ttl}
 			m.channels[name] = ch
 		}
 		m.mu.Unlock()
@@ -171,7 +179,7 @@ func (m *Memory) History(_ context.Context, name string, after Position, limit i
 	if after.Epoch != "" && after.Epoch != ch.epoch {
 		return nil, ErrPositionGone
 	}
-	cutoff := time.Now().Add(-m.cfg.HistoryTTL)
+	cutoff := time.Now().Add(-ch.ttl)
 	n := len(ch.ring)
 	var out []Publication
 	oldest := uint64(0)
