@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"maps"
 	"strconv"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/channel"
@@ -59,13 +60,13 @@ func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message,
 		replayStarts = map[string]int64{}
 	}
 	for _, name := range broadcast {
-		if from, ok := replayReq[name]; ok && on && from != ReplayNew {
-			start, perr := b.subscribeReplay(ctx, s, name, from)
+		if on && wantsReplay(replayReq, name) {
+			starts, perr := b.subscribeReplay(ctx, s, name, replayReq)
 			if perr != nil {
 				r.Fail(perr)
 				return r
 			}
-			replayStarts[name] = start
+			maps.Copy(replayStarts, starts)
 			continue
 		}
 		if replayStarts != nil && !channel.IsWildcard(name) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/channel"
@@ -64,97 +66,158 @@ func invalidReplayID(ch string, id int64) *protocol.Error {
 		"The replayId {"+strconv.FormatInt(id, 10)+"} you provided was invalid.  Please provide a valid ID, -2 to replay all events, or -1 to replay only new events.", ch)
 }
 
-// subscribeReplay subscribes s to the concrete channel ch and queues what
-// history holds after replay id from (ReplayAll: everything retained),
-// followed without gap or duplicate by the live publications. It returns
-// the replay id the stream starts after. An id newer than the channel's
-// head, or older than what history retains, is refused with 400 and the
-// subscription is not made.
+// subscribeReplay subscribes s to sub (a channel or a wildcard pattern)
+// and queues what history holds after the requested replay ids, followed
+// without gap or duplicate by the live publications. req is the subscribe's
+// ext.replay: for a concrete channel its own entry (-2: everything
+// retained; an id: everything after it); for a wildcard, the pattern's
+// entry (-1: new only, -2: everything retained on every matching channel)
+// and optional entries for concrete channels under it (resume each after
+// its id). It returns, per concrete channel, the replay id its stream
+// starts after. An id newer than the channel's head, or older than what
+// history retains, is refused with 400 and the subscription is not made.
 //
-// On a channel the session already subscribes (a client resynchronising
+// On a pattern the session already subscribes (a client resynchronising
 // after a failed connect) the same happens: what is queued or
-// unacknowledged on ch is replaced by history after from, so the stream
-// stays in order; the client drops what it had already seen.
-func (b *Broker) subscribeReplay(ctx context.Context, s *Session, ch string, from int64) (int64, *protocol.Error) {
-	if channel.IsWildcard(ch) {
-		return 0, protocol.NewError(protocol.CodeBadRequest, "Replay from an id is only supported on concrete channels; use -1 on wildcards", ch)
-	}
-	head, err := b.eng.Head(ctx, ch)
-	if err != nil {
-		return 0, protocol.NewError(protocol.CodeServerUnavailable, "Subscription failed: backplane unavailable", ch)
-	}
-	after := engine.Position{Epoch: head.Epoch}
-	if from >= 0 {
-		if uint64(from) > head.Offset {
-			return 0, invalidReplayID(ch, from)
+// unacknowledged on the replayed channels is replaced by history, so each
+// stream stays in order; the client drops what it had already seen.
+func (b *Broker) subscribeReplay(ctx context.Context, s *Session, sub string, req map[string]int64) (map[string]int64, *protocol.Error) {
+	from := map[string]int64{} // concrete channel -> requested id (-2 all)
+	if !channel.IsWildcard(sub) {
+		from[sub] = req[sub]
+	} else {
+		all := req[sub] == ReplayAll
+		if v, ok := req[sub]; ok && v >= 0 {
+			return nil, protocol.NewError(protocol.CodeBadRequest, "On a wildcard channel use -1 or -2, with the ids of its channels as their own entries", sub)
 		}
-		after.Offset = uint64(from)
+		for ch, id := range req {
+			if !channel.IsWildcard(ch) && channel.Match(sub, ch) && id != ReplayNew {
+				from[ch] = id
+			}
+		}
+		if all {
+			chans, err := b.eng.Channels(ctx, sub)
+			if err != nil {
+				return nil, protocol.NewError(protocol.CodeServerUnavailable, "Subscription failed: backplane unavailable", sub)
+			}
+			for _, ch := range chans {
+				if _, ok := from[ch]; !ok {
+					from[ch] = ReplayAll
+				}
+			}
+		}
 	}
-	perr := b.replayFrom(ctx, s, ch, from, after)
-	return int64(after.Offset), perr
+	starts := make(map[string]engine.Position, len(from))
+	for ch, id := range from {
+		head, err := b.eng.Head(ctx, ch)
+		if err != nil {
+			return nil, protocol.NewError(protocol.CodeServerUnavailable, "Subscription failed: backplane unavailable", ch)
+		}
+		after := engine.Position{Epoch: head.Epoch}
+		if id >= 0 {
+			if uint64(id) > head.Offset {
+				return nil, invalidReplayID(ch, id)
+			}
+			after.Offset = uint64(id)
+		}
+		starts[ch] = after
+	}
+	if perr := b.replayInto(ctx, s, sub, starts, from); perr != nil {
+		return nil, perr
+	}
+	out := make(map[string]int64, len(starts))
+	for ch, pos := range starts {
+		out[ch] = int64(pos.Offset)
+	}
+	return out, nil
 }
 
-func (b *Broker) replayFrom(ctx context.Context, s *Session, ch string, from int64, after engine.Position) *protocol.Error {
+// replayInto subscribes s to sub (unless it already is) and queues the
+// history of each channel after its start position, then the live
+// publications that arrived meanwhile (section 12 of the architecture).
+func (b *Broker) replayInto(ctx context.Context, s *Session, sub string, starts map[string]engine.Position, ids map[string]int64) *protocol.Error {
 	// An adopted session catches up first (normally its first connect does).
 	if err := b.catchUp(ctx, s); err != nil {
 		b.log.Warn("adopted session not caught up", "session", s.id, "err", err)
-		return protocol.NewError(protocol.CodeServerUnavailable, "Session recovery pending: backplane unavailable", ch)
+		return protocol.NewError(protocol.CodeServerUnavailable, "Session recovery pending: backplane unavailable", sub)
 	}
-	already := s.subscribed(ch)
+	already := s.subscribed(sub)
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
 	s.mu.Lock()
 	if s.recovering {
 		s.mu.Unlock()
-		return protocol.NewError(protocol.CodeServerUnavailable, "Session recovering; subscribe again", ch)
+		return protocol.NewError(protocol.CodeServerUnavailable, "Session recovering; subscribe again", sub)
 	}
 	s.recovering = true // live publications wait until history is queued
 	s.mu.Unlock()
-	var got []*engine.Publication
 	fail := func(perr *protocol.Error) *protocol.Error {
 		s.mu.Lock()
 		s.finishRecoveryLocked(nil, nil)
 		s.mu.Unlock()
-		if perr != nil && !already {
-			_ = b.idx.remove(ctx, s, ch)
+		if !already {
+			_ = b.idx.remove(ctx, s, sub)
 		}
 		return perr
 	}
-	if already {
-		// nothing to subscribe
-	} else if err := b.idx.add(ctx, s, ch); err != nil {
-		b.log.Warn("replay subscribe failed", "session", s.id, "channel", ch, "err", err)
-		return fail(protocol.NewError(protocol.CodeServerUnavailable, "Subscription failed: backplane unavailable", ch))
+	if !already {
+		if err := b.idx.add(ctx, s, sub); err != nil {
+			b.log.Warn("replay subscribe failed", "session", s.id, "channel", sub, "err", err)
+			return fail(protocol.NewError(protocol.CodeServerUnavailable, "Subscription failed: backplane unavailable", sub))
+		}
 	}
-	pos := after
-	for {
-		pubs, err := b.eng.History(ctx, ch, pos, b.cfg.MaxQueueMessages)
-		if errors.Is(err, engine.ErrPositionGone) {
-			return fail(invalidReplayID(ch, from))
+	var got []*engine.Publication
+	for _, ch := range slices.Sorted(maps.Keys(starts)) {
+		pos := starts[ch]
+		for {
+			pubs, err := b.eng.History(ctx, ch, pos, b.cfg.MaxQueueMessages)
+			if errors.Is(err, engine.ErrPositionGone) {
+				return fail(invalidReplayID(ch, ids[ch]))
+			}
+			if err != nil {
+				return fail(protocol.NewError(protocol.CodeServerUnavailable, "Replay failed: backplane unavailable", ch))
+			}
+			for i := range pubs {
+				got = append(got, &pubs[i])
+			}
+			if len(got) > b.cfg.MaxQueueMessages {
+				return fail(protocol.NewError(protocol.CodeTooMany, fmt.Sprintf("Replay exceeds the session queue (%d messages)", b.cfg.MaxQueueMessages), ch))
+			}
+			if len(pubs) < b.cfg.MaxQueueMessages {
+				break
+			}
+			last := pubs[len(pubs)-1]
+			pos = engine.Position{Epoch: last.Epoch, Offset: last.Offset}
 		}
-		if err != nil {
-			return fail(protocol.NewError(protocol.CodeServerUnavailable, "Replay failed: backplane unavailable", ch))
-		}
-		for i := range pubs {
-			got = append(got, &pubs[i])
-		}
-		if len(got) > b.cfg.MaxQueueMessages {
-			return fail(protocol.NewError(protocol.CodeTooMany, fmt.Sprintf("Replay exceeds the session queue (%d messages)", b.cfg.MaxQueueMessages), ch))
-		}
-		if len(pubs) < b.cfg.MaxQueueMessages {
-			break
-		}
-		last := pubs[len(pubs)-1]
-		pos = engine.Position{Epoch: last.Epoch, Offset: last.Offset}
 	}
 	s.mu.Lock()
-	if already {
-		s.dropChannelLocked(ch)
+	for ch, after := range starts {
+		if already {
+			s.dropChannelLocked(ch)
+		}
+		if s.acked != nil {
+			s.acked[ch] = after // adoption resumes from here until deliveries advance it
+		}
 	}
-	if s.acked != nil {
-		s.acked[ch] = after // adoption resumes from here until deliveries advance it
-	}
-	s.finishRecoveryLocked(map[string]engine.Position{ch: after}, got)
+	s.finishRecoveryLocked(starts, got)
 	s.mu.Unlock()
 	return nil
+}
+
+// wantsReplay reports whether ext.replay asks for history on sub: an id or
+// -2 for the channel itself, or (wildcard) -2 for the pattern or an id for
+// a channel under it.
+func wantsReplay(req map[string]int64, sub string) bool {
+	if v, ok := req[sub]; ok && v != ReplayNew {
+		return true
+	}
+	if !channel.IsWildcard(sub) {
+		return false
+	}
+	for ch, id := range req {
+		if id != ReplayNew && !channel.IsWildcard(ch) && channel.Match(sub, ch) {
+			return true
+		}
+	}
+	return false
 }

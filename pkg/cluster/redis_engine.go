@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -337,6 +338,44 @@ func (r *Redis) Head(ctx context.Context, name string) (engine.Position, error) 
 		last, _ = strconv.ParseUint(s, 10, 64)
 	}
 	return engine.Position{Epoch: epoch, Offset: last}, nil
+}
+
+// Channels implements engine.Engine with SCAN over the channels' meta
+// keys under the pattern's static prefix (cost: the keyspace, in pages of
+// 1000; used only when a wildcard subscription asks for replay).
+func (r *Redis) Channels(ctx context.Context, pattern string) ([]string, error) {
+	prefix := pattern[:strings.LastIndexByte(pattern, '/')+1]
+	match := r.cfg.Prefix + ":{" + globEscape(prefix) + "*}:m"
+	var out []string
+	var cursor uint64
+	for {
+		keys, next, err := r.client.Scan(ctx, cursor, match, 1000).Result()
+		if err != nil {
+			return nil, fmt.Errorf("%w: channels %s: %w", engine.ErrUnavailable, pattern, err)
+		}
+		for _, k := range keys {
+			name := strings.TrimSuffix(strings.TrimPrefix(k, r.cfg.Prefix+":{"), "}:m")
+			if channel.Match(pattern, name) {
+				out = append(out, name)
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return out, nil
+		}
+	}
+}
+
+// globEscape escapes Redis glob metacharacters.
+func globEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 func parseStreamID(id string) (uint64, error) {

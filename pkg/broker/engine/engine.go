@@ -55,6 +55,10 @@ type Engine interface {
 	// zero Position when the channel has none). A History call after Head
 	// returns exactly what was published since.
 	Head(ctx context.Context, channel string) (Position, error)
+	// Channels lists the concrete channels matching pattern that have
+	// retained state (replay of a wildcard subscription). It may be slow:
+	// it is not for the delivery path.
+	Channels(ctx context.Context, pattern string) ([]string, error)
 	// Run delivers to h until ctx is done or Close is called. Publications
 	// made before Run is called may be missed.
 	Run(ctx context.Context, h Handler) error

@@ -219,6 +219,19 @@ func (m *Memory) Head(_ context.Context, name string) (Position, error) {
 	return Position{Epoch: ch.epoch, Offset: ch.offset}, nil
 }
 
+// Channels implements Engine.
+func (m *Memory) Channels(_ context.Context, pattern string) ([]string, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []string
+	for name := range m.channels {
+		if channel.Match(pattern, name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
 // Run implements Engine: it registers h and sweeps idle channels until ctx
 // is done or Close is called.
 func (m *Memory) Run(ctx context.Context, h Handler) error {
