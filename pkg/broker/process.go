@@ -378,7 +378,7 @@ func (b *Broker) finishConnect(hc *heldConnect, deliver bool) (pubs []*engine.Pu
 		r.Succeed()
 		pubs, drop = s.endConnect(hc.w, deliver)
 	}
-	if len(pubs) > 0 && b.store != nil && s.AckMode() {
+	if len(pubs) > 0 && b.store != nil && s.takeNewBatch() {
 		// The batch is durable before it is written: if this node dies the
 		// adopter knows what the client may acknowledge.
 		if err := b.save(context.Background(), s); errors.Is(err, ErrOwnershipLost) {

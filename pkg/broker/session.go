@@ -64,6 +64,8 @@ type Session struct {
 	// lost: another node took the session over (its record no longer
 	// names this node); it must not deliver any more.
 	lost bool
+	// newBatch: a batch was made since the last save (cluster mode).
+	newBatch bool
 
 	replay    atomic.Bool      // deliveries carry replay ids (replay extension)
 	replayReq map[string]int64 // ext.replay of the subscribe being processed
@@ -386,6 +388,7 @@ func (s *Session) endConnect(w *waiter, deliver bool) (pubs []*engine.Publicatio
 			s.lastBatch++
 			s.unacked = append(s.unacked, ackBatch{id: s.lastBatch, pubs: s.queue, end: s.endOf(s.queue)})
 			s.queue = nil
+			s.newBatch = true
 		}
 		for _, b := range s.unacked {
 			pubs = append(pubs, b.pubs...)

@@ -100,6 +100,17 @@ func (s *Session) setHead(ch string, pos engine.Position) {
 	}
 }
 
+// takeNewBatch reports (and clears) whether a batch was made since the
+// last call: a connect that only resends unacknowledged batches needs no
+// save.
+func (s *Session) takeNewBatch() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.newBatch
+	s.newBatch = false
+	return n
+}
+
 // snapshot returns the session's durable state. withPositions includes the
 // positions of an unacknowledged session (only exact at drain, when nothing
 // more is delivered).
