@@ -48,6 +48,7 @@ func (s *Session) dropChannelLocked(ch string) {
 	s.queue = keep(s.queue)
 	for i := range s.unacked {
 		s.unacked[i].pubs = keep(s.unacked[i].pubs)
+		delete(s.unacked[i].end, ch) // acknowledging it must not move ch past the replay point
 	}
 }
 
@@ -114,6 +115,9 @@ func (b *Broker) subscribeReplay(ctx context.Context, s *Session, sub string, re
 			return nil, protocol.NewError(protocol.CodeServerUnavailable, "Subscription failed: backplane unavailable", ch)
 		}
 		after := engine.Position{Epoch: head.Epoch}
+		if id == ReplayAll {
+			after = engine.Retained
+		}
 		if id >= 0 {
 			if uint64(id) > head.Offset {
 				return nil, invalidReplayID(ch, id)
@@ -190,8 +194,25 @@ func (b *Broker) replayInto(ctx context.Context, s *Session, sub string, starts 
 			pos = engine.Position{Epoch: last.Epoch, Offset: last.Offset}
 		}
 	}
+	// Where each stream starts, for adoption: "everything retained" began
+	// just before its oldest publication (or at the head if none).
+	resume := maps.Clone(starts)
+	for _, p := range got {
+		if resume[p.Channel] == engine.Retained {
+			resume[p.Channel] = engine.Position{Epoch: p.Epoch, Offset: p.Offset - 1}
+		}
+	}
+	for ch, pos := range resume {
+		if pos == engine.Retained {
+			head, err := b.eng.Head(ctx, ch)
+			if err != nil {
+				return fail(protocol.NewError(protocol.CodeServerUnavailable, "Replay failed: backplane unavailable", ch))
+			}
+			resume[ch] = head
+		}
+	}
 	s.mu.Lock()
-	for ch, after := range starts {
+	for ch, after := range resume {
 		if already {
 			s.dropChannelLocked(ch)
 		}

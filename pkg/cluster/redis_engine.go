@@ -301,7 +301,7 @@ func (r *Redis) History(ctx context.Context, name string, after engine.Position,
 		}
 		return nil, engine.ErrPositionGone
 	}
-	if after.Epoch != "" && after.Epoch != epoch {
+	if after.Epoch != "" && after.Epoch != epoch && after != engine.Retained {
 		return nil, engine.ErrPositionGone
 	}
 	cutoff := time.Now().Add(-ttl).UnixMilli()
@@ -317,7 +317,7 @@ func (r *Redis) History(ctx context.Context, name string, after engine.Position,
 		p, _ := e.Values["p"].(string)
 		out = append(out, engine.Publication{Channel: name, Epoch: epoch, Offset: off, Payload: []byte(p)})
 	}
-	if after.Offset < last && (len(out) == 0 || out[0].Offset > after.Offset+1) {
+	if after != engine.Retained && after.Offset < last && (len(out) == 0 || out[0].Offset > after.Offset+1) {
 		return nil, engine.ErrPositionGone
 	}
 	return out, nil

@@ -66,6 +66,10 @@ type Engine interface {
 	Close() error
 }
 
+// Retained, as the position History reads after, means "from the oldest
+// publication still retained", whatever the epoch (replay of everything).
+var Retained = Position{Epoch: "*"}
+
 // Errors.
 var (
 	ErrPositionGone = errors.New("engine: position no longer in history")

@@ -34,8 +34,14 @@ type Memory struct {
 
 	mu       sync.RWMutex
 	channels map[string]*memChannel
-	patterns map[string]int // subscribed patterns (refcount for robustness)
 	handler  Handler
+
+	// subMu guards patterns. It is taken inside a channel's lock (Publish
+	// decides interest while holding it, so a subscription either sees a
+	// publication in history or gets it live, never neither) and never
+	// the other way round.
+	subMu    sync.RWMutex
+	patterns map[string]int // subscribed patterns (refcount for robustness)
 	closed   bool
 	done     chan struct{} // closed by Close
 }
@@ -103,14 +109,14 @@ func (m *Memory) Publish(ctx context.Context, name string, payload []byte) (Publ
 		m.mu.Unlock()
 	}
 	// Lock order: m.mu is never taken while holding ch.mu (sweep takes
-	// m.mu then ch.mu), so read the handler and interest first.
+	// m.mu then ch.mu), so read the handler first.
 	m.mu.RLock()
 	h := m.handler
-	interested := h != nil && m.matchesLocked(name)
 	m.mu.RUnlock()
 	now := time.Now()
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
+	interested := h != nil && m.matches(name)
 	ch.offset++
 	ch.last = now
 	p := Publication{Channel: name, Epoch: ch.epoch, Offset: ch.offset, Payload: payload}
@@ -130,7 +136,9 @@ func (c *memChannel) append(e memEntry) {
 	c.start = (c.start + 1) % len(c.ring)
 }
 
-func (m *Memory) matchesLocked(name string) bool {
+func (m *Memory) matches(name string) bool {
+	m.subMu.RLock()
+	defer m.subMu.RUnlock()
 	if len(m.patterns) == 0 {
 		return false
 	}
@@ -145,16 +153,16 @@ func (m *Memory) matchesLocked(name string) bool {
 
 // Subscribe implements Engine.
 func (m *Memory) Subscribe(_ context.Context, pattern string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.subMu.Lock()
+	defer m.subMu.Unlock()
 	m.patterns[pattern]++
 	return nil
 }
 
 // Unsubscribe implements Engine.
 func (m *Memory) Unsubscribe(_ context.Context, pattern string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.subMu.Lock()
+	defer m.subMu.Unlock()
 	if m.patterns[pattern] <= 1 {
 		delete(m.patterns, pattern)
 	} else {
@@ -176,6 +184,10 @@ func (m *Memory) History(_ context.Context, name string, after Position, limit i
 	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
+	retained := after == Retained
+	if retained {
+		after = Position{}
+	}
 	if after.Epoch != "" && after.Epoch != ch.epoch {
 		return nil, ErrPositionGone
 	}
@@ -200,7 +212,7 @@ func (m *Memory) History(_ context.Context, name string, after Position, limit i
 	}
 	// The caller has everything up to after.Offset; the next it needs is
 	// after.Offset+1, which must still be retained (or not yet exist).
-	if after.Offset < ch.offset && (oldest == 0 || oldest > after.Offset+1) {
+	if !retained && after.Offset < ch.offset && (oldest == 0 || oldest > after.Offset+1) {
 		return nil, ErrPositionGone
 	}
 	return out, nil
