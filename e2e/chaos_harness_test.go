@@ -18,8 +18,8 @@ import (
 )
 
 // The chaos harness: publishers at a fixed rate and subscribers of every
-// kind (ack or replay extension, long-polling or websocket), all through
-// the balancer, around one fault; then the figures.
+// kind (ack or replay extension, over long-polling, callback-polling or
+// websocket), all through the balancer, around one fault; then the figures.
 
 const (
 	chaosPublishers      = 3
@@ -36,8 +36,10 @@ type chaosGroup struct {
 }
 
 var chaosGroups = []chaosGroup{
+	{"ack-cp", protocol.CallbackPolling, false},
 	{"ack-lp", protocol.LongPolling, false},
 	{"ack-ws", protocol.WebSocket, false},
+	{"replay-cp", protocol.CallbackPolling, true},
 	{"replay-lp", protocol.LongPolling, true},
 	{"replay-ws", protocol.WebSocket, true},
 }

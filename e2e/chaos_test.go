@@ -24,10 +24,10 @@ var chaosNodeArgs = []string{"--timeout", "10s", "--shutdown-grace", "5s"}
 
 // TestChaos is the chaos suite (issue 4, "Survive failures"). Each
 // scenario runs Redis, three nodes and the balancer; three publishers at
-// 50 msg/s each on three channels and 24 subscribers (ack and replay
-// extensions, long-polling and websocket), all through the balancer; it
-// injects one fault under load, lets the cluster recover, and prints one
-// line of figures:
+// 50 msg/s each on three channels and 36 subscribers (6 of each kind: ack
+// or replay extension over long-polling, callback-polling or websocket),
+// all through the balancer; it injects one fault under load, lets the
+// cluster recover, and prints one line of figures:
 //
 //	CHAOS scenario=<name> published=N acknowledged=N delivered_min=N delivered_max=N lost=N duplicated=N rehandshakes=N clientid_kept=K/M
 //

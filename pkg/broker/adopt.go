@@ -203,6 +203,15 @@ func (s *Session) finishRecoveryLocked(start map[string]engine.Position, got []*
 		s.queue = append(s.queue, p)
 	}
 	s.pending = nil
+	for ch, pos := range last {
+		if pos.Epoch == "" || pos == engine.Retained {
+			continue
+		}
+		if s.floor == nil {
+			s.floor = map[string]engine.Position{}
+		}
+		s.floor[ch] = pos
+	}
 	if s.waiter != nil && len(s.queue) > 0 {
 		signal(s.waiter.wake)
 	}

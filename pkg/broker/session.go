@@ -61,6 +61,11 @@ type Session struct {
 	// publications wait in pending.
 	recovering bool
 	pending    []*engine.Publication
+	// floor: per channel, the last publication queued from history by a
+	// recovery; its live copy may still be on its way (Redis delivers the
+	// pub/sub notice after the history append) and must be dropped. An
+	// entry goes once a newer live publication passed it.
+	floor map[string]engine.Position
 	// lost: another node took the session over (its record no longer
 	// names this node); it must not deliver any more.
 	lost bool
@@ -272,6 +277,15 @@ func (s *Session) enqueue(p *engine.Publication) {
 		}
 		s.b.reap(s)
 		return
+	}
+	if s.floor != nil {
+		if f, ok := s.floor[p.Channel]; ok && p.Epoch == f.Epoch {
+			if p.Offset <= f.Offset {
+				s.mu.Unlock()
+				return // already queued from history
+			}
+			delete(s.floor, p.Channel)
+		}
 	}
 	s.queueBytes += len(p.Payload)
 	if s.recovering {

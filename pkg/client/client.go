@@ -24,10 +24,11 @@ type Config struct {
 	// derived from it (ws:// or wss://) unless WebSocketURL is set.
 	URL          string
 	WebSocketURL string
-	// Transports in order of preference (default: websocket, long-polling).
+	// Transports in order of preference: "websocket", "long-polling",
+	// "callback-polling" (default: websocket, long-polling).
 	Transports []string
-	// HTTPClient for long-polling and the websocket dial (default: a new
-	// http.Client without a cookie jar).
+	// HTTPClient for long-polling, callback-polling and the websocket dial
+	// (default: a new http.Client without a cookie jar).
 	HTTPClient *http.Client
 	// Header is added to every HTTP request and to the websocket dial.
 	Header http.Header
@@ -52,6 +53,10 @@ type Config struct {
 	// MaxMessageBytes bounds one HTTP response body or websocket frame
 	// (default 16 MiB).
 	MaxMessageBytes int64
+	// MaxURLLength bounds the URL of one callback-polling request (default
+	// 8000 bytes, which common proxies accept). A batch that does not fit is
+	// split into several requests; a single message that does not fit fails.
+	MaxURLLength int
 	// Logger (default: slog.Default()).
 	Logger *slog.Logger
 }
@@ -70,7 +75,7 @@ func (c *Config) setDefaults() error {
 		c.Transports = []string{protocol.WebSocket, protocol.LongPolling}
 	}
 	for _, t := range c.Transports {
-		if t != protocol.WebSocket && t != protocol.LongPolling {
+		if t != protocol.WebSocket && t != protocol.LongPolling && t != protocol.CallbackPolling {
 			return fmt.Errorf("client: unsupported transport %q", t)
 		}
 	}
@@ -92,6 +97,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = 16 << 20
+	}
+	if c.MaxURLLength <= 0 {
+		c.MaxURLLength = 8000
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -157,6 +165,7 @@ type Client struct {
 	pending map[string]chan *wireMsg
 
 	lp *longPolling
+	cp *callbackPolling
 	ws *wsTransport
 
 	mu            sync.Mutex
@@ -219,6 +228,11 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		subs:      map[string][]*Subscription{},
 		dispWake:  make(chan struct{}, 1),
 	}
+	cp, err := newCallbackPolling(c)
+	if err != nil {
+		return nil, err
+	}
+	c.cp = cp
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.lp = &longPolling{c: c}
 	c.ws = &wsTransport{c: c}
@@ -475,6 +489,10 @@ func (c *Client) request(ctx context.Context, transportName string, timeout time
 			return nil, err
 		}
 		dead, deadErr = conn.done, conn.error
+	case protocol.CallbackPolling:
+		if err := c.cp.send(ctx, msgs, body); err != nil {
+			return nil, err
+		}
 	default:
 		if err := c.lp.post(ctx, body); err != nil {
 			return nil, err

@@ -22,7 +22,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var transports = []string{protocol.LongPolling, protocol.WebSocket}
+var transports = []string{protocol.LongPolling, protocol.CallbackPolling, protocol.WebSocket}
 
 // server is a running endpoint: our broker in-process or Faye's process.
 type server struct {
@@ -448,6 +448,15 @@ func TestTransportNegotiation(t *testing.T) {
 		// The websocket upgrade is refused: the handshake falls back to
 		// long-polling and long-polling is negotiated.
 		{"server without websocket", []string{protocol.LongPolling}, both, protocol.LongPolling},
+		{"callback-polling only", nil, []string{protocol.CallbackPolling}, protocol.CallbackPolling},
+		{"callback-polling preferred", nil, []string{protocol.CallbackPolling, protocol.LongPolling, protocol.WebSocket}, protocol.CallbackPolling},
+		{"callback-polling after long-polling", nil, []string{protocol.LongPolling, protocol.CallbackPolling}, protocol.LongPolling},
+		// The GET is refused (HTTP 400): the handshake falls back to
+		// long-polling, which is negotiated.
+		{"server without callback-polling", []string{protocol.LongPolling, protocol.WebSocket}, []string{protocol.CallbackPolling, protocol.LongPolling}, protocol.LongPolling},
+		// The POST is refused: the handshake is sent by GET and
+		// callback-polling is negotiated.
+		{"server with callback-polling only", []string{protocol.CallbackPolling}, []string{protocol.LongPolling, protocol.CallbackPolling}, protocol.CallbackPolling},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newBrokerWith(t, func(c *broker.Config) { c.Transports = tc.server })

@@ -20,6 +20,14 @@
 //   - long-polling: every request is its own HTTP POST of a JSON array, so a
 //     publish or subscribe never waits behind the held /meta/connect
 //     (net/http opens a second connection).
+//   - callback-polling: like long-polling, but every request is an HTTP GET
+//     carrying the JSON array in the "message" query parameter and a
+//     callback name in "jsonp"; the response is a JavaScript call of that
+//     callback with the JSON array (JSONP), unwrapped and decoded like a
+//     long-polling response. A batch whose URL would exceed
+//     Config.MaxURLLength is split into several GETs sent in order; a single
+//     message that does not fit fails with an error. It is never chosen
+//     unless Config.Transports names it.
 //   - websocket (github.com/coder/websocket): one socket, one writer
 //     goroutine and one reader goroutine. Replies are matched to requests by
 //     message id; deliveries may arrive in any frame.

@@ -108,8 +108,11 @@ func TestFaye(t *testing.T) {
 }
 
 func tr2ch(tr string) string {
-	if tr == protocol.WebSocket {
+	switch tr {
+	case protocol.WebSocket:
 		return "ws"
+	case protocol.CallbackPolling:
+		return "cp"
 	}
 	return "lp"
 }

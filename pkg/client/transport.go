@@ -29,6 +29,49 @@ func decodeMsgs(body []byte) ([]*wireMsg, error) {
 	return msgs, nil
 }
 
+// httpResult hands a decoded HTTP response's messages to handleIncoming,
+// or reports what went wrong: a non-2xx status whose body carries no reply
+// (the server's request-level error, such as a disabled transport or a
+// request too large) is a transport error naming the status and the
+// server's error.
+func (c *Client) httpResult(resp *http.Response, msgs []*wireMsg) error {
+	if resp.StatusCode/100 != 2 {
+		replies := false
+		reason := ""
+		for _, m := range msgs {
+			if m == nil {
+				continue
+			}
+			if m.Channel != "" {
+				replies = true
+			} else if m.Error != "" && reason == "" {
+				reason = m.Error
+			}
+		}
+		if !replies {
+			if reason != "" {
+				return &transportError{fmt.Errorf("HTTP %s: %s", resp.Status, reason)}
+			}
+			return &transportError{fmt.Errorf("HTTP %s", resp.Status)}
+		}
+	}
+	// A non-2xx status with Bayeux replies: the replies say what failed.
+	c.handleIncoming(msgs)
+	return nil
+}
+
+// readBody reads a response body bounded by MaxMessageBytes.
+func (c *Client) readBody(resp *http.Response) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxMessageBytes+1))
+	if err != nil {
+		return nil, &transportError{err}
+	}
+	if int64(len(data)) > c.cfg.MaxMessageBytes {
+		return nil, &transportError{fmt.Errorf("response larger than %d bytes", c.cfg.MaxMessageBytes)}
+	}
+	return data, nil
+}
+
 // longPolling sends each request as its own HTTP POST.
 type longPolling struct{ c *Client }
 
@@ -49,12 +92,9 @@ func (lp *longPolling) post(ctx context.Context, body []byte) error {
 		return &transportError{err}
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxMessageBytes+1))
+	data, err := c.readBody(resp)
 	if err != nil {
-		return &transportError{err}
-	}
-	if int64(len(data)) > c.cfg.MaxMessageBytes {
-		return &transportError{fmt.Errorf("response larger than %d bytes", c.cfg.MaxMessageBytes)}
+		return err
 	}
 	msgs, derr := decodeMsgs(data)
 	if derr != nil {
@@ -63,9 +103,7 @@ func (lp *longPolling) post(ctx context.Context, body []byte) error {
 		}
 		return &transportError{fmt.Errorf("bad response: %w", derr)}
 	}
-	// A non-2xx status with a Bayeux body: the replies say what failed.
-	c.handleIncoming(msgs)
-	return nil
+	return c.httpResult(resp, msgs)
 }
 
 // wsTransport owns the current socket (dialled lazily, replaced when it
