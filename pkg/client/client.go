@@ -654,7 +654,7 @@ func (c *Client) resyncReplay(ctx context.Context) error {
 	id, ct := c.clientID, c.connType
 	var msgs []*protocol.Message
 	for _, p := range c.subOrder {
-		if _, seen := c.replayIDs[p]; seen && !channel.IsWildcard(p) {
+		if c.replayResumable(p) {
 			msgs = append(msgs, c.subscribeMsgLocked(id, p, nil))
 		}
 	}
@@ -679,18 +679,51 @@ func (c *Client) resyncReplay(ctx context.Context) error {
 
 func (c *Client) subscribeMsgLocked(id, pattern string, replay *int64) *protocol.Message {
 	m := &protocol.Message{Channel: protocol.ChannelSubscribe, ClientID: id, Subscription: protocol.Subscription{Names: []string{pattern}}}
-	if c.replayOn {
-		var from *int64
-		if v, ok := c.replayIDs[pattern]; ok {
-			from = &v
-		} else if replay != nil {
-			from = replay
+	if !c.replayOn {
+		return m
+	}
+	if channel.IsWildcard(pattern) {
+		// Replay ids are per channel: the pattern takes -1/-2 and every
+		// channel under it seen so far resumes after its last id.
+		ids := map[string]int64{}
+		for ch, id := range c.replayIDs {
+			if !channel.IsWildcard(ch) && channel.Match(pattern, ch) {
+				ids[ch] = id
+			}
 		}
-		if from != nil {
-			m.Ext, _ = json.Marshal(map[string]any{"replay": map[string]int64{pattern: *from}})
+		if replay != nil && *replay < 0 {
+			ids[pattern] = *replay
 		}
+		if len(ids) > 0 {
+			m.Ext, _ = json.Marshal(map[string]any{"replay": ids})
+		}
+		return m
+	}
+	var from *int64
+	if v, ok := c.replayIDs[pattern]; ok {
+		from = &v
+	} else if replay != nil {
+		from = replay
+	}
+	if from != nil {
+		m.Ext, _ = json.Marshal(map[string]any{"replay": map[string]int64{pattern: *from}})
 	}
 	return m
+}
+
+// replayResumable reports whether a replay id was seen on pattern (a
+// channel) or on a channel under it (a wildcard). c.mu is held.
+func (c *Client) replayResumable(pattern string) bool {
+	if !channel.IsWildcard(pattern) {
+		_, ok := c.replayIDs[pattern]
+		return ok
+	}
+	for ch := range c.replayIDs {
+		if channel.Match(pattern, ch) {
+			return true
+		}
+	}
+	return false
 }
 
 // removeSub forgets s and reports whether its pattern has no subscription left.

@@ -404,3 +404,66 @@ func (r *urlRecorder) stats() (reqs, maxLen, subsSent int) {
 	defer r.mu.Unlock()
 	return r.reqs, r.maxLen, r.subsSent
 }
+
+// TestReplayWildcard: a replay subscriber of a wildcard pattern gets the
+// retained history of every matching channel (-2), then live messages, and
+// after a lost connect reply resumes each channel after its last id:
+// every message once, each channel in order.
+func TestReplayWildcard(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			s := newBrokerWith(t, func(c *broker.Config) {
+				c.Extensions = []broker.Extension{ext.Ack{}, ext.Replay{}}
+			})
+			next := map[string]int{}
+			pub := func(n int) {
+				t.Helper()
+				for range n {
+					for _, ch := range []string{"/w/a", "/w/b"} {
+						if _, err := s.b.Publish(ctxT(t), ch, json.RawMessage(fmt.Sprint(next[ch]))); err != nil {
+							t.Fatal(err)
+						}
+						next[ch]++
+					}
+				}
+			}
+			pub(3) // retained before the subscriber exists
+			c := s.dial(t, tr, func(c *Config) { c.Replay, c.DisableAck = true, true })
+			var got collector
+			if _, err := c.Subscribe(ctxT(t), "/w/*", got.handle, WithReplayID(-2)); err != nil {
+				t.Fatal(err)
+			}
+			check := func(n int) {
+				t.Helper()
+				bayeuxtest.Eventually(t, 15*time.Second, func() error {
+					if l := len(got.snapshot()); l < 2*n {
+						return fmt.Errorf("%d of %d received", l, 2*n)
+					}
+					return nil
+				})
+				seen := map[string]int{}
+				for _, m := range got.snapshot() {
+					if string(m.Data) != fmt.Sprint(seen[m.Channel]) {
+						t.Fatalf("%s: got %s, want %d (out of order or repeated)", m.Channel, m.Data, seen[m.Channel])
+					}
+					seen[m.Channel]++
+				}
+				if seen["/w/a"] != n || seen["/w/b"] != n {
+					t.Fatalf("received %v, want %d per channel", seen, n)
+				}
+			}
+			check(3)
+			pub(2)
+			check(5)
+			s.debug(t, c.ClientID(), "drop-next-connect")
+			pub(10)
+			check(15)
+			if c.connectFailures.Load() == 0 {
+				t.Fatal("no connect was lost: the drop did not happen")
+			}
+			if c.Handshakes() != 1 {
+				t.Fatalf("re-handshaked (%d): the drop should be recovered by a replay resync", c.Handshakes())
+			}
+		})
+	}
+}
