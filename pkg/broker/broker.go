@@ -79,9 +79,15 @@ func New(cfg Config) (*Broker, error) {
 		services:        map[string]ServiceHandler{},
 		supported:       map[string]bool{},
 		wsConns:         map[*wsConn]context.CancelFunc{},
+		lastRefresh:     time.Now(), // records are written with a full TTL
 	}
 	for _, t := range cfg.Transports {
 		b.supported[t] = true
+	}
+	// An engine that can take its handler now delivers from the start,
+	// even before Run's goroutine gets to register it.
+	if hs, ok := cfg.Engine.(interface{ SetHandler(engine.Handler) }); ok {
+		hs.SetHandler((*engineHandler)(b))
 	}
 	return b, nil
 }

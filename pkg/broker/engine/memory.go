@@ -244,6 +244,14 @@ func (m *Memory) Channels(_ context.Context, pattern string) ([]string, error) {
 	return out, nil
 }
 
+// SetHandler registers h before Run, so that publications made between
+// the broker's creation and its Run goroutine starting reach it.
+func (m *Memory) SetHandler(h Handler) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.handler = h
+}
+
 // Run implements Engine: it registers h and sweeps idle channels until ctx
 // is done or Close is called.
 func (m *Memory) Run(ctx context.Context, h Handler) error {
