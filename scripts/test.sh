@@ -13,6 +13,7 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
+command -v chromium >/dev/null 2>&1 || need+=(chromium) # the browser demo's test (e2e/browser_test.go)
 if ((${#need[@]})); then
   log "installing ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -20,7 +21,7 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-log "npm ci (interop clients: cometd, cometd-nodejs-client, faye)"
+log "npm ci (interop clients: cometd, cometd-nodejs-client, faye; playwright-core for the browser test)"
 (cd interop && npm ci --no-audit --no-fund --loglevel=error)
 
 log "gofmt"

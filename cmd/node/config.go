@@ -4,10 +4,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/bayeux-cluster/bayeux/pkg/auth"
+	"github.com/bayeux-cluster/bayeux/pkg/cluster"
 )
 
 // config is every setting of the node, filled from flags and BAYEUX_* env.
@@ -44,6 +46,15 @@ type config struct {
 
 	PublishRate           float64
 	MaxSessionsPerBrowser int
+
+	// Transport security and server timeouts (issue 7).
+	TLSCert, TLSKey   string
+	CookieSecure      bool
+	ClusterTLS        cluster.TLSFiles
+	GossipKeyFile     string
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	IdleTimeout       time.Duration
 }
 
 // envName maps a flag name to its environment variable.
@@ -91,6 +102,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.Float64Var(&c.PublishRate, "publish-rate", 2000, "publishes per second per session (token bucket, burst twice this); negative: unlimited")
 	fs.IntVar(&c.MaxSessionsPerBrowser, "max-sessions-per-browser", 100, "live sessions per BAYEUX_BROWSER cookie on a node; negative: unlimited")
 	fs.StringVar(&c.Auth.ACLFile, "acl-file", "", "JSON channel ACL file (see pkg/auth); when given, what no rule allows is denied")
+	fs.StringVar(&c.TLSCert, "tls-cert-file", "", "PEM certificate (chain) for HTTPS; with --tls-key-file the node serves https:// and wss://")
+	fs.StringVar(&c.TLSKey, "tls-key-file", "", "PEM private key of --tls-cert-file")
+	fs.BoolVar(&c.CookieSecure, "cookie-secure", false, "mark the BAYEUX_BROWSER cookie Secure (always on with --tls-cert-file; set it behind a TLS-terminating proxy)")
+	fs.StringVar(&c.ClusterTLS.Cert, "cluster-tls-cert", "", "PEM certificate of this node for node-to-node mutual TLS (gRPC); needs --cluster-tls-key and --cluster-tls-ca")
+	fs.StringVar(&c.ClusterTLS.Key, "cluster-tls-key", "", "PEM private key of --cluster-tls-cert")
+	fs.StringVar(&c.ClusterTLS.CA, "cluster-tls-ca", "", "PEM CA that signed every node's certificate: peers must present a certificate it signed")
+	fs.StringVar(&c.ClusterTLS.ServerName, "cluster-tls-server-name", "", "name (DNS SAN) every node certificate must carry (default: only the chain to --cluster-tls-ca is checked)")
+	fs.StringVar(&c.GossipKeyFile, "gossip-key-file", "", "file of base64 gossip encryption keys (16, 24 or 32 bytes; several for rotation, the first encrypts)")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers (slowloris defence)")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", 30*time.Second, "time allowed to read a whole request, body included (not the held connect that follows)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: node [flags]\nEvery flag may also be set with its BAYEUX_* environment variable (e.g. --listen: %s).\n\n", envName("listen"))
 		fs.PrintDefaults()
@@ -132,8 +154,20 @@ func (c *config) validate() error {
 	if c.MaxQueue <= 0 || c.MaxRequest <= 0 {
 		return fmt.Errorf("--max-queue and --max-request-bytes must be positive")
 	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
+	}
+	if c.ClusterTLS.Enabled() && (c.ClusterTLS.Cert == "" || c.ClusterTLS.Key == "" || c.ClusterTLS.CA == "") {
+		return fmt.Errorf("--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca go together")
+	}
+	if (c.ClusterTLS.Enabled() || c.GossipKeyFile != "") && c.Redis == "" {
+		return fmt.Errorf("--cluster-tls-* and --gossip-key-file need cluster mode (--redis)")
+	}
+	if c.ReadHeaderTimeout <= 0 || c.ReadTimeout <= 0 || c.IdleTimeout <= 0 {
+		return fmt.Errorf("--read-header-timeout, --read-timeout and --idle-timeout must be positive")
+	}
 	if c.Redis != "" && !strings.HasPrefix(c.Redis, "redis://") && !strings.HasPrefix(c.Redis, "rediss://") {
-		return fmt.Errorf("--redis %q: want a redis:// or rediss:// URL", c.Redis)
+		return fmt.Errorf("--redis %q: want a redis:// or rediss:// URL", redactURL(c.Redis))
 	}
 	switch c.LogFormat {
 	case "text", "json":
@@ -141,6 +175,14 @@ func (c *config) validate() error {
 		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
 	}
 	return nil
+}
+
+// redactURL hides the password of a URL in messages.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return "(unparsable URL)"
 }
 
 func (c *config) origins() []string { return splitList(c.Origins) }

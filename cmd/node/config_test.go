@@ -32,6 +32,20 @@ func TestParseConfig(t *testing.T) {
 		{name: "limits from env", env: map[string]string{"BAYEUX_PUBLISH_RATE": "50", "BAYEUX_MAX_SESSIONS_PER_BROWSER": "-1"},
 			check: func(c *config) bool { return c.PublishRate == 50 && c.MaxSessionsPerBrowser == -1 }},
 		{name: "zero publish rate", args: []string{"--publish-rate", "0"}, wantErr: "--publish-rate"},
+		{name: "server timeouts default", check: func(c *config) bool {
+			return c.ReadHeaderTimeout == 10*time.Second && c.ReadTimeout == 30*time.Second && c.IdleTimeout == 2*time.Minute
+		}},
+		{name: "server timeouts from flags and env", args: []string{"--read-header-timeout", "1s"}, env: map[string]string{"BAYEUX_IDLE_TIMEOUT": "5s"},
+			check: func(c *config) bool { return c.ReadHeaderTimeout == time.Second && c.IdleTimeout == 5*time.Second }},
+		{name: "zero read header timeout", args: []string{"--read-header-timeout", "0s"}, wantErr: "--read-header-timeout"},
+		{name: "tls cert without key", args: []string{"--tls-cert-file", "/c"}, wantErr: "--tls-key-file"},
+		{name: "cluster tls incomplete", args: []string{"--redis", "redis://x", "--cluster-tls-cert", "/c", "--cluster-tls-key", "/k"}, wantErr: "--cluster-tls-ca"},
+		{name: "gossip key without cluster", args: []string{"--gossip-key-file", "/k"}, wantErr: "cluster mode"},
+		{name: "security flags from env", env: map[string]string{"BAYEUX_TLS_CERT_FILE": "/c", "BAYEUX_TLS_KEY_FILE": "/k", "BAYEUX_REDIS": "rediss://u:p@r:6380",
+			"BAYEUX_CLUSTER_TLS_CERT": "/nc", "BAYEUX_CLUSTER_TLS_KEY": "/nk", "BAYEUX_CLUSTER_TLS_CA": "/ca", "BAYEUX_GOSSIP_KEY_FILE": "/g"},
+			check: func(c *config) bool {
+				return c.TLSCert == "/c" && c.TLSKey == "/k" && c.ClusterTLS.CA == "/ca" && c.ClusterTLS.Key == "/nk" && c.GossipKeyFile == "/g"
+			}},
 		{name: "auth flags from env", env: map[string]string{"BAYEUX_AUTH_JWT_HMAC_SECRET_FILE": "/s", "BAYEUX_AUTH_JWT_AUDIENCE": "aud", "BAYEUX_ACL_FILE": "/acl.json"},
 			check: func(c *config) bool {
 				return c.Auth.JWTHMACSecretFile == "/s" && c.Auth.JWTAudience == "aud" && c.Auth.ACLFile == "/acl.json" && c.Auth.JWTRolesClaim == "roles"

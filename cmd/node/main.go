@@ -26,6 +26,7 @@ import (
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/ext"
 	"github.com/bayeux-cluster/bayeux/pkg/cluster"
+	"github.com/bayeux-cluster/bayeux/pkg/demo"
 	"github.com/bayeux-cluster/bayeux/pkg/metrics"
 )
 
@@ -67,7 +68,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return errUsage
 	}
 	log := newLogger(c, stderr)
-	pol, err := auth.Build(c.Auth) // before anything needs closing
+	sec, err := loadSecurity(c) // before anything needs closing
+	if err != nil {
+		return err
+	}
+	pol, err := auth.Build(c.Auth)
 	if err != nil {
 		return err
 	}
@@ -128,6 +133,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxSessionsPerBrowser: c.MaxSessionsPerBrowser,
 		MaxRequestBytes:       c.MaxRequest,
 		AllowedOrigins:        c.origins(),
+		CookieSecure:          c.CookieSecure || sec.httpTLS != nil,
 		Hosts:                 splitList(c.AdviceHosts),
 		DrainJitter:           c.DrainJitter,
 		Extensions:            exts,
@@ -141,6 +147,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	mux := http.NewServeMux()
 	mux.Handle(c.Path, b)
 	mux.Handle(c.Path+"/", b)
+	// The browser demo (chat, cluster page) at /; in cluster mode its member
+	// registry lives in the engine's Redis.
+	app, err := demo.New(demo.Config{Broker: b, Path: c.Path, NodeID: c.NodeID, Tag: idPrefix, Engine: eng, Logger: log.With("component", "demo")})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	mux.Handle("/", app)
 	ready := make(chan struct{})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -200,8 +213,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	srv := &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: c.ReadHeaderTimeout,
+		ReadTimeout:       c.ReadTimeout, // a held connect is not bounded: net/http clears the deadline once the body is read
+		IdleTimeout:       c.IdleTimeout,
+		TLSConfig:         sec.httpTLS,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
@@ -213,6 +228,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			Advertise: c.Advertise, Join: c.seeds(), FastGossip: c.GossipFast, Logger: log, Sessions: sessions,
 			GossipFaults: gossipFaults,
 			Observer:     met,
+			ServerTLS:    sec.grpcServer,
+			ClientTLS:    sec.grpcClient,
+			GossipKeys:   sec.gossipKeys,
 		}, b)
 		if err != nil {
 			_ = ln.Close()
@@ -222,10 +240,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	brokerDone := make(chan error, 1)
 	go func() { brokerDone <- b.Run(runCtx) }()
+	go app.Run(runCtx)
 	serveDone := make(chan error, 1)
-	go func() { serveDone <- srv.Serve(ln) }()
+	scheme := "http://"
+	if sec.httpTLS != nil {
+		scheme = "https://"
+		go func() { serveDone <- srv.ServeTLS(ln, "", "") }() // certificates in srv.TLSConfig
+	} else {
+		go func() { serveDone <- srv.Serve(ln) }()
+	}
 
-	url := "http://" + displayAddr(ln.Addr()) + c.Path
+	url := scheme + displayAddr(ln.Addr()) + c.Path
 	close(ready)
 	fmt.Fprintf(stdout, "bayeux node serving %s\n", url)
 	log.Info("serving", "url", url, "engine", engineName)

@@ -116,6 +116,15 @@ func StartRedisDurable(t testing.TB) *Redis {
 	return startRedis(t, FreePort(t), []string{"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", t.TempDir()})
 }
 
+// StartRedisWith starts redis-server with no persistence, listening on
+// port, with extra config directives ("--requirepass", "pw", ...). For a
+// TLS-only server pass "--port", "0", "--tls-port", port and the TLS files:
+// it waits for port to accept connections either way.
+func StartRedisWith(t testing.TB, port int, extra ...string) *Redis {
+	t.Helper()
+	return startRedis(t, port, append([]string{"--save", "", "--appendonly", "no"}, extra...))
+}
+
 func startRedis(t testing.TB, port int, persistence []string) *Redis {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {

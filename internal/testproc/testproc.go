@@ -57,9 +57,10 @@ func NodeBinary(t testing.TB) string {
 
 // Node is a running node process.
 type Node struct {
-	URL    string // the Bayeux endpoint, e.g. http://127.0.0.1:PORT/cometd
+	URL    string // the Bayeux endpoint, e.g. http://127.0.0.1:PORT/cometd (https:// with TLS)
 	Base   string // scheme://host:port
 	Gossip string // gossip address (cluster mode)
+	GRPC   string // node-to-node gRPC address (cluster mode)
 	Tag    string // node tag (cluster mode): the prefix of its clientIds
 	Cmd    *exec.Cmd
 	Log    *SyncBuffer // stderr (logs)
@@ -133,7 +134,7 @@ func StartNode(t testing.TB, env []string, args ...string) *Node {
 			if g, ok := strings.CutPrefix(line, "bayeux node gossip "); ok {
 				f := strings.Fields(g)
 				if len(f) >= 5 {
-					n.Gossip, n.Tag = f[0], f[4]
+					n.Gossip, n.GRPC, n.Tag = f[0], f[2], f[4]
 				}
 			}
 			if u, ok := strings.CutPrefix(line, "bayeux node serving "); ok {
@@ -152,8 +153,9 @@ func StartNode(t testing.TB, env []string, args ...string) *Node {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("node did not print its URL within 20s\n%s", n.Log.String())
 	}
-	i := strings.Index(n.URL[len("http://"):], "/")
-	n.Base = n.URL[:len("http://")+i]
+	hostStart := strings.Index(n.URL, "://") + len("://") // http:// or, with --tls-cert-file, https://
+	i := strings.Index(n.URL[hostStart:], "/")
+	n.Base = n.URL[:hostStart+i]
 	return n
 }
 

@@ -238,77 +238,67 @@ func TestBadInput(t *testing.T) {
 	t.Cleanup(func() { guard.CloseClientConnections(); guard.Close() })
 	gtb := &testBroker{Broker: tb.Broker, srv: guard, url: guard.URL + "/cometd"}
 
-	// The well-behaved clients, set up before any bad input.
+	// The well-behaved clients, set up before any bad input: a publisher
+	// and a subscriber on each transport (long-polling, callback-polling,
+	// websocket), each holding a connect while the table runs.
 	publisher := gtb.handshake(t, nil)
-	lpSub := gtb.handshake(t, nil)
-	gtb.subscribe(t, lpSub, "/good/news")
-	ws := gtb.wsDial(t)
-	ws.send(msg{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{"websocket"}})
-	hs := ws.recvUntil(5*time.Second, func(ms []msg) bool { return find(ms, "/meta/handshake") != nil })
-	wsSub, _ := find(hs, "/meta/handshake")["clientId"].(string)
-	if wsSub == "" {
-		t.Fatalf("ws handshake: %v", hs)
-	}
-	ws.send(msg{"channel": "/meta/connect", "clientId": wsSub, "connectionType": "websocket"},
-		msg{"channel": "/meta/subscribe", "clientId": wsSub, "subscription": "/good/news"})
-	if r := find(ws.recvUntil(5*time.Second, func(ms []msg) bool { return find(ms, "/meta/subscribe") != nil }), "/meta/subscribe"); r["successful"] != true {
-		t.Fatalf("ws subscribe: %v", r)
-	}
-	ws.send(msg{"channel": "/meta/connect", "clientId": wsSub, "connectionType": "websocket"}) // held
-
-	// The long-polling subscriber keeps a connect held during the table.
-	lpGot := make(chan string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		body := `[{"channel":"/meta/connect","clientId":"` + lpSub + `","connectionType":"long-polling"}]`
-		for ctx.Err() == nil {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gtb.url, strings.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				if ctx.Err() == nil {
-					lpGot <- "error: " + err.Error()
-				}
-				return
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if bytes.Contains(b, []byte(`"/good/news"`)) || !bytes.Contains(b, []byte(`"successful":true`)) {
-				lpGot <- string(b)
-				return
-			}
-		}
-	}()
 	defer func() { cancel(); wg.Wait() }()
+	subs := []*goodSubscriber{
+		gtb.startGoodSubscriber(t, ctx, &wg, viaJSON),
+		gtb.startGoodSubscriber(t, ctx, &wg, viaJSONP),
+		gtb.startGoodSubscriber(t, ctx, &wg, viaWS),
+	}
 
 	bad := gtb.handshake(t, nil) // the clientId the bad rows use
 	counts := map[badTransport]int{}
+	seq := 0
 	for _, row := range badInputRows() {
 		counts[row.transport]++
 		t.Run(string(row.transport)+"/"+row.name, func(t *testing.T) {
 			gtb.runBadRow(t, row, strings.ReplaceAll(row.raw, "{cid}", bad))
 		})
+		// A good publication between every two bad rows.
+		gtb.publish(t, publisher, "/good/news", seq)
+		seq++
 	}
-	t.Logf("bad-input rows per transport: %v", counts)
-
-	// The node kept serving the others.
-	gtb.publish(t, publisher, "/good/news", "still-alive")
-	select {
-	case got := <-lpGot:
-		deliveries, _ := split(badDecode(t, []byte(got)))
-		if d := find(deliveries, "/good/news"); d == nil || d["data"] != "still-alive" {
-			t.Fatalf("long-polling subscriber got %s", got)
+	for range 10 { // and a few after the table
+		gtb.publish(t, publisher, "/good/news", seq)
+		seq++
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	t.Logf("hostile-input battery: %d rows: %d %s, %d %s, %d %s, %d %s", total,
+		counts[viaJSON], viaJSON, counts[viaForm], viaForm, counts[viaJSONP], viaJSONP, counts[viaWS], viaWS)
+	for _, tr := range badTransports {
+		if counts[tr] < 50 {
+			t.Errorf("%s: %d rows, want at least 50", tr, counts[tr])
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("long-polling subscriber got nothing")
 	}
-	ws.recvUntil(5*time.Second, func(ms []msg) bool {
-		d := find(ms, "/good/news")
-		return d != nil && d["data"] == "still-alive"
-	})
+
+	// The node kept serving the others: each subscriber received every
+	// good publication, once, in order, on its live session.
+	for _, sub := range subs {
+		eventually(t, 10*time.Second, func() error {
+			if got, err := sub.received(); err != nil || len(got) < seq {
+				return fmt.Errorf("%s subscriber: %d of %d publications (err %v)", sub.transport, len(got), seq, err)
+			}
+			return nil
+		})
+		got, _ := sub.received()
+		for i, v := range got {
+			if v != i {
+				t.Fatalf("%s subscriber: publication %d is %d: received %v", sub.transport, i, v, got)
+			}
+		}
+		if len(got) != seq {
+			t.Fatalf("%s subscriber: %d publications, want %d", sub.transport, len(got), seq)
+		}
+	}
+	t.Logf("%d good publications interleaved with the table; each of %d subscribers (long-polling, callback-polling, websocket) received all, in order", seq, len(subs))
 	panicsMu.Lock()
 	defer panicsMu.Unlock()
 	if len(panics) > 0 {
@@ -323,6 +313,158 @@ func badDecode(t *testing.T, b []byte) []msg {
 		t.Fatalf("decode %s: %v", b, err)
 	}
 	return out
+}
+
+// goodSubscriber is a well-behaved client subscribed to /good/news that
+// keeps a connect held and records the data of every delivery in order.
+type goodSubscriber struct {
+	transport badTransport
+	mu        sync.Mutex
+	got       []int
+	err       error
+}
+
+func (g *goodSubscriber) record(ms []msg) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	connected := false
+	for _, m := range ms {
+		switch {
+		case m["channel"] == "/good/news" && m["successful"] == nil:
+			v, _ := m["data"].(float64)
+			g.got = append(g.got, int(v))
+		case m["channel"] == "/meta/connect":
+			if m["successful"] != true && g.err == nil {
+				g.err = fmt.Errorf("connect failed: %v", m)
+			}
+			connected = true
+		}
+	}
+	return connected
+}
+
+func (g *goodSubscriber) fail(err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.err == nil {
+		g.err = err
+	}
+}
+
+func (g *goodSubscriber) received() ([]int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]int(nil), g.got...), g.err
+}
+
+// startGoodSubscriber handshakes over tr (long-polling JSON,
+// callback-polling or websocket), subscribes to /good/news and keeps a
+// connect held until ctx ends.
+func (tb *testBroker) startGoodSubscriber(t *testing.T, ctx context.Context, wg *sync.WaitGroup, tr badTransport) *goodSubscriber {
+	t.Helper()
+	g := &goodSubscriber{transport: tr}
+	if tr == viaWS {
+		ws := tb.wsDial(t)
+		ws.send(msg{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{"websocket"}})
+		hs := ws.recvUntil(5*time.Second, func(ms []msg) bool { return find(ms, "/meta/handshake") != nil })
+		id, _ := find(hs, "/meta/handshake")["clientId"].(string)
+		if id == "" {
+			t.Fatalf("ws handshake: %v", hs)
+		}
+		connect := msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket"}
+		ws.send(connect, msg{"channel": "/meta/subscribe", "clientId": id, "subscription": "/good/news"})
+		if r := find(ws.recvUntil(5*time.Second, func(ms []msg) bool { return find(ms, "/meta/subscribe") != nil }), "/meta/subscribe"); r["successful"] != true {
+			t.Fatalf("ws subscribe: %v", r)
+		}
+		ws.send(connect) // held
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			raw, _ := json.Marshal([]msg{connect})
+			for ctx.Err() == nil {
+				_, b, err := ws.c.Read(ctx)
+				if err != nil {
+					if ctx.Err() == nil {
+						g.fail(err)
+					}
+					return
+				}
+				var ms []msg
+				if err := json.Unmarshal(b, &ms); err != nil {
+					g.fail(err)
+					return
+				}
+				if g.record(ms) { // the held connect ended: hold another
+					if err := ws.c.Write(ctx, websocket.MessageText, raw); err != nil && ctx.Err() == nil {
+						g.fail(err)
+						return
+					}
+				}
+			}
+		}()
+		return g
+	}
+	connType := "long-polling"
+	if tr == viaJSONP {
+		connType = "callback-polling"
+	}
+	exchange := func(ctx context.Context, m msg) ([]msg, error) {
+		raw, _ := json.Marshal([]msg{m})
+		var req *http.Request
+		if tr == viaJSONP {
+			req, _ = http.NewRequestWithContext(ctx, http.MethodGet, tb.url+"?jsonp=goodCb&message="+url.QueryEscape(string(raw)), nil)
+		} else {
+			req, _ = http.NewRequestWithContext(ctx, http.MethodPost, tb.url, bytes.NewReader(raw))
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return nil, err
+		}
+		if tr == viaJSONP {
+			if !bytes.HasPrefix(b, []byte("/**/goodCb(")) || !bytes.HasSuffix(b, []byte(");")) {
+				return nil, fmt.Errorf("JSONP body %q", b)
+			}
+			b = b[len("/**/goodCb(") : len(b)-2]
+		}
+		var ms []msg
+		if err := json.Unmarshal(b, &ms); err != nil {
+			return nil, fmt.Errorf("%d %q: %w", resp.StatusCode, b, err)
+		}
+		return ms, nil
+	}
+	hs, err := exchange(context.Background(), msg{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{connType}})
+	if err != nil || len(hs) != 1 || hs[0]["successful"] != true {
+		t.Fatalf("%s handshake: %v %v", tr, hs, err)
+	}
+	id := hs[0]["clientId"].(string)
+	connect := msg{"channel": "/meta/connect", "clientId": id, "connectionType": connType}
+	for _, m := range []msg{connect, {"channel": "/meta/subscribe", "clientId": id, "subscription": "/good/news"}} {
+		if r, err := exchange(context.Background(), m); err != nil || len(r) != 1 || r[0]["successful"] != true {
+			t.Fatalf("%s %s: %v %v", tr, m["channel"], r, err)
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			ms, err := exchange(ctx, connect)
+			if err != nil {
+				if ctx.Err() == nil {
+					g.fail(err)
+				}
+				return
+			}
+			g.record(ms)
+		}
+	}()
+	tb.waitHeld(t, id)
+	return g
 }
 
 func (tb *testBroker) runBadRow(t *testing.T, row badRow, raw string) {

@@ -221,6 +221,7 @@ func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, trans
 		if resp.Abort {
 			panic(http.ErrAbortHandler) // debug API: lose this reply in transit
 		}
+		b.throttle(r.Context(), rateRefusedIn(resp.Body))
 		return resp.Body
 	}
 	req := &request{
@@ -231,6 +232,7 @@ func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, trans
 	}
 	ctx := r.Context()
 	res := b.process(ctx, req)
+	b.throttle(ctx, rateRefused(res.replies)) // a flooding client waits for its answer
 	if res.handshook && req.browserID == "" {
 		http.SetCookie(w, &http.Cookie{
 			Name: b.cfg.BrowserCookie, Value: newBrowserID(), Path: "/",

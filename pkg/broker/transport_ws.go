@@ -88,7 +88,7 @@ func (conn *wsConn) readLoop(ctx context.Context) {
 			return
 		}
 		if node := b.route(ctx, msgs, 0); node != "" {
-			conn.forward(ctx, node, data, msgs)
+			b.throttle(ctx, conn.forward(ctx, node, data, msgs))
 			continue
 		}
 		req := &request{info: conn.info, msgs: msgs, received: time.Now()}
@@ -96,33 +96,39 @@ func (conn *wsConn) readLoop(ctx context.Context) {
 		if !conn.accept(res) {
 			return
 		}
+		// A flooding client's next frame waits: the socket is not read
+		// while its bucket refills.
+		b.throttle(ctx, rateRefused(res.replies))
 	}
 }
 
 // forward serves a frame for a session owned by another node. A frame that
 // holds a /meta/connect is forwarded on its own goroutine (one per held
 // connect, not per message) so the socket keeps reading; other frames are
-// forwarded inline, which keeps one client's publishes in order.
-func (conn *wsConn) forward(ctx context.Context, node string, data []byte, msgs []*protocol.Message) {
+// forwarded inline, which keeps one client's publishes in order. It returns
+// the number of publishes the owner refused for their rate (inline frames
+// only).
+func (conn *wsConn) forward(ctx context.Context, node string, data []byte, msgs []*protocol.Message) int {
 	req := &ForwardedRequest{Transport: protocol.WebSocket, Parts: [][]byte{data}, RemoteAddr: conn.info.RemoteAddr}
-	do := func() {
+	do := func() int {
 		resp, ok := conn.b.forward(ctx, node, req, msgs)
 		if !ok {
-			return
+			return 0
 		}
 		if resp.Abort {
 			_ = conn.c.CloseNow() // debug API: lose this reply; the socket dies
-			return
+			return 0
 		}
 		conn.enqueueRaw(resp.Body)
+		return rateRefusedIn(resp.Body)
 	}
 	for _, m := range msgs {
 		if m.Channel == protocol.ChannelConnect {
 			go do()
-			return
+			return 0
 		}
 	}
-	do()
+	return do()
 }
 
 // enqueueRaw hands an encoded JSON array to the writer.

@@ -2,12 +2,15 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -32,6 +35,11 @@ type Config struct {
 	// GossipFaults, if set, lets the debug API cut this node's gossip off
 	// (chaos tests). Never set in production.
 	GossipFaults *GossipFaults
+	// ServerTLS and ClientTLS, if set, secure node-to-node gRPC with mutual
+	// TLS (see LoadTLS): set both or neither.
+	ServerTLS, ClientTLS *tls.Config
+	// GossipKeys, if set, encrypt gossip (see MembershipConfig.Keys).
+	GossipKeys [][]byte
 }
 
 // Cluster joins a broker to its peers: it serves the Node gRPC API, keeps
@@ -59,19 +67,26 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 		cfg.Logger = slog.Default()
 	}
 	tag := NodeTag(cfg.NodeID)
+	if (cfg.ServerTLS == nil) != (cfg.ClientTLS == nil) {
+		return nil, errors.New("cluster: set both ServerTLS and ClientTLS, or neither")
+	}
 	if b.Config().IDPrefix != tag {
 		return nil, fmt.Errorf("cluster: broker IDPrefix %q must be the node tag %q", b.Config().IDPrefix, tag)
 	}
-	c := &Cluster{cfg: cfg, log: cfg.Logger, b: b, tag: tag, peers: newPeers()}
+	c := &Cluster{cfg: cfg, log: cfg.Logger, b: b, tag: tag, peers: newPeers(cfg.ClientTLS)}
 	ln, err := net.Listen("tcp", cfg.GRPCListen)
 	if err != nil {
 		return nil, fmt.Errorf("grpc listen %s: %w", cfg.GRPCListen, err)
 	}
 	c.gln = ln
-	c.grpc = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxRPCMessage), grpc.MaxSendMsgSize(maxRPCMessage),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second}),
-	)
+	}
+	if cfg.ServerTLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
+	}
+	c.grpc = grpc.NewServer(opts...)
 	clusterv1.RegisterNodeServer(c.grpc, &nodeServer{b: b})
 	c.hs = health.NewServer()
 	healthpb.RegisterHealthServer(c.grpc, c.hs)
@@ -95,6 +110,7 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 		Logger:   cfg.Logger.With("component", "gossip"),
 		Observer: cfg.Observer,
 		Faults:   cfg.GossipFaults,
+		Keys:     cfg.GossipKeys,
 	})
 	if err != nil {
 		c.grpc.Stop()
@@ -105,7 +121,7 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 	if cfg.Sessions != nil {
 		store = cfg.Sessions
 	}
-	b.SetCluster(c, store)
+	b.SetCluster(idGuard{c}, store)
 	c.hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	go func() {
 		if err := mem.Join(ctx); err != nil {

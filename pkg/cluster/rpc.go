@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
@@ -62,11 +64,20 @@ func (s *nodeServer) SessionOp(_ context.Context, req *clusterv1.SessionOpReques
 
 // peers keeps one gRPC client connection per peer address.
 type peers struct {
+	creds credentials.TransportCredentials
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
 
-func newPeers() *peers { return &peers{conns: map[string]*grpc.ClientConn{}} }
+// newPeers dials peers with mutual TLS when tlsCfg is set, else in
+// plaintext (a private network).
+func newPeers(tlsCfg *tls.Config) *peers {
+	creds := insecure.NewCredentials()
+	if tlsCfg != nil {
+		creds = credentials.NewTLS(tlsCfg)
+	}
+	return &peers{creds: creds, conns: map[string]*grpc.ClientConn{}}
+}
 
 func (p *peers) client(addr string) (clusterv1.NodeClient, error) {
 	p.mu.Lock()
@@ -75,7 +86,7 @@ func (p *peers) client(addr string) (clusterv1.NodeClient, error) {
 		return clusterv1.NewNodeClient(c), nil
 	}
 	c, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(p.creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRPCMessage), grpc.MaxCallSendMsgSize(maxRPCMessage)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: false}),
 	)

@@ -1,0 +1,61 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+)
+
+// maxThrottle bounds one pause of a throttled client.
+const maxThrottle = time.Second
+
+// rateExceeded ends the error of a publish refused by the session's token
+// bucket ("429:<channel>:Publish rate exceeded").
+const rateExceeded = ":Publish rate exceeded"
+
+// throttleDelay is how long a transport stops reading from (or answering)
+// a client whose request had n publishes refused by the publish rate limit:
+// the time its bucket takes to earn them back, at most maxThrottle. A
+// client publishing as fast as it can is so paced to about twice its rate,
+// however it batches or pipelines, and the node's CPU stays with the other
+// clients; a client within its rate never waits.
+func (b *Broker) throttleDelay(n int) time.Duration {
+	if n == 0 || b.cfg.PublishRate <= 0 {
+		return 0
+	}
+	return min(time.Duration(float64(n)/b.cfg.PublishRate*float64(time.Second)), maxThrottle)
+}
+
+// throttle pauses for throttleDelay(n), or until ctx ends.
+func (b *Broker) throttle(ctx context.Context, n int) {
+	d := b.throttleDelay(n)
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// rateRefused counts the replies refusing a publish for its rate.
+func rateRefused(replies []*protocol.Reply) int {
+	n := 0
+	for _, r := range replies {
+		if !r.OK() && strings.HasPrefix(r.Error, "429:") && strings.HasSuffix(r.Error, rateExceeded) {
+			n++
+		}
+	}
+	return n
+}
+
+// rateRefusedIn counts them in an encoded response (a forwarded request's,
+// answered by the session's owner).
+func rateRefusedIn(body []byte) int {
+	return bytes.Count(body, []byte(rateExceeded+`"`))
+}
