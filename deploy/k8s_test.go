@@ -520,16 +520,29 @@ func TestK8sNodeDeployment(t *testing.T) {
 		if tg == nil || *tg != 30 {
 			t.Fatalf("terminationGracePeriodSeconds %v, want 30", tg)
 		}
-		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
-			t.Errorf("preStop %+v: the distroless image has no shell or sleep", c.Lifecycle.PreStop)
+		// preStop runs the node binary itself (distroless: no shell, no
+		// sleep): "/node sleep <d>", the ENTRYPOINT path of the Dockerfile.
+		if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil {
+			t.Fatalf("no preStop exec hook: %+v", c.Lifecycle)
+		}
+		cmd := c.Lifecycle.PreStop.Exec.Command
+		if len(cmd) != 3 || cmd[0] != "/node" || cmd[1] != "sleep" {
+			t.Fatalf("preStop %v, want [/node sleep <duration>]", cmd)
+		}
+		sleep, err := time.ParseDuration(cmd[2])
+		if err != nil || sleep <= 0 {
+			t.Fatalf("preStop sleep %q: %v", cmd[2], err)
+		}
+		if !strings.Contains(readFile(t, "Dockerfile"), `ENTRYPOINT ["/node"]`) {
+			t.Errorf("the Dockerfile's ENTRYPOINT is not /node, which preStop runs")
 		}
 		grace := m.configMaps[nodeName].Data["BAYEUX_SHUTDOWN_GRACE"]
 		g, err := time.ParseDuration(grace)
 		if err != nil {
 			t.Fatalf("BAYEUX_SHUTDOWN_GRACE %q: %v", grace, err)
 		}
-		if g <= 0 || g >= time.Duration(*tg)*time.Second {
-			t.Errorf("BAYEUX_SHUTDOWN_GRACE %v, want below terminationGracePeriodSeconds (%ds)", g, *tg)
+		if g <= 0 || sleep+g >= time.Duration(*tg)*time.Second {
+			t.Errorf("preStop %v + BAYEUX_SHUTDOWN_GRACE %v, want below terminationGracePeriodSeconds (%ds)", sleep, g, *tg)
 		}
 	})
 	t.Run("anti-affinity by host", func(t *testing.T) {

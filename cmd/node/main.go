@@ -31,6 +31,18 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "sleep" {
+		// "node sleep 5s": the Kubernetes preStop hook of a distroless
+		// image (no shell, no sleep binary) keeps the pod serving while
+		// endpoints stop sending it traffic, before SIGTERM starts the drain.
+		d, err := time.ParseDuration(os.Args[2])
+		if err != nil || d < 0 || d > 5*time.Minute {
+			fmt.Fprintln(os.Stderr, "node sleep: want a duration between 0 and 5m")
+			os.Exit(2)
+		}
+		time.Sleep(d)
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
