@@ -48,6 +48,8 @@ func TestClusterMetrics(t *testing.T) {
 		"bayeux_publishes_total", "bayeux_deliveries_total", "bayeux_errors_total", "bayeux_queue_overflows_total",
 		"bayeux_held_connects", "bayeux_gaps_total", "bayeux_redis_command_duration_seconds_count",
 		"bayeux_redis_errors_total", "bayeux_grpc_forwards_total", "bayeux_gossip_members",
+		"bayeux_queued_messages", "bayeux_gossip_health_score", "bayeux_delivery_latency_seconds_count",
+		"bayeux_sessions_adopted_total",
 	}
 	moved := map[string]float64{}
 	for i, nd := range c.Nodes {
@@ -65,7 +67,7 @@ func TestClusterMetrics(t *testing.T) {
 			moved[s] += sum(after, s) - sum(before[i], s)
 		}
 	}
-	for _, s := range []string{"bayeux_handshakes_total", "bayeux_publishes_total", "bayeux_deliveries_total",
+	for _, s := range []string{"bayeux_handshakes_total", "bayeux_publishes_total", "bayeux_deliveries_total", "bayeux_delivery_latency_seconds_count",
 		"bayeux_redis_command_duration_seconds_count", "bayeux_grpc_forwards_total", "bayeux_subscribes_total"} {
 		if moved[s] <= 0 {
 			t.Errorf("%s did not move across the cluster (delta %v)", s, moved[s])

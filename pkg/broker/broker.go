@@ -171,6 +171,23 @@ func (b *Broker) Session(id string) (*Session, bool) {
 	return s, ok
 }
 
+// QueuedMessages returns the messages waiting in every local session's
+// queue (unacknowledged batches included). It walks the sessions: for
+// scrapes, not for hot paths.
+func (b *Broker) QueuedMessages() int {
+	b.sessionsMu.RLock()
+	all := make([]*Session, 0, len(b.sessions))
+	for _, s := range b.sessions {
+		all = append(all, s)
+	}
+	b.sessionsMu.RUnlock()
+	n := 0
+	for _, s := range all {
+		n += s.QueueLen()
+	}
+	return n
+}
+
 // Stats returns a snapshot of counters.
 func (b *Broker) Stats() Stats {
 	b.sessionsMu.RLock()

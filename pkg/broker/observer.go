@@ -1,6 +1,11 @@
 package broker
 
-import "github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+import (
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+)
 
 // Observer receives the broker's operational events, for metrics. It is
 // optional (Config.Observer); a nil Observer costs one nil check per event.
@@ -43,6 +48,23 @@ type Observer interface {
 	// SessionAdopted is called when this node takes over a session from a
 	// dead or draining node (cluster mode).
 	SessionAdopted()
+	// DeliveryLatency is called for each publication handed to a client's
+	// transport, with the time since it was published (seconds).
+	DeliveryLatency(seconds float64)
+}
+
+// observeDelivered reports the publish-to-deliver latency of pubs (those
+// with a publish time; direct deliveries have none).
+func (b *Broker) observeDelivered(pubs []*engine.Publication) {
+	if b.obs == nil || len(pubs) == 0 {
+		return
+	}
+	now := time.Now().UnixMilli()
+	for _, p := range pubs {
+		if p.Time > 0 {
+			b.obs.DeliveryLatency(float64(max(now-p.Time, 0)) / 1000)
+		}
+	}
 }
 
 // observeReply reports r to the observer if it failed.

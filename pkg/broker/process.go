@@ -391,5 +391,6 @@ func (b *Broker) finishConnect(hc *heldConnect, deliver bool) (pubs []*engine.Pu
 	}
 	b.outgoing(context.Background(), s, hc.m, r)
 	b.observeReply(r)
+	b.observeDelivered(pubs)
 	return pubs, drop
 }

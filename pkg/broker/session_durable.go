@@ -144,5 +144,5 @@ func withReplayID(p *engine.Publication) *engine.Publication {
 	b = append(b, `,"ext":{"replay":`...)
 	b = strconv.AppendUint(b, p.Offset, 10)
 	b = append(b, "}}"...)
-	return &engine.Publication{Channel: p.Channel, Epoch: p.Epoch, Offset: p.Offset, Payload: b}
+	return &engine.Publication{Channel: p.Channel, Epoch: p.Epoch, Offset: p.Offset, Payload: b, Time: p.Time}
 }

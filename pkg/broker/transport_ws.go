@@ -233,6 +233,7 @@ func (conn *wsConn) writeLoop(ctx context.Context) {
 		pubs = pubs[:0]
 		if s != nil {
 			pubs = s.takePushed(pubs)
+			b.observeDelivered(pubs)
 		}
 		var connectReply *protocol.Reply
 		shutdown := false

@@ -185,6 +185,11 @@ func (c *Cluster) GRPCAddr() string { return c.gln.Addr().String() }
 // Members returns the live nodes.
 func (c *Cluster) Members() []Meta { return c.mem.Members() }
 
+// HealthScore is memberlist's view of this node's own health: 0 is
+// healthy; it grows while this node fails to probe its peers in time (an
+// overloaded node, or one cut off).
+func (c *Cluster) HealthScore() int { return c.mem.ml.GetHealthScore() }
+
 // Forward implements broker.Router over gRPC.
 func (c *Cluster) Forward(ctx context.Context, node string, req *broker.ForwardedRequest) (*broker.ForwardedResponse, error) {
 	owner, ok := c.mem.Alive(node)

@@ -22,7 +22,7 @@ local off = redis.call('HINCRBY', KEYS[1], 'o', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], off .. '-0', 'p', ARGV[1], 't', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-local env = epoch .. ' ' .. off .. ' ' .. ARGV[6] .. '\n' .. ARGV[1]
+local env = epoch .. ' ' .. off .. ' ' .. ARGV[5] .. ' ' .. ARGV[6] .. '\n' .. ARGV[1]
 for i = 7, #ARGV do
   redis.call('PUBLISH', ARGV[i], env)
 end

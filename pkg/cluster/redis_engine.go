@@ -311,11 +311,12 @@ func (r *Redis) History(ctx context.Context, name string, after engine.Position,
 		if err != nil {
 			continue
 		}
-		if ts, _ := strconv.ParseInt(fmt.Sprint(e.Values["t"]), 10, 64); ts < cutoff {
+		ts, _ := strconv.ParseInt(fmt.Sprint(e.Values["t"]), 10, 64)
+		if ts < cutoff {
 			continue
 		}
 		p, _ := e.Values["p"].(string)
-		out = append(out, engine.Publication{Channel: name, Epoch: epoch, Offset: off, Payload: []byte(p)})
+		out = append(out, engine.Publication{Channel: name, Epoch: epoch, Offset: off, Payload: []byte(p), Time: ts})
 	}
 	if after != engine.Retained && after.Offset < last && (len(out) == 0 || out[0].Offset > after.Offset+1) {
 		return nil, engine.ErrPositionGone

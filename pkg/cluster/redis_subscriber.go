@@ -97,7 +97,7 @@ func (r *Redis) Run(ctx context.Context, h engine.Handler) error {
 	}
 }
 
-// onMessage parses an envelope "epoch offset channel\npayload" and
+// onMessage parses an envelope "epoch offset ms channel\npayload" and
 // delivers it once, in order, filling a gap from history if needed.
 func (r *Redis) onMessage(ctx context.Context, h engine.Handler, env string) {
 	head, payload, ok := cutString(env, '\n')
@@ -106,13 +106,15 @@ func (r *Redis) onMessage(ctx context.Context, h engine.Handler, env string) {
 		return
 	}
 	epoch, rest, ok1 := cutString(head, ' ')
-	offs, name, ok2 := cutString(rest, ' ')
+	offs, rest, ok2 := cutString(rest, ' ')
+	ms, name, ok3 := cutString(rest, ' ')
 	off, err := strconv.ParseUint(offs, 10, 64)
-	if !ok1 || !ok2 || err != nil {
+	at, err2 := strconv.ParseInt(ms, 10, 64)
+	if !ok1 || !ok2 || !ok3 || err != nil || err2 != nil {
 		r.log.Warn("redis: malformed envelope head", "head", head)
 		return
 	}
-	p := &engine.Publication{Channel: name, Epoch: epoch, Offset: off, Payload: []byte(payload)}
+	p := &engine.Publication{Channel: name, Epoch: epoch, Offset: off, Payload: []byte(payload), Time: at}
 	t := r.tracked[name]
 	now := time.Now()
 	if t != nil && t.epoch == "" {

@@ -50,6 +50,7 @@ type Metrics struct {
 	heldConnects   prometheus.Gauge
 	gaps           prometheus.Counter
 	adopted        prometheus.Counter
+	latency        prometheus.Observer
 
 	cluster []prometheus.Collector // registered by RegisterCluster
 
@@ -114,12 +115,18 @@ func New(reg prometheus.Registerer) *Metrics {
 		Namespace: namespace, Name: "sessions_adopted_total",
 		Help: "Sessions this node took over from a dead or draining node.",
 	})
+	latency := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "delivery_latency_seconds",
+		Help:    "Time from publish (ordered by the engine) to handing the message to a subscriber's transport.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	})
+	m.latency = latency
 	m.gaps = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Name: "gaps_total",
 		Help: "Unrecoverable gaps reported by the engine.",
 	})
 	reg.MustRegister(sessions, handshakes, m.connects, m.subscribes, publishes, m.deliveries,
-		errs, m.queueOverflows, m.heldConnects, m.gaps, m.adopted)
+		errs, m.queueOverflows, m.heldConnects, m.gaps, m.adopted, latency)
 
 	redisDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "redis_command_duration_seconds",
@@ -202,6 +209,15 @@ func (m *Metrics) HeldConnect(delta int) { m.heldConnects.Add(float64(delta)) }
 
 // Gap implements broker.Observer.
 func (m *Metrics) Gap() { m.gaps.Inc() }
+
+// DeliveryLatency implements broker.Observer.
+func (m *Metrics) DeliveryLatency(seconds float64) { m.latency.Observe(seconds) }
+
+// GaugeFunc registers a gauge computed at scrape time (for example the
+// messages queued across sessions, or gossip health).
+func (m *Metrics) GaugeFunc(name, help string, f func() float64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, f))
+}
 
 // SessionAdopted implements broker.Observer.
 func (m *Metrics) SessionAdopted() { m.adopted.Inc() }

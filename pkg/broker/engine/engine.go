@@ -13,6 +13,9 @@ type Publication struct {
 	Epoch   string
 	Offset  uint64
 	Payload []byte
+	// Time is when the publication was ordered (unix milliseconds; 0 if
+	// unknown), for the publish-to-deliver latency metric.
+	Time int64
 }
 
 // Position is a place in a channel's stream.

@@ -119,7 +119,7 @@ func (m *Memory) Publish(ctx context.Context, name string, payload []byte) (Publ
 	interested := h != nil && m.matches(name)
 	ch.offset++
 	ch.last = now
-	p := Publication{Channel: name, Epoch: ch.epoch, Offset: ch.offset, Payload: payload}
+	p := Publication{Channel: name, Epoch: ch.epoch, Offset: ch.offset, Payload: payload, Time: now.UnixMilli()}
 	ch.append(memEntry{pub: p, at: now})
 	if interested {
 		h.OnPublication(&p)
