@@ -156,8 +156,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("broker: %w", err)
 	}
 
-	met.GaugeFunc("queued_messages", "Messages waiting in the sessions' queues, unacknowledged batches included.",
-		func() float64 { return float64(b.QueuedMessages()) })
+	met.QueuedMessages(func() float64 { return float64(b.QueuedMessages()) })
 	mux := http.NewServeMux()
 	mux.Handle(c.Path, b)
 	mux.Handle(c.Path+"/", b)
@@ -251,8 +250,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return fmt.Errorf("cluster: %w", err)
 		}
 		fmt.Fprintf(stdout, "bayeux node gossip %s grpc %s tag %s\n", cl.GossipAddr(), cl.GRPCAddr(), cl.Tag())
-		met.GaugeFunc("gossip_health_score", "memberlist's awareness score of this node (0: healthy; higher: it misses probes).",
-			func() float64 { return float64(cl.HealthScore()) })
+		met.GossipHealth(func() float64 { return float64(cl.HealthScore()) })
 	}
 	brokerDone := make(chan error, 1)
 	go func() { brokerDone <- b.Run(runCtx) }()

@@ -213,10 +213,23 @@ func (m *Metrics) Gap() { m.gaps.Inc() }
 // DeliveryLatency implements broker.Observer.
 func (m *Metrics) DeliveryLatency(seconds float64) { m.latency.Observe(seconds) }
 
-// GaugeFunc registers a gauge computed at scrape time (for example the
-// messages queued across sessions, or gossip health).
-func (m *Metrics) GaugeFunc(name, help string, f func() float64) {
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, f))
+// QueuedMessages registers bayeux_queued_messages, computed at scrape time
+// by f: messages waiting in the sessions' queues, unacknowledged batches
+// included.
+func (m *Metrics) QueuedMessages(f func() float64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "queued_messages",
+		Help: "Messages waiting in the sessions' queues, unacknowledged batches included.",
+	}, f))
+}
+
+// GossipHealth registers bayeux_gossip_health_score, computed at scrape
+// time by f: memberlist's awareness score of this node (0: healthy).
+func (m *Metrics) GossipHealth(f func() float64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "gossip_health_score",
+		Help: "Memberlist's awareness score of this node (0: healthy; higher: it misses probes).",
+	}, f))
 }
 
 // SessionAdopted implements broker.Observer.
