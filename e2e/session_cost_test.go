@@ -24,7 +24,7 @@ import (
 //   - ack sessions are written once per delivered batch, so at most once
 //     per /meta/connect, whatever the message rate.
 func TestSessionRecordCost(t *testing.T) {
-	c := testproc.StartCluster(t, 3, "--max-interval", "120s")
+	c := testproc.StartCluster(t, 3, "--max-interval", "120s", "--demo=false")
 	rc := redis.NewClient(&redis.Options{Addr: c.Redis.Addr})
 	defer rc.Close()
 	ctx := context.Background()

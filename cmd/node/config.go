@@ -25,6 +25,7 @@ type config struct {
 	LogLevel      string
 	LogFormat     string
 	DebugAPI      bool
+	Demo          bool
 	Pprof         bool
 	ShutdownGrace time.Duration
 
@@ -77,6 +78,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.Origins, "allowed-origins", "", "comma-separated origin host patterns for CORS and websocket (empty: any)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.BoolVar(&c.Demo, "demo", true, "serve the browser demo (chat, cluster page) at / and publish node stats on /cluster/nodes every second")
 	fs.BoolVar(&c.DebugAPI, "debug-api", false, "serve the test-only debug API under /debug/bayeux/ (never in production)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiling under /debug/pprof/ (expose only to operators)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown may take")

@@ -162,11 +162,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	mux.Handle(c.Path+"/", b)
 	// The browser demo (chat, cluster page) at /; in cluster mode its member
 	// registry lives in the engine's Redis.
-	app, err := demo.New(demo.Config{Broker: b, Path: c.Path, NodeID: c.NodeID, Tag: idPrefix, Engine: eng, Logger: log.With("component", "demo")})
-	if err != nil {
-		return fmt.Errorf("demo: %w", err)
+	var app *demo.App
+	if c.Demo {
+		if app, err = demo.New(demo.Config{Broker: b, Path: c.Path, NodeID: c.NodeID, Tag: idPrefix, Engine: eng, Logger: log.With("component", "demo")}); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		mux.Handle("/", app)
 	}
-	mux.Handle("/", app)
 	ready := make(chan struct{})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -254,7 +256,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	brokerDone := make(chan error, 1)
 	go func() { brokerDone <- b.Run(runCtx) }()
-	go app.Run(runCtx)
+	if app != nil {
+		go app.Run(runCtx)
+	}
 	serveDone := make(chan error, 1)
 	scheme := "http://"
 	if sec.httpTLS != nil {

@@ -70,3 +70,32 @@ func TestNodeProcess(t *testing.T) {
 		t.Fatalf("no clean stop in log:\n%s", n.Log.String())
 	}
 }
+
+// TestNodeDemoFlag: the browser demo is served at / by default and not at
+// all with --demo=false (the Bayeux endpoint is unaffected).
+func TestNodeDemoFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{nil, http.StatusOK},
+		{[]string{"--demo=false"}, http.StatusNotFound},
+	} {
+		n := testproc.StartNode(t, nil, tc.args...)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := n.WaitReady(ctx); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		cancel()
+		resp, err := http.Get(n.Base + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%v: GET / = %d, want %d", tc.args, resp.StatusCode, tc.want)
+		}
+		(&bayeuxtest.Peer{T: t, URL: n.URL}).Handshake(nil)
+	}
+}
