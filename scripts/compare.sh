@@ -32,7 +32,7 @@ wait_url() {
   echo "server did not start: $(cat "$1")" >&2; exit 1
 }
 
-"$work/node" --listen 127.0.0.1:0 --publish-rate -1 >"$work/ours.out" 2>"$work/ours.err" &
+"$work/node" --listen 127.0.0.1:0 --publish-rate -1 --max-sessions-per-ip -1 --max-held-per-ip -1 >"$work/ours.out" 2>"$work/ours.err" &
 pids+=($!); ours_pid=$!
 node interop/bench-faye-server.mjs >"$work/faye.out" 2>"$work/faye.err" &
 pids+=($!); faye_pid=$!

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -47,6 +48,9 @@ type config struct {
 
 	PublishRate           float64
 	MaxSessionsPerBrowser int
+	MaxSessionsPerIP      int
+	MaxHeldPerIP          int
+	TrustedProxies        string
 
 	// Transport security and server timeouts (issue 7).
 	TLSCert, TLSKey   string
@@ -103,6 +107,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.Auth.Webhook, "auth-webhook", "", "URL POSTed each handshake for an allow/deny decision (fails closed); exclusive with JWT")
 	fs.Float64Var(&c.PublishRate, "publish-rate", 2000, "publishes per second per session (token bucket, burst twice this); negative: unlimited")
 	fs.IntVar(&c.MaxSessionsPerBrowser, "max-sessions-per-browser", 100, "live sessions per BAYEUX_BROWSER cookie on a node; negative: unlimited")
+	fs.IntVar(&c.MaxSessionsPerIP, "max-sessions-per-ip", 1000, "live sessions per client address on a node; negative: unlimited")
+	fs.IntVar(&c.MaxHeldPerIP, "max-held-per-ip", 1000, "held HTTP /meta/connects per client address on a node; negative: unlimited")
+	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs of balancers whose X-Forwarded-For gives the client address (for the per-address limits and the auth hooks)")
 	fs.StringVar(&c.Auth.ACLFile, "acl-file", "", "JSON channel ACL file (see pkg/auth); when given, what no rule allows is denied")
 	fs.StringVar(&c.TLSCert, "tls-cert-file", "", "PEM certificate (chain) for HTTPS; with --tls-key-file the node serves https:// and wss://")
 	fs.StringVar(&c.TLSKey, "tls-key-file", "", "PEM private key of --tls-cert-file")
@@ -150,8 +157,11 @@ func (c *config) validate() error {
 	if c.HistorySize <= 0 || c.HistoryTTL <= 0 {
 		return fmt.Errorf("--history-size and --history-ttl must be positive")
 	}
-	if c.PublishRate == 0 || c.MaxSessionsPerBrowser == 0 {
-		return fmt.Errorf("--publish-rate and --max-sessions-per-browser must not be 0 (negative disables)")
+	if c.PublishRate == 0 || c.MaxSessionsPerBrowser == 0 || c.MaxSessionsPerIP == 0 || c.MaxHeldPerIP == 0 {
+		return fmt.Errorf("--publish-rate, --max-sessions-per-browser, --max-sessions-per-ip and --max-held-per-ip must not be 0 (negative disables)")
+	}
+	if _, err := c.trustedProxies(); err != nil {
+		return err
 	}
 	if c.MaxQueue <= 0 || c.MaxRequest <= 0 {
 		return fmt.Errorf("--max-queue and --max-request-bytes must be positive")
@@ -190,6 +200,23 @@ func redactURL(s string) string {
 func (c *config) origins() []string { return splitList(c.Origins) }
 
 func (c *config) seeds() []string { return splitList(c.Join) }
+
+// trustedProxies parses --trusted-proxies (CIDRs, or single addresses).
+func (c *config) trustedProxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range splitList(c.TrustedProxies) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("--trusted-proxies %q: %w", s, err)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
 
 func splitList(s string) []string {
 	var out []string

@@ -32,6 +32,13 @@ func TestParseConfig(t *testing.T) {
 		{name: "limits from env", env: map[string]string{"BAYEUX_PUBLISH_RATE": "50", "BAYEUX_MAX_SESSIONS_PER_BROWSER": "-1"},
 			check: func(c *config) bool { return c.PublishRate == 50 && c.MaxSessionsPerBrowser == -1 }},
 		{name: "zero publish rate", args: []string{"--publish-rate", "0"}, wantErr: "--publish-rate"},
+		{name: "per-address limits", args: []string{"--max-sessions-per-ip", "5", "--max-held-per-ip", "-1", "--trusted-proxies", "10.0.0.0/8, 192.0.2.7"},
+			check: func(c *config) bool {
+				p, err := c.trustedProxies()
+				return c.MaxSessionsPerIP == 5 && c.MaxHeldPerIP == -1 && err == nil && len(p) == 2 && p[1].Bits() == 32
+			}},
+		{name: "zero sessions per ip", args: []string{"--max-sessions-per-ip", "0"}, wantErr: "--max-sessions-per-ip"},
+		{name: "bad trusted proxy", args: []string{"--trusted-proxies", "10.0.0.0/33"}, wantErr: "--trusted-proxies"},
 		{name: "server timeouts default", check: func(c *config) bool {
 			return c.ReadHeaderTimeout == 10*time.Second && c.ReadTimeout == 30*time.Second && c.IdleTimeout == 2*time.Minute
 		}},

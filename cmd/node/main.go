@@ -84,6 +84,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	proxies, err := c.trustedProxies()
+	if err != nil {
+		return err
+	}
 	pol, err := auth.Build(c.Auth)
 	if err != nil {
 		return err
@@ -143,6 +147,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxQueueMessages:      c.MaxQueue,
 		PublishRate:           c.PublishRate,
 		MaxSessionsPerBrowser: c.MaxSessionsPerBrowser,
+		MaxSessionsPerIP:      c.MaxSessionsPerIP,
+		MaxHeldPerIP:          c.MaxHeldPerIP,
+		TrustedProxies:        proxies,
 		MaxRequestBytes:       c.MaxRequest,
 		AllowedOrigins:        c.origins(),
 		CookieSecure:          c.CookieSecure || sec.httpTLS != nil,

@@ -27,6 +27,10 @@ type Broker struct {
 	sessionsMu sync.RWMutex
 	sessions   map[string]*Session
 
+	ipMu       sync.Mutex
+	ipSessions map[string]int // client address -> live sessions
+	ipHeld     map[string]int // client address -> held connects
+
 	browsersMu      sync.Mutex
 	browsers        map[string]int // browser id -> held HTTP connects
 	browserSessions map[string]int // browser id -> live sessions
@@ -74,6 +78,9 @@ func New(cfg Config) (*Broker, error) {
 		idx:      newSubIndex(cfg.Engine),
 		sessions: map[string]*Session{},
 		browsers: map[string]int{},
+
+		ipSessions: map[string]int{},
+		ipHeld:     map[string]int{},
 
 		browserSessions: map[string]int{},
 		services:        map[string]ServiceHandler{},
@@ -230,6 +237,9 @@ func (b *Broker) removeSession(s *Session, reason *protocol.Error) {
 	b.sessionsMu.Unlock()
 	if removed && b.obs != nil {
 		b.obs.SessionClosed(s.info.Transport)
+	}
+	if removed {
+		b.ipCount(b.ipSessions, s.ip, -1, 0)
 	}
 	if removed && s.browserID != "" {
 		b.browsersMu.Lock()

@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
@@ -50,6 +51,17 @@ type Config struct {
 	// cookie on this node (default 100; negative disables). A handshake over
 	// the limit is answered 429 with retry advice and a 10 s interval.
 	MaxSessionsPerBrowser int
+
+	// MaxSessionsPerIP bounds the live sessions of one client address on
+	// this node (default 1,000; negative disables); a handshake over it is
+	// answered 429 with retry advice and a 10 s interval. MaxHeldPerIP
+	// bounds its held /meta/connects (default 1,000; negative disables); a
+	// connect over it is answered at once with 429 and a 1 s interval.
+	MaxSessionsPerIP int
+	MaxHeldPerIP     int
+	// TrustedProxies are the balancers whose X-Forwarded-For names the
+	// client address (otherwise the TCP peer is the client).
+	TrustedProxies []netip.Prefix
 
 	// Transports lists the enabled connection types (default: all three).
 	Transports []string
@@ -99,6 +111,12 @@ func (c *Config) setDefaults() error {
 	def(&c.MaxInterval, 10*time.Second)
 	def(&c.MultipleClientsInterval, 2*time.Second)
 	def(&c.DrainJitter, 2*time.Second)
+	if c.MaxSessionsPerIP == 0 {
+		c.MaxSessionsPerIP = 1000
+	}
+	if c.MaxHeldPerIP == 0 {
+		c.MaxHeldPerIP = 1000
+	}
 	def(&c.SweepInterval, time.Second)
 	if c.Interval < 0 {
 		return fmt.Errorf("broker config: negative interval %v", c.Interval)

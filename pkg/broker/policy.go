@@ -10,7 +10,7 @@ import (
 // RequestInfo describes the transport request a message arrived on.
 type RequestInfo struct {
 	Transport  string      // long-polling, callback-polling or websocket
-	RemoteAddr string      // as seen by the HTTP server
+	RemoteAddr string      // the client's address: the TCP peer, or X-Forwarded-For behind a trusted proxy
 	Header     http.Header // request headers (of the upgrade request for websocket); read-only
 }
 

@@ -39,6 +39,7 @@ type heldConnect struct {
 	timeout   time.Duration
 	immediate bool   // reply without holding
 	browserID string // counted in Broker.browsers while held
+	ip        string // counted in Broker.ipHeld while held
 	held      bool   // reported to the Observer as held until finishConnect
 }
 
@@ -208,6 +209,13 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 		}
 		return fail(err, protocol.ReconnectNone)
 	}
+	ip := hostOf(req.info.RemoteAddr)
+	if !b.ipCount(b.ipSessions, ip, 1, b.cfg.MaxSessionsPerIP) {
+		r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many sessions from this address", strconv.Itoa(b.cfg.MaxSessionsPerIP)))
+		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(10000)}
+		b.outgoing(ctx, nil, m, r)
+		return r, nil
+	}
 	if req.browserID != "" && b.cfg.MaxSessionsPerBrowser > 0 {
 		b.browsersMu.Lock()
 		full := b.browserSessions[req.browserID] >= b.cfg.MaxSessionsPerBrowser
@@ -216,6 +224,7 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 		}
 		b.browsersMu.Unlock()
 		if full {
+			b.ipCount(b.ipSessions, ip, -1, 0)
 			r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many sessions for this browser", strconv.Itoa(b.cfg.MaxSessionsPerBrowser)))
 			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(10000)}
 			b.outgoing(ctx, nil, m, r)
@@ -223,6 +232,7 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 		}
 	}
 	s := newSession(b, req.info, req.browserID)
+	s.ip = ip
 	b.sessionsMu.Lock()
 	b.sessions[s.id] = s
 	b.sessionsMu.Unlock()
@@ -314,6 +324,23 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 		}
 		b.browsersMu.Unlock()
 	}
+	if !hc.immediate && req.info.Transport != protocol.WebSocket {
+		ip := hostOf(req.info.RemoteAddr)
+		if !b.ipCount(b.ipHeld, ip, 1, b.cfg.MaxHeldPerIP) {
+			if hc.browserID != "" {
+				b.browsersMu.Lock()
+				if b.browsers[hc.browserID]--; b.browsers[hc.browserID] <= 0 {
+					delete(b.browsers, hc.browserID)
+				}
+				b.browsersMu.Unlock()
+			}
+			r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many held connections from this address", strconv.Itoa(b.cfg.MaxHeldPerIP)))
+			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(1000)}
+			b.outgoing(ctx, s, m, r)
+			return nil, r
+		}
+		hc.ip = ip
+	}
 	hc.w = s.beginConnect(req.info.Transport)
 	if !hc.immediate && b.obs != nil {
 		hc.held = true
@@ -338,6 +365,10 @@ func (b *Broker) finishConnect(hc *heldConnect, deliver bool) (pubs []*engine.Pu
 	if hc.held {
 		hc.held = false
 		b.obs.HeldConnect(-1)
+	}
+	if hc.ip != "" {
+		b.ipCount(b.ipHeld, hc.ip, -1, 0)
+		hc.ip = ""
 	}
 	s, r := hc.s, hc.reply
 	var reason waitEnd

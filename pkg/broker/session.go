@@ -29,6 +29,7 @@ type Session struct {
 	b         *Broker
 	created   time.Time
 	browserID string
+	ip        string      // client address counted in Broker.ipSessions
 	info      RequestInfo // of the handshake request
 
 	subs atomic.Pointer[map[string]struct{}] // copy-on-write set of patterns

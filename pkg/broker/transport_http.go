@@ -214,7 +214,7 @@ func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, trans
 		browserID = cookie.Value
 	}
 	if node := b.route(r.Context(), msgs, 0); node != "" {
-		resp, ok := b.forward(r.Context(), node, &ForwardedRequest{Transport: transport, Parts: parts, BrowserID: browserID, RemoteAddr: r.RemoteAddr}, msgs)
+		resp, ok := b.forward(r.Context(), node, &ForwardedRequest{Transport: transport, Parts: parts, BrowserID: browserID, RemoteAddr: b.clientIP(r)}, msgs)
 		if !ok {
 			return nil
 		}
@@ -225,7 +225,7 @@ func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, trans
 		return resp.Body
 	}
 	req := &request{
-		info:      RequestInfo{Transport: transport, RemoteAddr: r.RemoteAddr, Header: r.Header},
+		info:      RequestInfo{Transport: transport, RemoteAddr: b.clientIP(r), Header: r.Header},
 		msgs:      msgs,
 		received:  time.Now(),
 		browserID: browserID,

@@ -49,7 +49,7 @@ func (b *Broker) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	conn := &wsConn{
 		b:    b,
 		c:    c,
-		info: RequestInfo{Transport: protocol.WebSocket, RemoteAddr: r.RemoteAddr, Header: r.Header},
+		info: RequestInfo{Transport: protocol.WebSocket, RemoteAddr: b.clientIP(r), Header: r.Header},
 		wake: make(chan struct{}, 1),
 	}
 	// The request context ends when the handler returns; the socket lives
