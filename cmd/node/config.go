@@ -93,7 +93,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.Advertise, "advertise", "", "host or IP the other nodes reach this node at (default: the bound address)")
 	fs.StringVar(&c.Join, "join", "", "comma-separated gossip seeds: host:port, or a DNS name resolving to several nodes")
 	fs.IntVar(&c.HistorySize, "history-size", 1000, "publications kept per channel for recovery and replay")
-	fs.DurationVar(&c.HistoryTTL, "history-ttl", 5*time.Minute, "how long history is kept (per publication; the channel state lives as long after its last publication)")
+	fs.DurationVar(&c.HistoryTTL, "history-ttl", 5*time.Minute, "age limit of history: older publications are not replayed or used for recovery (the stream itself is trimmed by count, --history-size, and expires this long after the channel's last publication)")
 	fs.StringVar(&c.Retention, "retention", "", "history per channel pattern, overriding --history-size/--history-ttl: pattern=size:ttl,... (e.g. /chat/**=500:10m,/quotes/*=100:30s)")
 	fs.DurationVar(&c.SessionTTL, "session-ttl", 0, "how long a session record outlives its owner, for adoption (cluster mode; default 3 x max-interval)")
 	fs.StringVar(&c.AdviceHosts, "advice-hosts", "", "comma-separated host:port list advised (advice.hosts) to clients moved off a draining node")
