@@ -41,6 +41,13 @@ type Broker struct {
 	reapMu  sync.Mutex
 	reaping []*Session
 
+	// tombs keeps, for one MaxInterval, why a session ended when the
+	// client must learn it (410 gap, 409 overflow) even if it was not
+	// holding a connect at the time: its next request gets that error
+	// instead of a bare 402.
+	tombsMu sync.Mutex
+	tombs   map[string]tomb
+
 	router Router       // nil on a single node
 	store  SessionStore // nil on a single node
 
@@ -79,6 +86,7 @@ func New(cfg Config) (*Broker, error) {
 		sessions: map[string]*Session{},
 		browsers: map[string]int{},
 
+		tombs:      map[string]tomb{},
 		ipSessions: map[string]int{},
 		ipHeld:     map[string]int{},
 
@@ -250,6 +258,11 @@ func (b *Broker) removeSession(s *Session, reason *protocol.Error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if removed && reason != nil && (reason.Code == protocol.CodeMessagesLost || reason.Code == protocol.CodeQueueOverflow) {
+		b.tombsMu.Lock()
+		b.tombs[s.id] = tomb{reason: reason, at: time.Now()}
+		b.tombsMu.Unlock()
+	}
 	if removed && b.store != nil && reason != errMoved {
 		if err := b.store.Delete(ctx, s.id); err != nil {
 			b.log.Warn("delete session record", "session", s.id, "err", err)
@@ -296,6 +309,29 @@ func (b *Broker) sweep(now time.Time) {
 		b.removeSession(s, reason)
 	}
 	b.refreshRecords(now)
+	b.tombsMu.Lock()
+	for id, t := range b.tombs {
+		if now.Sub(t.at) > b.cfg.MaxInterval {
+			delete(b.tombs, id)
+		}
+	}
+	b.tombsMu.Unlock()
+}
+
+// tomb is why a session ended, kept for its client's next request.
+type tomb struct {
+	reason *protocol.Error
+	at     time.Time
+}
+
+// tombstone returns why session id ended here recently, if it must be told.
+func (b *Broker) tombstone(id string) *protocol.Error {
+	b.tombsMu.Lock()
+	defer b.tombsMu.Unlock()
+	if t, ok := b.tombs[id]; ok {
+		return t.reason
+	}
+	return nil
 }
 
 // ShuttingDown reports whether Shutdown has been called.

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -87,10 +88,10 @@ func TestObserverEvents(t *testing.T) {
 	obs.want(t, "overflow", 1)
 	obs.want(t, "sessions/long-polling", 1)
 	r := tb.connect(t, b, nil)
-	if len(r) != 1 || r[0]["successful"] != false {
+	if len(r) != 1 || r[0]["successful"] != false || !strings.HasPrefix(fmt.Sprint(r[0]["error"]), "409:") {
 		t.Fatalf("connect after overflow: %v", r)
 	}
-	obs.want(t, "error/402", 1) // the reaped session is unknown by now
+	obs.want(t, "error/409", 1) // the reaped session still tells why it ended
 
 	// A websocket session: the held connect is released when the socket
 	// goes away, and a disconnect closes the session.

@@ -89,6 +89,9 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 		s, ok := b.Session(m.ClientID)
 		if !ok {
 			r := unknownClientReply(m)
+			if why := b.tombstone(m.ClientID); why != nil {
+				r.Fail(why) // the session ended for a reason the client must learn
+			}
 			b.observeReply(r)
 			res.replies = append(res.replies, r)
 			continue

@@ -125,7 +125,7 @@ func (b *Broker) route(ctx context.Context, msgs []*protocol.Message, hops int) 
 		if m.ClientID == "" {
 			continue
 		}
-		if _, ok := b.Session(m.ClientID); ok {
+		if _, ok := b.Session(m.ClientID); ok || b.tombstone(m.ClientID) != nil {
 			return ""
 		}
 		rt, err := b.router.Resolve(ctx, m.ClientID, hops)
