@@ -185,7 +185,10 @@ func chaosGossipIsolate(t *testing.T, env *chaosEnv) error {
 	}
 	t.Logf("isolated node seen dead (and seeing the others dead) after %v", time.Since(isolated).Round(time.Millisecond))
 	time.Sleep(3 * time.Second) // the partition lasts
-	if err := victim.GossipRestore(ctx); err != nil {
+	// A fresh deadline: detecting the isolation may itself take seconds.
+	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer rcancel()
+	if err := victim.GossipRestore(rctx); err != nil {
 		t.Fatal(err)
 	}
 	restored := time.Now()
