@@ -132,38 +132,25 @@ func (b *Broker) catchUp(ctx context.Context, s *Session) error {
 	start := maps.Clone(s.acked)
 	s.mu.Unlock()
 
-	channels := slices.Sorted(maps.Keys(start))
 	var got []*engine.Publication
-	limit := b.cfg.MaxQueueMessages
-	for _, ch := range channels {
+	for _, ch := range slices.Sorted(maps.Keys(start)) {
 		if !s.matches(ch) {
 			continue
 		}
-		pos := start[ch]
-		for {
-			pubs, err := b.eng.History(ctx, ch, pos, limit)
-			if errors.Is(err, engine.ErrPositionGone) {
-				b.lostMessages(s, ch)
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("catch up %s on %s: %w", s.id, ch, err)
-			}
-			for i := range pubs {
-				got = append(got, &pubs[i])
-			}
-			if len(got) > b.cfg.MaxQueueMessages {
-				s.mu.Lock()
-				s.closeLocked(protocol.NewError(protocol.CodeQueueOverflow, "Session queue overflow", s.id))
-				s.mu.Unlock()
-				b.reap(s)
-				return nil
-			}
-			if len(pubs) < limit {
-				break
-			}
-			last := pubs[len(pubs)-1]
-			pos = engine.Position{Epoch: last.Epoch, Offset: last.Offset}
+		var err error
+		got, err = b.historyInto(ctx, got, ch, start[ch])
+		switch {
+		case errors.Is(err, engine.ErrPositionGone):
+			b.lostMessages(s, ch)
+			return nil
+		case errors.Is(err, errHistoryTooLong):
+			s.mu.Lock()
+			s.closeLocked(protocol.NewError(protocol.CodeQueueOverflow, "Session queue overflow", s.id))
+			s.mu.Unlock()
+			b.reap(s)
+			return nil
+		case err != nil:
+			return fmt.Errorf("catch up %s on %s: %w", s.id, ch, err)
 		}
 	}
 
@@ -217,6 +204,34 @@ func (s *Session) finishRecoveryLocked(start map[string]engine.Position, got []*
 	}
 	if s.push != nil && len(s.queue) > 0 {
 		signal(s.push)
+	}
+}
+
+// errHistoryTooLong: what history holds after a position exceeds a
+// session's queue (MaxQueueMessages).
+var errHistoryTooLong = errors.New("broker: history longer than the session queue")
+
+// historyInto appends to got what history holds on ch after pos, paging
+// through the engine, up to MaxQueueMessages in all (errHistoryTooLong
+// beyond). Engine errors (ErrPositionGone included) are returned wrapped.
+func (b *Broker) historyInto(ctx context.Context, got []*engine.Publication, ch string, pos engine.Position) ([]*engine.Publication, error) {
+	limit := b.cfg.MaxQueueMessages
+	for {
+		pubs, err := b.eng.History(ctx, ch, pos, limit)
+		if err != nil {
+			return got, fmt.Errorf("history of %s: %w", ch, err)
+		}
+		for i := range pubs {
+			got = append(got, &pubs[i])
+		}
+		if len(got) > limit {
+			return got, errHistoryTooLong
+		}
+		if len(pubs) < limit {
+			return got, nil
+		}
+		last := pubs[len(pubs)-1]
+		pos = engine.Position{Epoch: last.Epoch, Offset: last.Offset}
 	}
 }
 

@@ -172,26 +172,15 @@ func (b *Broker) replayInto(ctx context.Context, s *Session, sub string, starts 
 	}
 	var got []*engine.Publication
 	for _, ch := range slices.Sorted(maps.Keys(starts)) {
-		pos := starts[ch]
-		for {
-			pubs, err := b.eng.History(ctx, ch, pos, b.cfg.MaxQueueMessages)
-			if errors.Is(err, engine.ErrPositionGone) {
-				return fail(invalidReplayID(ch, ids[ch]))
-			}
-			if err != nil {
-				return fail(protocol.NewError(protocol.CodeServerUnavailable, "Replay failed: backplane unavailable", ch))
-			}
-			for i := range pubs {
-				got = append(got, &pubs[i])
-			}
-			if len(got) > b.cfg.MaxQueueMessages {
-				return fail(protocol.NewError(protocol.CodeTooMany, fmt.Sprintf("Replay exceeds the session queue (%d messages)", b.cfg.MaxQueueMessages), ch))
-			}
-			if len(pubs) < b.cfg.MaxQueueMessages {
-				break
-			}
-			last := pubs[len(pubs)-1]
-			pos = engine.Position{Epoch: last.Epoch, Offset: last.Offset}
+		var err error
+		got, err = b.historyInto(ctx, got, ch, starts[ch])
+		switch {
+		case errors.Is(err, engine.ErrPositionGone):
+			return fail(invalidReplayID(ch, ids[ch]))
+		case errors.Is(err, errHistoryTooLong):
+			return fail(protocol.NewError(protocol.CodeTooMany, fmt.Sprintf("Replay exceeds the session queue (%d messages)", b.cfg.MaxQueueMessages), ch))
+		case err != nil:
+			return fail(protocol.NewError(protocol.CodeServerUnavailable, "Replay failed: backplane unavailable", ch))
 		}
 	}
 	// Where each stream starts, for adoption: "everything retained" began

@@ -235,14 +235,6 @@ func (s *Session) acknowledgeLocked(batch int64) {
 	s.unacked = s.unacked[i:]
 }
 
-// AckMode reports whether deliveries go in numbered batches kept until
-// acknowledged (ack extension, or replay acknowledged by the next connect).
-func (s *Session) AckMode() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ack
-}
-
 // LastBatch returns the id of the newest delivered batch.
 func (s *Session) LastBatch() int64 {
 	s.mu.Lock()
