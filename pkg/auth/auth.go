@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
@@ -55,13 +56,26 @@ func IdentityOf(s *broker.Session) *Identity {
 	if s == nil {
 		return nil
 	}
-	v, ok := s.Get(identityKey{})
+	if v, ok := s.Get(identityKey{}); ok {
+		id, _ := v.(*Identity)
+		return id
+	}
+	// A session adopted from another node carries its identity in its
+	// durable state (see broker.Session.SetDurable).
+	raw, ok := s.Durable(durableIdentity)
 	if !ok {
 		return nil
 	}
-	id, _ := v.(*Identity)
-	return id
+	var id Identity
+	if json.Unmarshal(raw, &id) != nil {
+		return nil
+	}
+	s.Set(identityKey{}, &id)
+	return &id
 }
+
+// durableIdentity is the key of the identity in a session's durable state.
+const durableIdentity = "auth.identity"
 
 // Errors sent to clients.
 var (

@@ -2,10 +2,12 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -129,6 +131,11 @@ func TestEndToEndJWT(t *testing.T) {
 		s, ok := n.b.Session(id)
 		if !ok || IdentityOf(s) == nil || IdentityOf(s).User != user {
 			t.Fatalf("session %s: identity %+v, want user %s", id, IdentityOf(s), user)
+		}
+		// What an adopting node restores the identity from.
+		var durable Identity
+		if raw, ok := s.Durable(durableIdentity); !ok || json.Unmarshal(raw, &durable) != nil || durable.User != user || !slices.Equal(durable.Roles, IdentityOf(s).Roles) {
+			t.Fatalf("session %s: durable identity %s, want user %s", id, raw, user)
 		}
 	}
 

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -122,7 +123,13 @@ func (e *identityExtension) Outgoing(_ context.Context, s *broker.Session, m *pr
 	}
 	e.p.npending.Add(-1)
 	if s != nil && r.OK() {
-		s.Set(identityKey{}, v.(*Identity))
+		id := v.(*Identity)
+		s.Set(identityKey{}, id)
+		// Persisted with the session so that the node adopting it (owner
+		// lost or drained) authorizes it the same way.
+		if raw, err := json.Marshal(id); err == nil {
+			s.SetDurable(durableIdentity, raw)
+		}
 	}
 }
 
