@@ -52,17 +52,22 @@ func TestChaos(t *testing.T) {
 		proxied bool // node 1 reaches Redis through a FaultProxy
 		keepIDs bool // sessions must survive the fault
 		fault   func(t *testing.T, env *chaosEnv) error
+		sharded bool // on a three-master Redis Cluster
 	}{
-		{"kill9", false, true, chaosKill9},
-		{"sigterm", false, true, chaosSigterm},
-		{"redis-restart", false, false, chaosRedisRestart},
-		{"redis-link", true, false, chaosRedisLink},
-		{"gossip-isolate", false, false, chaosGossipIsolate},
+		{"kill9", false, true, chaosKill9, false},
+		{"sigterm", false, true, chaosSigterm, false},
+		{"redis-restart", false, false, chaosRedisRestart, false},
+		{"redis-link", true, false, chaosRedisLink, false},
+		{"gossip-isolate", false, false, chaosGossipIsolate, false},
+		{"kill9-redis-cluster", false, true, chaosKill9, true},
+		{"sigterm-redis-cluster", false, true, chaosSigterm, true},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			start := time.Now()
 			env := &chaosEnv{}
-			if sc.proxied {
+			if sc.sharded {
+				env.c = startOnRedisCluster(t, 3, chaosNodeArgs...)
+			} else if sc.proxied {
 				env.c, env.proxy = testproc.StartClusterWithProxy(t, 3, 1, chaosNodeArgs...)
 			} else {
 				// Redis keeps what it acknowledged across a crash (AOF,

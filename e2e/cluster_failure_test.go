@@ -77,7 +77,12 @@ func checkAll(t *testing.T, name string, s *rawSubscriber, acked []int) {
 // TestClusterMembershipChange: a node joins and another leaves while
 // messages flow; subscribers on the surviving nodes miss nothing.
 func TestClusterMembershipChange(t *testing.T) {
-	c := testproc.StartCluster(t, 3)
+	forEachBackplane(t, func(t *testing.T, start func(t *testing.T, n int, extra ...string) *testproc.Cluster) {
+		testClusterMembershipChange(t, start(t, 3))
+	})
+}
+
+func testClusterMembershipChange(t *testing.T, c *testproc.Cluster) {
 	ch := "/members/flow"
 	var subs []*rawSubscriber
 	for _, n := range c.Nodes[:2] {

@@ -19,8 +19,13 @@ var transports = []string{"long-polling", "callback-polling", "websocket"}
 // Every subscriber's sequence must be identical, each publisher's messages
 // in order, none missing or doubled.
 func TestClusterOrder(t *testing.T) {
+	forEachBackplane(t, func(t *testing.T, start func(t *testing.T, n int, extra ...string) *testproc.Cluster) {
+		testClusterOrder(t, start(t, 3))
+	})
+}
+
+func testClusterOrder(t *testing.T, c *testproc.Cluster) {
 	const perPublisher = 500
-	c := testproc.StartCluster(t, 3)
 	ch := "/order/main"
 	var subs []*rawSubscriber
 	for _, n := range c.Nodes {

@@ -86,7 +86,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.BoolVar(&c.DebugAPI, "debug-api", false, "serve the test-only debug API under /debug/bayeux/ (never in production)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiling under /debug/pprof/ (expose only to operators)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown may take")
-	fs.StringVar(&c.Redis, "redis", "", "redis:// URL of the cluster backplane (empty: single node, embedded in-memory engine)")
+	fs.StringVar(&c.Redis, "redis", "", "Redis URL of the cluster backplane: redis://host:port (one instance) or redis+cluster://host:port,host:port (Redis Cluster, sharded pub/sub; ?partitions=N, default 64); empty: single node, embedded in-memory engine")
 	fs.StringVar(&c.NodeID, "node-id", "", "unique node id (default: hostname plus a random suffix)")
 	fs.StringVar(&c.GossipListen, "gossip-listen", ":7946", "gossip (memberlist) listen address")
 	fs.StringVar(&c.GRPCListen, "grpc-listen", ":7947", "node-to-node gRPC listen address")
@@ -178,8 +178,8 @@ func (c *config) validate() error {
 	if c.ReadHeaderTimeout <= 0 || c.ReadTimeout <= 0 || c.IdleTimeout <= 0 {
 		return fmt.Errorf("--read-header-timeout, --read-timeout and --idle-timeout must be positive")
 	}
-	if c.Redis != "" && !strings.HasPrefix(c.Redis, "redis://") && !strings.HasPrefix(c.Redis, "rediss://") {
-		return fmt.Errorf("--redis %q: want a redis:// or rediss:// URL", redactURL(c.Redis))
+	if c.Redis != "" && !strings.HasPrefix(c.Redis, "redis://") && !strings.HasPrefix(c.Redis, "rediss://") && !cluster.IsClusterURL(c.Redis) {
+		return fmt.Errorf("--redis %q: want a redis://, rediss:// or redis+cluster:// URL", redactURL(c.Redis))
 	}
 	switch c.LogFormat {
 	case "text", "json":

@@ -219,7 +219,8 @@ func StartProxy(t testing.TB, target string) *Proxy {
 
 // Cluster is Redis, n nodes and a balancer in front of them.
 type Cluster struct {
-	Redis    *Redis
+	Redis    *Redis // nil when the backplane is not a single Redis of testproc's
+	RedisURL string // the nodes' --redis (default: Redis's URL)
 	Nodes    []*Node
 	Balancer *Balancer
 	Path     string
@@ -239,7 +240,18 @@ func StartCluster(t testing.TB, n int, extra ...string) *Cluster {
 // StartClusterOn is StartCluster with a Redis of the caller's.
 func StartClusterOn(t testing.TB, r *Redis, n int, extra ...string) *Cluster {
 	t.Helper()
-	c := &Cluster{Redis: r, Path: "/cometd"}
+	return startCluster(t, &Cluster{Redis: r, RedisURL: r.URL(), Path: "/cometd"}, n, extra...)
+}
+
+// StartClusterOnURL is StartCluster with the nodes' --redis URL of the
+// caller's, such as a RedisCluster's.
+func StartClusterOnURL(t testing.TB, redisURL string, n int, extra ...string) *Cluster {
+	t.Helper()
+	return startCluster(t, &Cluster{RedisURL: redisURL, Path: "/cometd"}, n, extra...)
+}
+
+func startCluster(t testing.TB, c *Cluster, n int, extra ...string) *Cluster {
+	t.Helper()
 	for i := 0; i < n; i++ {
 		c.Nodes = append(c.Nodes, c.StartNode(t, extra...))
 	}
@@ -255,7 +267,11 @@ func StartClusterOn(t testing.TB, r *Redis, n int, extra ...string) *Cluster {
 // StartNode starts one more node joined to the cluster.
 func (c *Cluster) StartNode(t testing.TB, extra ...string) *Node {
 	t.Helper()
-	return c.StartNodeWithRedis(t, c.Redis.URL(), extra...)
+	url := c.RedisURL
+	if url == "" && c.Redis != nil {
+		url = c.Redis.URL()
+	}
+	return c.StartNodeWithRedis(t, url, extra...)
 }
 
 // StartNodeWithRedis starts a node using redisURL (e.g. through a Proxy).

@@ -93,6 +93,15 @@ func (s *SyncBuffer) String() string {
 // when the test ends if still running.
 func StartNode(t testing.TB, env []string, args ...string) *Node {
 	t.Helper()
+	return StartNodeVia(t, nil, env, args...)
+}
+
+// StartNodeVia is StartNode with the node binary run through a command
+// prefix: with prefix {"ip", "netns", "exec", "ns1"} the process is
+// `ip netns exec ns1 <node> args...`. The prefix must exec the node in
+// place (keep its PID), so that stopping the process by PID stops the node.
+func StartNodeVia(t testing.TB, prefix []string, env []string, args ...string) *Node {
+	t.Helper()
 	bin := NodeBinary(t)
 	hasListen := false
 	for _, a := range args {
@@ -103,7 +112,8 @@ func StartNode(t testing.TB, env []string, args ...string) *Node {
 	if !hasListen {
 		args = append([]string{"--listen", "127.0.0.1:0"}, args...)
 	}
-	cmd := exec.Command(bin, args...)
+	argv := append(append(append([]string(nil), prefix...), bin), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	ownGroup(cmd)
 	n := &Node{Cmd: cmd, Log: &SyncBuffer{}, done: make(chan struct{})}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -24,7 +25,10 @@ var publishLua string
 
 // RedisConfig configures the Redis engine.
 type RedisConfig struct {
-	// URL is a redis:// or rediss:// URL (password, db and TLS as usual).
+	// URL is a redis:// or rediss:// URL (password, db and TLS as usual)
+	// for a single instance, or a redis+cluster:// (rediss+cluster://) URL
+	// listing seed nodes of a Redis Cluster, "redis+cluster://h1:p1,h2:p2",
+	// with an optional "?partitions=N" (default 64; see layout).
 	URL string
 	// Prefix of every key and pub/sub channel (default "bx").
 	Prefix string
@@ -46,34 +50,34 @@ type RedisConfig struct {
 	Observer Observer
 }
 
-// Redis is the cluster engine. It implements engine.Engine.
+// Redis is the cluster engine. It implements engine.Engine, on one Redis
+// instance or on a Redis Cluster with sharded pub/sub (see layout).
 //
-// Delivery: one goroutine (Run) reads the node's single pub/sub
-// connection, deduplicates publications that arrive on several of the
-// node's Redis channels (a channel and a wildcard pattern), checks offsets
-// per channel and fills gaps from the history stream, so the Handler sees
-// each publication once, in offset order per channel. After the pub/sub
-// connection is lost and re-established, every channel seen recently is
-// caught up from history; what history no longer holds is reported with
-// OnGap, as is every wildcard pattern (whose unseen channels cannot be
-// caught up).
+// Delivery: one reader goroutine per partition (one in single-instance
+// mode) reads the partition's pub/sub connection, deduplicates
+// publications that arrive on several of the node's Redis channels (a
+// channel and a wildcard pattern), checks offsets per channel and fills
+// gaps from the history stream, so the Handler sees each publication once,
+// in offset order per channel. A channel belongs to one partition, so its
+// calls are serialized; different partitions call the Handler
+// concurrently. After a pub/sub connection is lost and re-established (in
+// cluster mode also after its slot moved to another shard, or a failover),
+// every channel of the partition seen recently is caught up from history;
+// what history no longer holds is reported with OnGap, as is every
+// wildcard pattern (whose unseen channels cannot be caught up).
 type Redis struct {
 	cfg    RedisConfig
 	log    *slog.Logger
-	client *redis.Client
-	ps     *redis.PubSub
+	client redis.UniversalClient
+	cc     *redis.ClusterClient // nil on a single instance
+	lay    layout
 	script *redis.Script
 
 	mu       sync.Mutex
-	patterns map[string]bool        // subscribed patterns
-	pending  map[string]*pendingSub // redis channel -> waiting for confirmation
-	handler  engine.Handler
+	patterns map[string]bool // subscribed patterns
+	readers  []*reader       // one per partition
 
-	// Reader-goroutine state (only Run's goroutine touches it).
-	tracked map[string]*tracked
-	lost    bool // the pub/sub connection failed; catch up on resubscribe
-
-	up        chanFlag // pub/sub connection believed healthy
+	closed    atomic.Bool
 	closeOnce sync.Once
 }
 
@@ -115,37 +119,57 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	opts, err := redis.ParseURL(cfg.URL)
-	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
+	r := &Redis{cfg: cfg, log: cfg.Logger, patterns: map[string]bool{}}
+	var addr string
+	if IsClusterURL(cfg.URL) {
+		opts, parts, err := parseClusterURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis url: %w", err)
+		}
+		opts.MaxRetries = 1
+		// go-redis reloads the slot map on MOVED/ASK replies; a dead
+		// master only shows as dial errors, after which Publish and
+		// History ask for a reload (see failed); this is the backstop.
+		opts.ClusterStateReloadInterval = 10 * time.Second
+		r.cc = redis.NewClusterClient(opts)
+		r.client, r.lay, addr = r.cc, newClusterLayout(cfg.Prefix, parts), strings.Join(opts.Addrs, ",")
+		lua := strings.Replace(publishLua, "redis.call('PUBLISH'", "redis.call('SPUBLISH'", 1)
+		if lua == publishLua {
+			return nil, errors.New("publish script: no PUBLISH call to shard")
+		}
+		r.script = redis.NewScript(lua)
+	} else {
+		opts, err := redis.ParseURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis url: %w", err)
+		}
+		opts.MaxRetries = 1
+		r.client, r.lay, addr = redis.NewClient(opts), singleLayout{prefix: cfg.Prefix}, opts.Addr
+		r.script = redis.NewScript(publishLua)
 	}
-	opts.MaxRetries = 1
-	client := redis.NewClient(opts)
-	if err := client.Ping(ctx).Err(); err != nil {
-		_ = client.Close()
-		return nil, fmt.Errorf("redis ping %s: %w", opts.Addr, err)
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		_ = r.client.Close()
+		return nil, fmt.Errorf("redis ping %s: %w", addr, err)
 	}
-	r := &Redis{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		client:   client,
-		script:   redis.NewScript(publishLua),
-		patterns: map[string]bool{},
-		pending:  map[string]*pendingSub{},
-		tracked:  map[string]*tracked{},
+	if r.cc != nil {
+		// Every shard must answer, and the slots must be covered.
+		err := r.cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
+		if err != nil {
+			_ = r.client.Close()
+			return nil, fmt.Errorf("redis cluster %s: %w", addr, err)
+		}
 	}
-	r.ps = client.Subscribe(ctx)
-	if err := r.script.Load(ctx, client).Err(); err != nil {
-		_ = client.Close()
+	for p := range r.lay.partitions() {
+		r.readers = append(r.readers, newReader(r, p))
+	}
+	if r.cc == nil {
+		r.readers[0].ps = r.client.(*redis.Client).Subscribe(ctx)
+	}
+	if err := r.script.Load(ctx, r.client).Err(); err != nil {
+		_ = r.client.Close()
 		return nil, fmt.Errorf("redis script load: %w", err)
 	}
 	return r, nil
-}
-
-func (r *Redis) metaKey(ch string) string   { return r.cfg.Prefix + ":{" + ch + "}:m" }
-func (r *Redis) streamKey(ch string) string { return r.cfg.Prefix + ":{" + ch + "}:h" }
-func (r *Redis) psChan(pattern string) string {
-	return r.cfg.Prefix + ":s:" + pattern
 }
 
 func newEpoch() string {
@@ -161,21 +185,24 @@ func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (engin
 	args := make([]any, 0, 6+len(cands))
 	size, ttl := r.cfg.Retention.For(name)
 	args = append(args, payload, size, ttl.Milliseconds(), newEpoch(), time.Now().UnixMilli(), name)
+	part := r.lay.partition(name)
 	for _, c := range cands {
-		args = append(args, r.psChan(c))
+		args = append(args, r.lay.psChan(part, c))
 	}
+	keys := []string{r.lay.metaKey(name), r.lay.streamKey(name)}
 	var start time.Time
 	if r.cfg.Observer != nil {
 		start = time.Now()
 	}
-	res, err := r.script.EvalSha(ctx, r.client, []string{r.metaKey(name), r.streamKey(name)}, args...).Slice()
+	res, err := r.script.EvalSha(ctx, r.client, keys, args...).Slice()
 	if err != nil && isNoScript(err) {
-		res, err = r.script.Eval(ctx, r.client, []string{r.metaKey(name), r.streamKey(name)}, args...).Slice()
+		res, err = r.script.Eval(ctx, r.client, keys, args...).Slice()
 	}
 	if r.cfg.Observer != nil {
 		r.cfg.Observer.RedisCommand(OpPublish, time.Since(start), err)
 	}
 	if err != nil {
+		r.failed(ctx, err)
 		return engine.Publication{}, fmt.Errorf("%w: publish %s: %w", engine.ErrUnavailable, name, err)
 	}
 	if len(res) != 2 {
@@ -184,6 +211,17 @@ func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (engin
 	epoch, _ := res[0].(string)
 	off, _ := res[1].(int64)
 	return engine.Publication{Channel: name, Epoch: epoch, Offset: uint64(off), Payload: payload}, nil
+}
+
+// failed reacts to a failed command: on a cluster, an error that is not a
+// Redis reply (a dead or unreachable master: failover in progress) makes
+// the client reload the slot map in the background (coalesced by
+// go-redis), so that commands find the promoted replica.
+func (r *Redis) failed(ctx context.Context, err error) {
+	var re redis.Error
+	if r.cc != nil && !errors.As(err, &re) {
+		r.cc.ReloadState(ctx)
+	}
 }
 
 func isNoScript(err error) bool {
@@ -195,41 +233,62 @@ func isNoScript(err error) bool {
 // concrete channel it first reads the channel's position, from which the
 // reader starts tracking it: a publication missed later (say, across a
 // reconnect) is then caught up from history, even on a channel that had no
-// traffic yet.
+// traffic yet. A wildcard pattern is subscribed on every partition.
 func (r *Redis) Subscribe(ctx context.Context, pattern string) error {
-	ch := r.psChan(pattern)
-	p := &pendingSub{done: make(chan struct{}), channel: pattern}
-	if !channel.IsWildcard(pattern) {
-		vals, err := r.client.HMGet(ctx, r.metaKey(pattern), "e", "o").Result()
+	type sub struct {
+		rd *reader
+		ch string
+		p  *pendingSub
+	}
+	var subs []sub
+	if channel.IsWildcard(pattern) {
+		for _, rd := range r.readers {
+			subs = append(subs, sub{rd, r.lay.psChan(rd.part, pattern), &pendingSub{done: make(chan struct{}), channel: pattern}})
+		}
+	} else {
+		vals, err := r.client.HMGet(ctx, r.lay.metaKey(pattern), "e", "o").Result()
 		if err != nil {
 			return fmt.Errorf("%w: redis subscribe %s: %w", engine.ErrUnavailable, pattern, err)
 		}
-		p.concrete = true
+		p := &pendingSub{done: make(chan struct{}), channel: pattern, concrete: true}
 		p.epoch, _ = vals[0].(string)
 		if o, ok := vals[1].(string); ok {
 			p.offset, _ = strconv.ParseUint(o, 10, 64)
 		}
+		part := r.lay.partition(pattern)
+		subs = append(subs, sub{r.readers[part], r.lay.psChan(part, pattern), p})
 	}
 	r.mu.Lock()
 	r.patterns[pattern] = true
-	r.pending[ch] = p
 	r.mu.Unlock()
-	if err := r.ps.Subscribe(ctx, ch); err != nil {
-		r.forget(pattern, ch)
-		return fmt.Errorf("redis subscribe %s: %w", pattern, err)
+	undo := func() {
+		r.mu.Lock()
+		delete(r.patterns, pattern)
+		r.mu.Unlock()
+		for _, s := range subs {
+			s.rd.unsubscribeQuietly(s.ch)
+		}
+	}
+	for _, s := range subs {
+		if err := s.rd.subscribe(ctx, s.ch, s.p); err != nil {
+			undo()
+			return fmt.Errorf("%w: redis subscribe %s: %w", engine.ErrUnavailable, pattern, err)
+		}
 	}
 	t := time.NewTimer(r.cfg.SubscribeTimeout)
 	defer t.Stop()
-	select {
-	case <-p.done:
-		return nil
-	case <-ctx.Done():
-		r.unsubscribeQuietly(pattern, ch)
-		return fmt.Errorf("redis subscribe %s: %w", pattern, ctx.Err())
-	case <-t.C:
-		r.unsubscribeQuietly(pattern, ch)
-		return fmt.Errorf("redis subscribe %s: %w: no confirmation within %v", pattern, engine.ErrUnavailable, r.cfg.SubscribeTimeout)
+	for _, s := range subs {
+		select {
+		case <-s.p.done:
+		case <-ctx.Done():
+			undo()
+			return fmt.Errorf("redis subscribe %s: %w", pattern, ctx.Err())
+		case <-t.C:
+			undo()
+			return fmt.Errorf("redis subscribe %s: %w: no confirmation within %v", pattern, engine.ErrUnavailable, r.cfg.SubscribeTimeout)
+		}
 	}
+	return nil
 }
 
 // pendingSub is a subscription waiting for Redis to confirm it.
@@ -241,40 +300,45 @@ type pendingSub struct {
 	offset   uint64
 }
 
-func (r *Redis) forget(pattern, ch string) {
-	r.mu.Lock()
-	delete(r.patterns, pattern)
-	delete(r.pending, ch)
-	r.mu.Unlock()
-}
-
-func (r *Redis) unsubscribeQuietly(pattern, ch string) {
-	r.forget(pattern, ch)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_ = r.ps.Unsubscribe(ctx, ch)
-}
-
 // Unsubscribe implements engine.Engine.
 func (r *Redis) Unsubscribe(ctx context.Context, pattern string) error {
-	ch := r.psChan(pattern)
-	r.forget(pattern, ch)
-	if err := r.ps.Unsubscribe(ctx, ch); err != nil {
-		return fmt.Errorf("redis unsubscribe %s: %w", pattern, err)
+	r.mu.Lock()
+	delete(r.patterns, pattern)
+	r.mu.Unlock()
+	readers := r.readers
+	if !channel.IsWildcard(pattern) {
+		readers = r.readers[r.lay.partition(pattern) : r.lay.partition(pattern)+1]
 	}
-	return nil
+	var first error
+	for _, rd := range readers {
+		if err := rd.unsubscribe(ctx, r.lay.psChan(rd.part, pattern)); err != nil && first == nil {
+			first = fmt.Errorf("redis unsubscribe %s: %w", pattern, err)
+		}
+	}
+	return first
+}
+
+// patternList returns the subscribed patterns.
+func (r *Redis) patternList() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.patterns))
+	for p := range r.patterns {
+		out = append(out, p)
+	}
+	return out
 }
 
 // History implements engine.Engine from the channel's stream.
 func (r *Redis) History(ctx context.Context, name string, after engine.Position, limit int) ([]engine.Publication, error) {
 	pipe := r.client.Pipeline()
-	metaCmd := pipe.HMGet(ctx, r.metaKey(name), "e", "o")
+	metaCmd := pipe.HMGet(ctx, r.lay.metaKey(name), "e", "o")
 	size, ttl := r.cfg.Retention.For(name)
 	count := int64(limit)
 	if count <= 0 {
 		count = int64(size)
 	}
-	rangeCmd := pipe.XRangeN(ctx, r.streamKey(name), strconv.FormatUint(after.Offset+1, 10)+"-0", "+", count)
+	rangeCmd := pipe.XRangeN(ctx, r.lay.streamKey(name), strconv.FormatUint(after.Offset+1, 10)+"-0", "+", count)
 	var start time.Time
 	if r.cfg.Observer != nil {
 		start = time.Now()
@@ -287,6 +351,7 @@ func (r *Redis) History(ctx context.Context, name string, after engine.Position,
 		r.cfg.Observer.RedisCommand(OpHistory, time.Since(start), err)
 	}
 	if err != nil {
+		r.failed(ctx, err)
 		return nil, fmt.Errorf("%w: history %s: %w", engine.ErrUnavailable, name, err)
 	}
 	meta := metaCmd.Val()
@@ -302,6 +367,12 @@ func (r *Redis) History(ctx context.Context, name string, after engine.Position,
 		return nil, engine.ErrPositionGone
 	}
 	if after.Epoch != "" && after.Epoch != epoch && after != engine.Retained {
+		return nil, engine.ErrPositionGone
+	}
+	if after != engine.Retained && after.Epoch == epoch && after.Offset > last {
+		// The stream went backwards: a Redis failover lost writes that
+		// the old master had acknowledged. Whatever is published next
+		// reuses offsets already delivered, so the position is gone.
 		return nil, engine.ErrPositionGone
 	}
 	cutoff := time.Now().Add(-ttl).UnixMilli()
@@ -326,8 +397,9 @@ func (r *Redis) History(ctx context.Context, name string, after engine.Position,
 
 // Head implements engine.Engine.
 func (r *Redis) Head(ctx context.Context, name string) (engine.Position, error) {
-	meta, err := r.client.HMGet(ctx, r.metaKey(name), "e", "o").Result()
+	meta, err := r.client.HMGet(ctx, r.lay.metaKey(name), "e", "o").Result()
 	if err != nil {
+		r.failed(ctx, err)
 		return engine.Position{}, fmt.Errorf("%w: head %s: %w", engine.ErrUnavailable, name, err)
 	}
 	epoch, _ := meta[0].(string)
@@ -343,27 +415,42 @@ func (r *Redis) Head(ctx context.Context, name string) (engine.Position, error) 
 
 // Channels implements engine.Engine with SCAN over the channels' meta
 // keys under the pattern's static prefix (cost: the keyspace, in pages of
-// 1000; used only when a wildcard subscription asks for replay).
+// 1000, on every shard; used only when a wildcard subscription asks for
+// replay).
 func (r *Redis) Channels(ctx context.Context, pattern string) ([]string, error) {
 	prefix := pattern[:strings.LastIndexByte(pattern, '/')+1]
-	match := r.cfg.Prefix + ":{" + globEscape(prefix) + "*}:m"
+	match := r.lay.metaMatch(globEscape(prefix))
+	var mu sync.Mutex
 	var out []string
-	var cursor uint64
-	for {
-		keys, next, err := r.client.Scan(ctx, cursor, match, 1000).Result()
-		if err != nil {
-			return nil, fmt.Errorf("%w: channels %s: %w", engine.ErrUnavailable, pattern, err)
-		}
-		for _, k := range keys {
-			name := strings.TrimSuffix(strings.TrimPrefix(k, r.cfg.Prefix+":{"), "}:m")
-			if channel.Match(pattern, name) {
-				out = append(out, name)
+	scan := func(ctx context.Context, c *redis.Client) error {
+		var cursor uint64
+		for {
+			keys, next, err := c.Scan(ctx, cursor, match, 1000).Result()
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			for _, k := range keys {
+				if name := r.lay.metaName(k); name != "" && channel.Match(pattern, name) {
+					out = append(out, name)
+				}
+			}
+			mu.Unlock()
+			if cursor = next; cursor == 0 {
+				return nil
 			}
 		}
-		if cursor = next; cursor == 0 {
-			return out, nil
-		}
 	}
+	var err error
+	if r.cc != nil {
+		err = r.cc.ForEachMaster(ctx, scan)
+	} else {
+		err = scan(ctx, r.client.(*redis.Client))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: channels %s: %w", engine.ErrUnavailable, pattern, err)
+	}
+	return out, nil
 }
 
 // globEscape escapes Redis glob metacharacters.
@@ -392,14 +479,24 @@ func parseStreamID(id string) (uint64, error) {
 func (r *Redis) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
-		_ = r.ps.Close()
+		r.closed.Store(true)
+		r.closeReaders()
 		err = r.client.Close()
 	})
 	return err
 }
 
-// Ready reports whether the pub/sub connection is believed healthy.
-func (r *Redis) Ready() bool { return r.up.get() }
+// Ready reports whether every pub/sub connection is believed healthy.
+func (r *Redis) Ready() bool {
+	for _, rd := range r.readers {
+		if !rd.up.get() {
+			return false
+		}
+	}
+	return true
+}
 
-// Client returns the command client (for tests and health checks).
-func (r *Redis) Client() *redis.Client { return r.client }
+// Client returns the command client (for the session store, tests and
+// health checks): a *redis.Client on a single instance, a
+// *redis.ClusterClient on a Redis Cluster.
+func (r *Redis) Client() redis.UniversalClient { return r.client }

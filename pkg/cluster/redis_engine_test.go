@@ -138,7 +138,7 @@ func TestRedisHistoryGoneAfterTrimming(t *testing.T) {
 	epoch := sent[0].Epoch
 	ctx := context.Background()
 	// Trimming is approximate (MAXLEN ~): find the oldest retained entry.
-	first, err := e.Client().XRangeN(ctx, e.streamKey(ch), "-", "+", 1).Result()
+	first, err := e.Client().XRangeN(ctx, e.lay.streamKey(ch), "-", "+", 1).Result()
 	if err != nil || len(first) != 1 {
 		t.Fatalf("oldest stream entry: %v, %v", first, err)
 	}
@@ -173,7 +173,7 @@ func TestRedisHistoryGoneAfterTrimming(t *testing.T) {
 // deleteChannel removes a channel's keys, as if Redis lost them.
 func deleteChannel(t *testing.T, e *Redis, ch string) {
 	t.Helper()
-	if err := e.Client().Del(context.Background(), e.metaKey(ch), e.streamKey(ch)).Err(); err != nil {
+	if err := e.Client().Del(context.Background(), e.lay.metaKey(ch), e.lay.streamKey(ch)).Err(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -355,8 +355,8 @@ func TestRedisResubscribeDoesNotReplayUnsubscribedPeriod(t *testing.T) {
 			// Redis has applied it, so nothing below can legitimately
 			// reach b.
 			waitFor(t, 5*time.Second, "Redis to drop b's subscription", func() bool {
-				n, err := a.Client().PubSubNumSub(context.Background(), b.psChan(ch)).Result()
-				return err == nil && n[b.psChan(ch)] == 0
+				n, err := a.Client().PubSubNumSub(context.Background(), b.lay.psChan(0, ch)).Result()
+				return err == nil && n[b.lay.psChan(0, ch)] == 0
 			})
 			publish(t, a, ch, tc.meanwhile)
 			subscribe(t, b, ch)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -18,80 +19,257 @@ import (
 // the pub/sub connection.
 const receiveTimeout = 5 * time.Second
 
-// Run implements engine.Engine: it reads the pub/sub connection and
-// delivers to h until ctx ends.
+// reader owns one partition's pub/sub connection (the only one on a single
+// instance) and the offset tracking of the partition's channels.
+//
+// Concurrency: subscribe and unsubscribe are called from any goroutine and
+// take mu; the tracking state (tracked, lost) belongs to the reader's own
+// goroutine (run). In cluster mode only run replaces ps (reset), after
+// its slot moved or its connection failed.
+type reader struct {
+	e    *Redis
+	part int
+	kick chan struct{} // cap 1: ps was created
+
+	mu      sync.Mutex
+	ps      *redis.PubSub          // nil in cluster mode until the first subscription
+	want    map[string]bool        // Redis channels held, for resubscription
+	pending map[string]*pendingSub // Redis channel -> waiting for confirmation
+
+	// Reader-goroutine state.
+	tracked map[string]*tracked
+	lost    bool // the connection failed; catch up on resubscribe
+
+	up chanFlag // connection believed healthy
+}
+
+func newReader(e *Redis, part int) *reader {
+	return &reader{
+		e: e, part: part, kick: make(chan struct{}, 1),
+		want: map[string]bool{}, pending: map[string]*pendingSub{}, tracked: map[string]*tracked{},
+	}
+}
+
+// subscribe sends the subscription of Redis channel ch; p.done is closed
+// when Redis confirms it.
+func (rd *reader) subscribe(ctx context.Context, ch string, p *pendingSub) error {
+	rd.mu.Lock()
+	rd.pending[ch] = p
+	rd.want[ch] = true
+	ps := rd.ps
+	if ps == nil {
+		// Cluster mode, first channel: the connection goes to the owner of
+		// the channel's slot.
+		rd.ps = rd.e.cc.SSubscribe(ctx, ch)
+		rd.mu.Unlock()
+		signal(rd.kick)
+		return nil
+	}
+	rd.mu.Unlock()
+	err := rd.e.sub(ctx, ps, ch)
+	if err != nil && rd.current() != ps {
+		return nil // replaced meanwhile; the new connection subscribed ch
+	}
+	return err
+}
+
+func (rd *reader) unsubscribe(ctx context.Context, ch string) error {
+	rd.mu.Lock()
+	delete(rd.want, ch)
+	delete(rd.pending, ch)
+	ps := rd.ps
+	rd.mu.Unlock()
+	if ps == nil {
+		return nil
+	}
+	if rd.e.cc != nil {
+		return ps.SUnsubscribe(ctx, ch)
+	}
+	return ps.Unsubscribe(ctx, ch)
+}
+
+func (rd *reader) unsubscribeQuietly(ch string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = rd.unsubscribe(ctx, ch)
+}
+
+func (rd *reader) current() *redis.PubSub {
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	return rd.ps
+}
+
+func (rd *reader) wants(ch string) bool {
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	return rd.want[ch]
+}
+
+// sub subscribes ps to ch: SSUBSCRIBE on a cluster, SUBSCRIBE otherwise.
+func (r *Redis) sub(ctx context.Context, ps *redis.PubSub, ch string) error {
+	if r.cc != nil {
+		return ps.SSubscribe(ctx, ch)
+	}
+	return ps.Subscribe(ctx, ch)
+}
+
+// reset (cluster mode, reader goroutine) replaces the connection by a new
+// one to the current owner of the partition's slot, subscribed to every
+// channel held. The cluster topology is reloaded in the background; until
+// it is, the new connection may still reach the old owner, and fail again.
+func (rd *reader) reset(ctx context.Context) {
+	rd.e.cc.ReloadState(ctx)
+	rd.mu.Lock()
+	old := rd.ps
+	rd.ps = nil
+	if len(rd.want) > 0 && !rd.e.closed.Load() {
+		chans := make([]string, 0, len(rd.want))
+		for ch := range rd.want {
+			chans = append(chans, ch)
+		}
+		rd.ps = rd.e.cc.SSubscribe(ctx, chans...)
+	}
+	rd.mu.Unlock()
+	if old != nil {
+		_ = old.Close()
+	}
+}
+
+// closeReaders closes every reader's connection (which ends its run).
+func (r *Redis) closeReaders() {
+	for _, rd := range r.readers {
+		rd.mu.Lock()
+		ps := rd.ps
+		rd.mu.Unlock()
+		if ps != nil {
+			_ = ps.Close()
+		}
+		signal(rd.kick)
+	}
+}
+
+// Run implements engine.Engine: it reads the pub/sub connections, one
+// goroutine per partition, and delivers to h until ctx ends.
 func (r *Redis) Run(ctx context.Context, h engine.Handler) error {
-	r.mu.Lock()
-	r.handler = h
-	r.mu.Unlock()
-	r.up.set(true)
+	for _, rd := range r.readers {
+		rd.up.set(true)
+	}
 	// ReceiveTimeout does not return on ctx cancellation; closing the
-	// pub/sub connection does.
-	stop := context.AfterFunc(ctx, func() { _ = r.ps.Close() })
+	// pub/sub connections does.
+	stop := context.AfterFunc(ctx, r.closeReaders)
 	defer stop()
+	var wg sync.WaitGroup
+	for _, rd := range r.readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rd.run(ctx, h)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (rd *reader) run(ctx context.Context, h engine.Handler) {
+	r := rd.e
 	sweep := time.NewTicker(r.cfg.Retention.MaxTTL() / 2)
 	defer sweep.Stop()
 	backoff := 50 * time.Millisecond
+	fail := func(err error) bool {
+		if !rd.lost {
+			r.log.Warn("redis pub/sub connection lost", "partition", rd.part, "err", err)
+		}
+		rd.lost = true
+		rd.up.set(false)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+		if r.cc != nil {
+			rd.reset(ctx)
+		}
+		return true
+	}
 	for {
-		if ctx.Err() != nil {
-			return nil
+		if ctx.Err() != nil || r.closed.Load() {
+			return
 		}
 		select {
 		case now := <-sweep.C:
-			r.sweepTracked(now)
+			rd.sweepTracked(now)
 		default:
 		}
-		msg, err := r.ps.ReceiveTimeout(ctx, receiveTimeout)
+		ps := rd.current()
+		if ps == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-rd.kick:
+			case now := <-sweep.C:
+				rd.sweepTracked(now)
+			}
+			continue
+		}
+		msg, err := ps.ReceiveTimeout(ctx, receiveTimeout)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
-				return nil
+			if ctx.Err() != nil || r.closed.Load() {
+				return
+			}
+			if errors.Is(err, redis.ErrClosed) && rd.current() != ps {
+				continue // replaced by reset
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
 				// Quiet connection: check it is alive.
-				if perr := r.ps.Ping(ctx); perr == nil {
+				if perr := ps.Ping(ctx); perr == nil {
 					continue
 				}
 			}
-			if !r.lost {
-				r.log.Warn("redis pub/sub connection lost", "err", err)
+			if !fail(err) {
+				return
 			}
-			r.lost = true
-			r.up.set(false)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 2*time.Second)
 			continue
 		}
 		backoff = 50 * time.Millisecond
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			switch m.Kind {
-			case "subscribe":
-				r.mu.Lock()
-				p := r.pending[m.Channel]
-				delete(r.pending, m.Channel)
-				r.mu.Unlock()
+			case "subscribe", "ssubscribe":
+				rd.mu.Lock()
+				p := rd.pending[m.Channel]
+				delete(rd.pending, m.Channel)
+				rd.mu.Unlock()
 				if p != nil {
-					if p.concrete && r.tracked[p.channel] == nil {
-						r.tracked[p.channel] = &tracked{epoch: p.epoch, offset: p.offset, seen: time.Now()}
+					if p.concrete && rd.tracked[p.channel] == nil {
+						rd.tracked[p.channel] = &tracked{epoch: p.epoch, offset: p.offset, seen: time.Now()}
 					}
 					close(p.done)
 				}
-				if r.lost {
-					r.lost = false
-					r.up.set(true)
-					r.log.Info("redis pub/sub connection restored; catching up from history")
-					r.catchUp(ctx, h)
+				if rd.lost {
+					rd.lost = false
+					rd.up.set(true)
+					r.log.Info("redis pub/sub connection restored; catching up from history", "partition", rd.part)
+					rd.catchUp(ctx, h)
 				}
+			case "sunsubscribe":
+				if rd.wants(m.Channel) {
+					// Redis dropped a channel we hold: its slot moved to
+					// another shard (resharding or failover).
+					r.log.Info("redis shard channel moved; resubscribing", "partition", rd.part, "channel", m.Channel)
+					if !fail(errors.New("slot moved")) {
+						return
+					}
+					continue
+				}
+				rd.untrackUncovered()
 			case "unsubscribe":
-				r.untrackUncovered()
+				rd.untrackUncovered()
 			}
 		case *redis.Message:
-			r.onMessage(ctx, h, m.Payload)
+			rd.onMessage(ctx, h, m.Payload)
 		case *redis.Pong:
 		}
 	}
@@ -99,7 +277,8 @@ func (r *Redis) Run(ctx context.Context, h engine.Handler) error {
 
 // onMessage parses an envelope "epoch offset ms channel\npayload" and
 // delivers it once, in order, filling a gap from history if needed.
-func (r *Redis) onMessage(ctx context.Context, h engine.Handler, env string) {
+func (rd *reader) onMessage(ctx context.Context, h engine.Handler, env string) {
+	r := rd.e
 	head, payload, ok := cutString(env, '\n')
 	if !ok {
 		r.log.Warn("redis: malformed envelope")
@@ -115,7 +294,7 @@ func (r *Redis) onMessage(ctx context.Context, h engine.Handler, env string) {
 		return
 	}
 	p := &engine.Publication{Channel: name, Epoch: epoch, Offset: off, Payload: []byte(payload), Time: at}
-	t := r.tracked[name]
+	t := rd.tracked[name]
 	now := time.Now()
 	if t != nil && t.epoch == "" {
 		// Subscribed before the channel existed: its first epoch is ours.
@@ -124,7 +303,7 @@ func (r *Redis) onMessage(ctx context.Context, h engine.Handler, env string) {
 	switch {
 	case t == nil:
 		// Seen first through a wildcard pattern: start here.
-		r.tracked[name] = &tracked{epoch: epoch, offset: off, seen: now}
+		rd.tracked[name] = &tracked{epoch: epoch, offset: off, seen: now}
 	case t.epoch != epoch:
 		// The channel's history was reset (Redis lost it): whatever came
 		// between cannot be recovered.
@@ -133,7 +312,7 @@ func (r *Redis) onMessage(ctx context.Context, h engine.Handler, env string) {
 	case off <= t.offset:
 		return // already delivered (another of our Redis channels, or caught up)
 	case off > t.offset+1:
-		r.fill(ctx, h, name, t, off-1)
+		rd.fill(ctx, h, name, t, off-1)
 		t.offset, t.seen = off, now
 	default:
 		t.offset, t.seen = off, now
@@ -144,7 +323,8 @@ func (r *Redis) onMessage(ctx context.Context, h engine.Handler, env string) {
 // fill delivers publications (t.offset, upTo] of channel from history, or
 // reports them as a gap. upTo == 0 means "everything history has" (catch-up
 // after a reconnect), where only a hole, not the end, is a gap.
-func (r *Redis) fill(ctx context.Context, h engine.Handler, name string, t *tracked, upTo uint64) {
+func (rd *reader) fill(ctx context.Context, h engine.Handler, name string, t *tracked, upTo uint64) {
+	r := rd.e
 	bounded := upTo != 0
 	if bounded && upTo <= t.offset {
 		return
@@ -158,13 +338,13 @@ func (r *Redis) fill(ctx context.Context, h engine.Handler, name string, t *trac
 	pubs, err := r.History(hctx, name, engine.Position{Epoch: t.epoch, Offset: t.offset}, limit)
 	if !bounded && errors.Is(err, engine.ErrPositionGone) {
 		h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{})
-		delete(r.tracked, name)
+		delete(rd.tracked, name)
 		return
 	}
 	if !bounded && err != nil {
 		r.log.Warn("redis: catch-up failed", "channel", name, "err", err)
 		h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{})
-		delete(r.tracked, name)
+		delete(rd.tracked, name)
 		return
 	}
 	if err != nil {
@@ -199,19 +379,14 @@ func (r *Redis) fill(ctx context.Context, h engine.Handler, name string, t *trac
 // channel still subscribed is read forward from history; wildcard patterns
 // are reported as possible gaps (channels never seen here cannot be
 // caught up).
-func (r *Redis) catchUp(ctx context.Context, h engine.Handler) {
-	r.mu.Lock()
-	patterns := make([]string, 0, len(r.patterns))
-	for p := range r.patterns {
-		patterns = append(patterns, p)
-	}
-	r.mu.Unlock()
-	for name, t := range r.tracked {
+func (rd *reader) catchUp(ctx context.Context, h engine.Handler) {
+	patterns := rd.e.patternList()
+	for name, t := range rd.tracked {
 		if !coveredBy(name, patterns) {
-			delete(r.tracked, name)
+			delete(rd.tracked, name)
 			continue
 		}
-		r.fill(ctx, h, name, t, 0)
+		rd.fill(ctx, h, name, t, 0)
 	}
 	for _, p := range patterns {
 		if channel.IsWildcard(p) {
@@ -232,25 +407,21 @@ func coveredBy(name string, patterns []string) bool {
 // untrackUncovered forgets channels no pattern covers any more, so a later
 // subscription starts from the position at that time, neither replaying
 // the unsubscribed period nor taking it for a gap.
-func (r *Redis) untrackUncovered() {
-	r.mu.Lock()
-	patterns := make([]string, 0, len(r.patterns))
-	for p := range r.patterns {
-		patterns = append(patterns, p)
-	}
-	r.mu.Unlock()
-	for name := range r.tracked {
+func (rd *reader) untrackUncovered() {
+	patterns := rd.e.patternList()
+	for name := range rd.tracked {
 		if !coveredBy(name, patterns) {
-			delete(r.tracked, name)
+			delete(rd.tracked, name)
 		}
 	}
 }
 
 // sweepTracked forgets channels idle for longer than history lives.
-func (r *Redis) sweepTracked(now time.Time) {
-	for name, t := range r.tracked {
+func (rd *reader) sweepTracked(now time.Time) {
+	r := rd.e
+	for name, t := range rd.tracked {
 		if now.Sub(t.seen) > r.cfg.Retention.MaxTTL() {
-			delete(r.tracked, name)
+			delete(rd.tracked, name)
 		}
 	}
 }
@@ -261,4 +432,12 @@ func cutString(s string, sep byte) (before, after string, ok bool) {
 		return s, "", false
 	}
 	return s[:i], s[i+1:], true
+}
+
+// signal does a non-blocking send on a channel of capacity 1.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }

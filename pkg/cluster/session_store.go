@@ -20,7 +20,7 @@ import (
 // owns a session at any time: a node that lost a session (taken over while
 // it was cut off) learns it at its next write.
 type SessionStore struct {
-	client *redis.Client
+	client redis.UniversalClient
 	prefix string
 	tag    string // this node
 	ttl    time.Duration
@@ -60,7 +60,7 @@ return 0`
 // NewSessionStore returns the store of node tag over client. ttl is how
 // long a record outlives its last write or refresh: a few MaxIntervals, so
 // that the clients of a dead node find their sessions when they come back.
-func NewSessionStore(client *redis.Client, prefix, tag string, ttl time.Duration) *SessionStore {
+func NewSessionStore(client redis.UniversalClient, prefix, tag string, ttl time.Duration) *SessionStore {
 	if prefix == "" {
 		prefix = "bx"
 	}

@@ -108,7 +108,7 @@ func New(cfg Config) (*App, error) {
 		cfg.ExpireInterval = 2 * time.Second
 	}
 	if cfg.Registry == nil {
-		if rc, ok := cfg.Engine.(interface{ Client() *redis.Client }); ok && rc.Client() != nil {
+		if rc, ok := cfg.Engine.(interface{ Client() redis.UniversalClient }); ok && rc.Client() != nil {
 			cfg.Registry = NewRedisRegistry(rc.Client())
 		} else {
 			cfg.Registry = NewMemoryRegistry()

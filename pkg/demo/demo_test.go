@@ -379,7 +379,7 @@ type redisEngine struct {
 	c *redis.Client
 }
 
-func (e redisEngine) Client() *redis.Client { return e.c }
+func (e redisEngine) Client() redis.UniversalClient { return e.c }
 
 func TestDefaultRegistry(t *testing.T) {
 	b, err := broker.New(broker.Config{Logger: quiet})
