@@ -14,6 +14,7 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
 command -v chromium >/dev/null 2>&1 || need+=(chromium) # the browser demo's test (e2e/browser_test.go)
+command -v ip >/dev/null 2>&1 || need+=(iproute2) # network namespaces (e2e/netns_test.go)
 if ((${#need[@]})); then
   log "installing ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
