@@ -80,7 +80,7 @@ func TestFloodThrottled(t *testing.T) {
 		interval = 10 * time.Millisecond // per publisher: 100 publishes/s
 		samples  = 1200                  // per condition (3 s)
 		windows  = 6                     // alternating unloaded and flooded windows
-		rate     = 2000.0 // the default publish rate and burst
+		rate     = 2000.0                // the default publish rate and burst
 		burst    = 4000
 	)
 	tb := newTestBroker(t, func(c *Config) {
