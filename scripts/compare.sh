@@ -1,82 +1,185 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: our broker (one node, in-memory engine) and Faye's
-# own Node server (npm faye, pinned in interop/package.json), driven by the
-# same load tool (cmd/bench) through the same scenarios on this machine.
-# Prints one table; the raw JSON lines go to $OUT (default
-# compare-results.jsonl in a temp dir, path printed).
+# Side-by-side benchmark, one table: our broker as ONE node (in-memory
+# engine), our broker as THREE nodes sharing Redis behind nginx doing plain
+# round-robin (the balancer config of internal/testproc.StartBalancer), and
+# Faye's own Node server (npm faye, pinned in interop/package.json), all
+# driven by the same load tool (cmd/bench) through the same scenarios in the
+# same run. The raw JSON lines go to $OUT (default compare-results.jsonl in
+# a temp dir, path printed).
 #
-#   scripts/compare.sh                   # default scenarios, 8 s each
-#   DURATION=20s scripts/compare.sh
+#   scripts/compare.sh                          # 8 s per run, 1 round
+#   RUNS=3 DURATION=8s scripts/compare.sh       # 3 rounds: median and spread
+#   SERVERS="ours faye" scripts/compare.sh      # skip the cluster
+#   PROFILE_DIR=/tmp/prof scripts/compare.sh    # CPU profiles of our nodes, one per run
+#   INFLIGHT=1 scripts/compare.sh               # one publish in flight per publisher
 #
-# Server and load tool share the machine: compare deliveries per server
-# CPU-second, and latency only below saturation.
+# Server CPU is utime+stime of the server processes over the measurement
+# window: the node, Faye's node process, or the sum over the three cluster
+# nodes (Redis and nginx are reported apart, as aux CPU). Server and tool
+# share the machine: compare deliveries per server CPU-second, and latency
+# only below saturation. Rounds interleave the servers so that background
+# noise spreads over all of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-8s}
+RUNS=${RUNS:-1}
+INFLIGHT=${INFLIGHT:-32}
+SERVERS=${SERVERS:-ours faye cluster}
 work=$(mktemp -d)
 OUT=${OUT:-$work/compare-results.jsonl}
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -f "$work/node" "$work/bench"
+}
 trap cleanup EXIT
 
 [ -d interop/node_modules/faye ] || (cd interop && npm ci --no-audit --no-fund --loglevel=error)
 go build -o "$work/node" ./cmd/node
 go build -o "$work/bench" ./cmd/bench
 
-# wait_url FILE PREFIX: the URL a server prints after PREFIX.
-wait_url() {
-  for _ in $(seq 100); do
+# wait_line FILE PREFIX: the rest of the first line of FILE after PREFIX.
+wait_line() {
+  for _ in $(seq 200); do
     if u=$(grep -m1 "^$2" "$1" 2>/dev/null); then echo "${u#"$2"}"; return; fi
-    sleep 0.1
+    sleep 0.05
   done
-  echo "server did not start: $(cat "$1")" >&2; exit 1
+  echo "server did not start: $(cat "$1" "${1%.out}.err" 2>/dev/null)" >&2; exit 1
 }
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+# Our node with the limits a benchmark would trip (one client address,
+# thousands of sessions, unthrottled publishers) turned off.
+node_flags=(--publish-rate -1 --max-sessions-per-ip -1 --max-held-per-ip -1 --max-sessions-per-browser -1
+  --demo=false --pprof --log-level warn)
+has() { [[ " $SERVERS " == *" $1 "* ]]; }
+declare -A url pid aux
 
-"$work/node" --listen 127.0.0.1:0 --publish-rate -1 --max-sessions-per-ip -1 --max-held-per-ip -1 >"$work/ours.out" 2>"$work/ours.err" &
-pids+=($!); ours_pid=$!
-node interop/bench-faye-server.mjs >"$work/faye.out" 2>"$work/faye.err" &
-pids+=($!); faye_pid=$!
-ours_url=$(wait_url "$work/ours.out" "bayeux node serving ")
-faye_url=$(wait_url "$work/faye.out" "BAYEUX_URL=")
+if has ours; then
+  "$work/node" --listen 127.0.0.1:0 "${node_flags[@]}" >"$work/ours.out" 2>"$work/ours.err" &
+  pids+=($!); pid[ours]=$!
+  url[ours]=$(wait_line "$work/ours.out" "bayeux node serving ")
+fi
+if has faye; then
+  node interop/bench-faye-server.mjs >"$work/faye.out" 2>"$work/faye.err" &
+  pids+=($!); pid[faye]=$!
+  url[faye]=$(wait_line "$work/faye.out" "BAYEUX_URL=")
+fi
+if has cluster; then
+  rport=$(free_port)
+  redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no >"$work/redis.log" 2>&1 &
+  pids+=($!); redis_pid=$!
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$rport") 2>/dev/null && break; sleep 0.05; done
+  join=() cpids=() cbases=() backends=""
+  for i in 1 2 3; do
+    "$work/node" --listen 127.0.0.1:0 --redis "redis://127.0.0.1:$rport" --gossip-listen 127.0.0.1:0 \
+      --grpc-listen 127.0.0.1:0 "${join[@]}" "${node_flags[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
+    pids+=($!); cpids+=($!)
+    u=$(wait_line "$work/node$i.out" "bayeux node serving ")
+    cbases+=("${u%/cometd}")
+    hp=${u#http://}
+    backends+="    server ${hp%%/*} max_fails=0;"$'\n'
+    if [ $i = 1 ]; then
+      g=$(wait_line "$work/node1.out" "bayeux node gossip ")
+      join=(--join "${g%% *}")
+    fi
+  done
+  for n in 1 2 3; do # every node sees three members
+    for _ in $(seq 200); do
+      m=$(curl -sf "${cbases[n-1]}/metrics" | awk '/^bayeux_gossip_members /{print $2}') || true
+      [ "$m" = 3 ] && break
+      sleep 0.05
+    done
+    [ "$m" = 3 ] || { echo "cluster did not converge (node $n sees ${m:-?} members)" >&2; exit 1; }
+  done
+  lport=$(free_port)
+  mkdir -p "$work/nginx" && chmod 777 "$work/nginx"
+  n=$work/nginx
+  cat >"$n/nginx.conf" <<EOF
+worker_processes 1;
+error_log $n/error.log warn;
+pid $n/nginx.pid;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  upstream bayeux {
+$backends  }
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
+  server {
+    listen 127.0.0.1:$lport;
+    client_body_temp_path $n/body;
+    proxy_temp_path $n/proxy;
+    fastcgi_temp_path $n/fastcgi;
+    uwsgi_temp_path $n/uwsgi;
+    scgi_temp_path $n/scgi;
+    client_max_body_size 2m;
+    location / {
+      proxy_pass http://bayeux;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 180s;
+      proxy_send_timeout 180s;
+      proxy_next_upstream off;
+    }
+  }
+}
+EOF
+  nginx -c "$n/nginx.conf" -p "$n" -g "daemon off;" >"$n/stdout" 2>&1 &
+  pids+=($!); nginx_pid=$!
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$lport") 2>/dev/null && break; sleep 0.05; done
+  url[cluster]="http://127.0.0.1:$lport/cometd"
+  pid[cluster]=$(IFS=,; echo "${cpids[*]}")
+  aux[cluster]="$redis_pid,$nginx_pid,$(pgrep -d, -P "$nginx_pid" || true)"
+  aux[cluster]=${aux[cluster]%,}
+fi
 
-# Scenarios: name|bench arguments. Faye has no ack extension; both run
-# without it so they do the same work.
+# Scenarios: name|bench arguments. Faye has no ack extension; every server
+# runs without it so that all do the same work. Publishers keep INFLIGHT
+# publishes unacknowledged (websocket: pipelined frames; long-polling: one
+# batched POST).
 scenarios=(
   "fanout-ws|--scenario fanout --transport websocket --subscribers 100"
   "fanout-lp|--scenario fanout --transport long-polling --subscribers 100"
   "channels-ws|--scenario many-channels --transport websocket --subscribers 1000 --channels 100 --publishers 10 --rate 1000"
 )
-for s in "${scenarios[@]}"; do
-  name=${s%%|*}; args=${s#*|}
-  for server in ours faye; do
-    url=ours_url pid=ours_pid
-    [ "$server" = faye ] && url=faye_url pid=faye_pid
-    echo "== $name on $server" >&2
-    # shellcheck disable=SC2086
-    "$work/bench" --url "${!url}" $args --duration "$DURATION" --warmup 1s --disable-ack \
-      --server-pid "${!pid}" --out "$work/one.json" || echo "(run failed)" >&2
-    if [ -s "$work/one.json" ]; then
-      sed "s/^{/{\"server\":\"$server\",\"name\":\"$name\",/" "$work/one.json" >>"$OUT"
-      : >"$work/one.json"
-    fi
+secs=${DURATION%s}
+for round in $(seq "$RUNS"); do
+  for s in "${scenarios[@]}"; do
+    name=${s%%|*}; args=${s#*|}
+    for server in $SERVERS; do
+      echo "== round $round: $name on $server" >&2
+      extra=()
+      [ -n "${aux[$server]:-}" ] && extra=(--aux-pid "${aux[$server]}")
+      prof=""
+      if [ -n "${PROFILE_DIR:-}" ] && [ "$server" != faye ]; then
+        mkdir -p "$PROFILE_DIR"
+        b=${url[$server]%/cometd}
+        [ "$server" = cluster ] && b=${cbases[0]} # node 1 of 3
+        (sleep 2; curl -s -o "$PROFILE_DIR/$name-$server-$round.prof" \
+          "$b/debug/pprof/profile?seconds=$((${secs%.*} - 2))") &
+        prof=$!
+      fi
+      # shellcheck disable=SC2086
+      "$work/bench" --url "${url[$server]}" $args --duration "$DURATION" --warmup 1s --disable-ack \
+        --inflight "$INFLIGHT" --server-pid "${pid[$server]}" "${extra[@]}" --out "$work/one.json" || echo "(run failed)" >&2
+      [ -z "$prof" ] || wait "$prof"
+      if [ -s "$work/one.json" ]; then
+        sed "s/^{/{\"server\":\"$server\",\"name\":\"$name\",\"round\":$round,/" "$work/one.json" >>"$OUT"
+        : >"$work/one.json"
+      fi
+    done
   done
 done
 
-node - "$OUT" <<'JS'
-const fs = require("fs");
-const rows = fs.readFileSync(process.argv[2], "utf8").trim().split("\n").filter(Boolean).map(JSON.parse);
-const pad = (s, n) => String(s).padStart(n);
-console.log(["scenario", "server", "deliv/s", "deliv/server-cpu-s", "p50 ms", "p99 ms", "lost", "dup", "ooo", "rss MiB"].map((h, i) => pad(h, i < 2 ? 12 : 12)).join(" "));
-for (const r of rows) {
-  console.log([r.name, r.server, r.deliveries_per_sec.toFixed(0), r.deliveries_per_server_cpu_sec.toFixed(0),
-    r.latency_ms.p50.toFixed(2), r.latency_ms.p99.toFixed(2), r.lost, r.duplicated, r.out_of_order,
-    (r.server_rss_bytes / 1048576).toFixed(1)].map(v => pad(v, 12)).join(" "));
-}
-const by = (n, s) => rows.find(r => r.name === n && r.server === s);
-for (const n of [...new Set(rows.map(r => r.name))]) {
-  const o = by(n, "ours"), f = by(n, "faye");
-  if (o && f && f.deliveries_per_server_cpu_sec > 0)
-    console.log(`${n}: ours/faye deliveries per server CPU-second = ${(o.deliveries_per_server_cpu_sec / f.deliveries_per_server_cpu_sec).toFixed(1)}x; p99 ours/faye = ${(o.latency_ms.p99 / f.latency_ms.p99).toFixed(2)}`);
-}
-JS
+node scripts/compare-table.mjs "$OUT"
 echo "raw results: $OUT" >&2

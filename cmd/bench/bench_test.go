@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -125,6 +126,43 @@ func TestFanoutAgainstNode(t *testing.T) {
 	}
 }
 
+// TestInflightAgainstNode: a publisher with a window of unacknowledged
+// publishes (pipelined frames, batched POSTs), as fast as it can, loses
+// nothing and keeps its order on both transports.
+func TestInflightAgainstNode(t *testing.T) {
+	node := testproc.StartNode(t, nil, "--publish-rate", "-1")
+	cases := []struct {
+		transport string
+		inflight  int
+	}{{"websocket", 1}, {"websocket", 16}, {"long-polling", 1}, {"long-polling", 16}}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("%s/inflight=%d", c.transport, c.inflight), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			res, err := Run(ctx, Config{URL: node.URL, Transport: c.transport, Scenario: ManyChannels,
+				Subscribers: 12, Channels: 3, Publishers: 2, Inflight: c.inflight, DisableAck: true,
+				Duration: 300 * time.Millisecond, Drain: 5 * time.Second, SetupTimeout: 30 * time.Second,
+				DialParallel: 8, MaxSamples: 1_000_000, ServerPIDs: []int{node.PID()}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(res.Summary())
+			if res.Published < 20 || res.PublishErrors != 0 {
+				t.Errorf("published %d (errors %d), want at least 20 and no errors", res.Published, res.PublishErrors)
+			}
+			if res.Lost != 0 || res.Duplicated != 0 || res.OutOfOrder != 0 || res.Malformed != 0 ||
+				res.Delivered != res.Expected || res.ConnectFailures != 0 || res.SessionsFailed != 0 {
+				t.Errorf("delivered %d/%d lost %d dup %d ooo %d malformed %d connect failures %d sessions failed %d",
+					res.Delivered, res.Expected, res.Lost, res.Duplicated, res.OutOfOrder, res.Malformed,
+					res.ConnectFailures, res.SessionsFailed)
+			}
+			if res.Params.Inflight != c.inflight {
+				t.Errorf("reported inflight %d, want %d", res.Params.Inflight, c.inflight)
+			}
+		})
+	}
+}
+
 func TestIdleSessionsAgainstNode(t *testing.T) {
 	node := testproc.StartNode(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -143,12 +181,22 @@ func TestIdleSessionsAgainstNode(t *testing.T) {
 
 func TestFlags(t *testing.T) {
 	cfg, err := parseFlags([]string{"--url", "http://127.0.0.1:1/cometd", "--scenario", "fanout",
-		"--channels", "7", "--publishers", "3", "--server-pid", "12, 34"}, testWriter{t})
+		"--channels", "7", "--publishers", "3", "--server-pid", "12, 34", "--aux-pid", "5,6,7"}, testWriter{t})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Channels != 1 || cfg.Publishers != 1 || len(cfg.ServerPIDs) != 2 || cfg.ServerPIDs[1] != 34 {
+	if cfg.Channels != 1 || cfg.Publishers != 1 || len(cfg.ServerPIDs) != 2 || cfg.ServerPIDs[1] != 34 ||
+		len(cfg.AuxPIDs) != 3 || cfg.AuxPIDs[2] != 7 || cfg.Inflight != 32 {
 		t.Errorf("fanout config = %+v", cfg)
+	}
+	for _, c := range []struct {
+		arg  string
+		want int
+	}{{"1", 1}, {"64", 64}, {"0", 1}, {"-3", 1}} {
+		cfg, err := parseFlags([]string{"--url", "http://x", "--inflight", c.arg}, testWriter{t})
+		if err != nil || cfg.Inflight != c.want {
+			t.Errorf("--inflight %s: %d, %v; want %d", c.arg, cfg.Inflight, err, c.want)
+		}
 	}
 	for _, bad := range [][]string{
 		{},
@@ -156,6 +204,8 @@ func TestFlags(t *testing.T) {
 		{"--url", "http://x", "--transport", "jsonp"},
 		{"--url", "http://x", "--scenario", "nope"},
 		{"--url", "http://x", "--server-pid", "abc"},
+		{"--url", "http://x", "--aux-pid", "1,x"},
+		{"--url", "http://x", "--inflight", "many"},
 	} {
 		if _, err := parseFlags(bad, testWriter{t}); err == nil {
 			t.Errorf("flags %q accepted", bad)

@@ -33,15 +33,17 @@ type Config struct {
 	SetupTimeout time.Duration `json:"-"`
 	DialParallel int           `json:"dial_parallel"`
 	MaxSamples   int           `json:"max_samples"`
+	Inflight     int           `json:"inflight"`
 	DisableAck   bool          `json:"disable_ack"`
 	ServerPIDs   []int         `json:"server_pids,omitempty"`
+	AuxPIDs      []int         `json:"aux_pids,omitempty"`
 	Out          string        `json:"-"`
 }
 
 // parseFlags fills a Config from command-line arguments.
 func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	var c Config
-	var pids string
+	var pids, aux string
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.URL, "url", "", "Bayeux endpoint, e.g. http://127.0.0.1:8080/cometd (required)")
@@ -57,8 +59,10 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar(&c.SetupTimeout, "setup-timeout", 60*time.Second, "bound for dialling and subscribing every session")
 	fs.IntVar(&c.DialParallel, "dial-parallel", 32, "sessions dialled concurrently during setup")
 	fs.IntVar(&c.MaxSamples, "max-samples", 4_000_000, "latency samples kept in total (8 bytes each, preallocated)")
+	fs.IntVar(&c.Inflight, "inflight", 32, "publishes per publisher sent and not yet acknowledged (websocket: pipelined frames; long-polling: publishes per batched POST)")
 	fs.BoolVar(&c.DisableAck, "disable-ack", false, "turn off the client's ack extension")
 	fs.StringVar(&pids, "server-pid", "", "comma-separated server PIDs to sample CPU and RSS from /proc")
+	fs.StringVar(&aux, "aux-pid", "", "comma-separated PIDs of helpers (Redis, balancer) whose CPU is reported apart (aux_cpu_seconds)")
 	fs.StringVar(&c.Out, "out", "", "file to append the JSON result line to (default stdout)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -68,6 +72,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	}
 	var err error
 	if c.ServerPIDs, err = parsePIDs(pids); err != nil {
+		return c, err
+	}
+	if c.AuxPIDs, err = parsePIDs(aux); err != nil {
 		return c, err
 	}
 	return c, c.normalize()
@@ -119,6 +126,9 @@ func (c *Config) normalize() error {
 	}
 	if c.Rate < 0 || c.Duration <= 0 || c.Warmup < 0 || c.Drain < 0 || c.SetupTimeout <= 0 {
 		return errors.New("--rate, --warmup, --drain must be >= 0; --duration, --setup-timeout > 0")
+	}
+	if c.Inflight < 1 {
+		c.Inflight = 1
 	}
 	if c.DialParallel < 1 {
 		c.DialParallel = 1

@@ -19,12 +19,18 @@
 // # Measurement
 //
 // Every message's data is {"p":publisher,"s":sequence,"t":send-unix-nanos}.
-// Each publisher publishes sequentially and waits for the server's
-// acknowledgement before the next message (pkg/client.Publish), so its
-// per-publisher order is a real order. --rate is the total rate over all
-// publishers (each gets rate/P, on a fixed schedule; a publisher that falls
-// behind sends at once until it is back on schedule); 0 means as fast as the
-// acknowledgements allow.
+// Each publisher keeps up to --inflight publishes sent and not yet
+// acknowledged (default 32; 1 is the old one-at-a-time publisher). On a
+// websocket each publish is its own frame, pipelined on the one socket, so
+// the server sees them in order. On long-polling, where concurrent POSTs
+// could be reordered, the window is a Bayeux batch: one POST carries up to
+// --inflight publishes and the next POST waits for its response. --rate is
+// the total rate over all publishers (each gets rate/P on a fixed schedule,
+// the publishers' schedules spread evenly over one interval so that the
+// total is steady rather than P messages at once; a publisher that falls
+// behind sends at once until it is back on schedule; on long-polling
+// everything due goes in one POST); 0 means as fast as the window allows.
+// Only acknowledged publications count as published and expected.
 //
 // Every subscriber keeps, per publisher, a bitset of the sequences it has
 // received and the highest sequence so far: a sequence seen twice is a
@@ -46,18 +52,25 @@
 //
 // # Sessions
 //
-// Sessions use pkg/client (one Client per subscriber or publisher, with the
-// ack extension unless --disable-ack). That puts the client's own cost (4
-// goroutines per websocket session, JSON decoding of every delivery) on the
-// same CPU as the server; tool_cpu_seconds reports it so that the share is
-// visible. A leaner raw transport is not written yet.
+// Sessions are the tool's own lean Bayeux client (session.go), not
+// pkg/client, so that the tool costs the shared CPU as little as possible:
+// one goroutine per session (the websocket reader, which also sends the
+// next /meta/connect, or the long-polling connect loop), no goroutine or
+// allocation per message, and responses scanned in place (wire.go: one pass
+// finds each message's channel, id, successful and data without decoding
+// them; the payload is read by hand). It speaks what the scenarios need:
+// handshake (ack extension unless --disable-ack), subscribe, connect,
+// publish, disconnect. It does not re-handshake: a session the server drops
+// is reported (sessions_failed, connect_failures) and stays dropped.
+// tool_cpu_seconds reports its CPU.
 //
 // # CPU and memory
 //
-// --server-pid takes comma-separated PIDs; CPU is utime+stime from
-// /proc/PID/stat (assuming USER_HZ = 100, the Linux value on every
-// mainstream architecture) and memory is VmRSS from /proc/PID/status,
-// summed over the PIDs. Tool CPU is getrusage(RUSAGE_SELF). With
+// --server-pid takes comma-separated PIDs (e.g. every node of a cluster);
+// CPU is utime+stime from /proc/PID/stat (assuming USER_HZ = 100, the Linux
+// value on every mainstream architecture) and memory is VmRSS from
+// /proc/PID/status, summed over the PIDs. --aux-pid does the same for
+// helpers (Redis, a balancer), reported apart as aux_cpu_seconds. Tool CPU is getrusage(RUSAGE_SELF). With
 // `go run ./cmd/node` pass the PID of the node binary (the child of the go
 // command, e.g. `pgrep -P $GO_RUN_PID`), not the go command's.
 //

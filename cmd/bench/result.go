@@ -29,8 +29,12 @@ type Result struct {
 	Lost          int64 `json:"lost"`
 	Duplicated    int64 `json:"duplicated"`
 	OutOfOrder    int64 `json:"out_of_order"`
-	Malformed     int64 `json:"malformed"`    // deliveries whose data was not a bench payload
-	Rehandshakes  int64 `json:"rehandshakes"` // handshakes beyond the first, over all sessions
+	Malformed     int64 `json:"malformed"` // deliveries whose data was not a bench payload
+	// ConnectFailures: /meta/connects refused or failed, over all
+	// sessions; SessionsFailed: sessions that ended early (the tool does
+	// not re-handshake: a session the server dropped stays dropped).
+	ConnectFailures int64 `json:"connect_failures"`
+	SessionsFailed  int64 `json:"sessions_failed"`
 
 	LatencyMs             Latency `json:"latency_ms"`
 	LatencySamples        int     `json:"latency_samples"`
@@ -47,6 +51,7 @@ type Result struct {
 
 	ToolCPUSeconds            float64 `json:"tool_cpu_seconds"`
 	ServerCPUSeconds          float64 `json:"server_cpu_seconds"`
+	AuxCPUSeconds             float64 `json:"aux_cpu_seconds,omitempty"` // --aux-pid (Redis, balancer), not in server_cpu_seconds
 	ServerRSSBytes            int64   `json:"server_rss_bytes"`          // at the end of the window
 	ServerRSSBaselineBytes    int64   `json:"server_rss_baseline_bytes"` // before the first dial
 	DeliveriesPerServerCPUSec float64 `json:"deliveries_per_server_cpu_sec"`
@@ -70,9 +75,9 @@ func (r Result) Summary() string {
 	if p.Rate > 0 {
 		rate = fmt.Sprintf("%g/s", p.Rate)
 	}
-	return fmt.Sprintf("%s %s: %d subs/%d ch/%d pubs rate %s %s: published %d (err %d) delivered %d/%d lost %d dup %d ooo %d rehs %d; %.0f deliveries/s; latency ms p50 %.2f p99 %.2f p999 %.2f max %.2f; server cpu %.2fs rss %.1f MiB (%.0f deliveries/cpu-s); tool cpu %.2fs",
+	return fmt.Sprintf("%s %s: %d subs/%d ch/%d pubs rate %s %s: published %d (err %d) delivered %d/%d lost %d dup %d ooo %d connect-fail %d sessions-failed %d; %.0f deliveries/s; latency ms p50 %.2f p99 %.2f p999 %.2f max %.2f; server cpu %.2fs rss %.1f MiB (%.0f deliveries/cpu-s); tool cpu %.2fs",
 		r.Scenario, r.Transport, p.Subscribers, p.Channels, p.Publishers, rate, p.Duration,
-		r.Published, r.PublishErrors, r.Delivered, r.Expected, r.Lost, r.Duplicated, r.OutOfOrder, r.Rehandshakes,
+		r.Published, r.PublishErrors, r.Delivered, r.Expected, r.Lost, r.Duplicated, r.OutOfOrder, r.ConnectFailures, r.SessionsFailed,
 		r.DeliveriesPerSec, r.LatencyMs.P50, r.LatencyMs.P99, r.LatencyMs.P999, r.LatencyMs.Max,
 		r.ServerCPUSeconds, mib(r.ServerRSSBytes), r.DeliveriesPerServerCPUSec, r.ToolCPUSeconds)
 }

@@ -4,38 +4,26 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
-	"math"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/bayeux-cluster/bayeux/pkg/client"
 )
 
 // closeTimeout bounds closing every session at the end of a run.
 const closeTimeout = 20 * time.Second
-
-// publishTimeout bounds one publish (its acknowledgement).
-const publishTimeout = 10 * time.Second
 
 // runner is the state of one Run.
 type runner struct {
 	cfg      Config
 	base     string // channel prefix, unique per run
 	httpc    *http.Client
-	log      *slog.Logger
 	subs     []*subscriber
 	pubs     []*publisher
 	total    atomic.Int64
 	measure  atomic.Int64
-	clientMu sync.Mutex
-	clients  []*client.Client
+	sessions sessionSet
 }
 
 // Run runs one scenario and returns its result. It stops by itself: setup
@@ -55,10 +43,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			MaxIdleConnsPerHost: 2*(cfg.Subscribers+cfg.Publishers) + 16,
 			IdleConnTimeout:     30 * time.Second,
 		}},
-		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	}
 	defer r.httpc.CloseIdleConnections()
-	defer r.closeAll()
+	defer r.sessions.closeAll(closeTimeout)
 	res := Result{
 		Scenario:       cfg.Scenario,
 		Transport:      cfg.Transport,
@@ -74,7 +61,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := r.setup(ctx); err != nil {
 		return res, err
 	}
-	res.Sessions = len(r.clients)
+	res.Sessions = len(r.subs) + len(r.pubs)
 	if cfg.Scenario == IdleSessions {
 		return r.idle(ctx, res, baseline)
 	}
@@ -94,21 +81,14 @@ func (r *runner) sample() (procSample, error) {
 	return s, nil
 }
 
-func (r *runner) dial(ctx context.Context) (*client.Client, error) {
-	c, err := client.Dial(ctx, client.Config{
-		URL:        r.cfg.URL,
-		Transports: []string{r.cfg.Transport},
-		HTTPClient: r.httpc,
-		DisableAck: r.cfg.DisableAck,
-		Logger:     r.log,
-	})
+func (r *runner) dial(ctx context.Context, onMsg func(*wireMsg)) (*session, error) {
+	s, err := dialSession(ctx, r.cfg.URL, r.cfg.Transport, r.httpc, !r.cfg.DisableAck)
 	if err != nil {
 		return nil, err
 	}
-	r.clientMu.Lock()
-	r.clients = append(r.clients, c)
-	r.clientMu.Unlock()
-	return c, nil
+	s.onMsg = onMsg
+	r.sessions.add(s)
+	return s, nil
 }
 
 // setup dials and subscribes every subscriber, then dials the publishers,
@@ -132,14 +112,15 @@ func (r *runner) setup(ctx context.Context) error {
 	}
 	err := r.parallel(ctx, len(r.subs), func(ctx context.Context, i int) error {
 		s := r.subs[i]
-		c, err := r.dial(ctx)
+		c, err := r.dial(ctx, s.onMsg)
 		if err != nil {
 			return fmt.Errorf("subscriber %d: %w", i, err)
 		}
-		s.c = c
-		if _, err := c.Subscribe(ctx, r.channelName(s.channel), s.handle); err != nil {
+		s.s = c
+		if err := c.subscribe(ctx, r.channelName(s.channel)); err != nil {
 			return fmt.Errorf("subscriber %d: %w", i, err)
 		}
+		c.start()
 		return nil
 	})
 	if err != nil {
@@ -150,11 +131,13 @@ func (r *runner) setup(ctx context.Context) error {
 		r.pubs[p] = newPublisher(p, r.cfg)
 	}
 	err = r.parallel(ctx, len(r.pubs), func(ctx context.Context, i int) error {
-		c, err := r.dial(ctx)
+		p := r.pubs[i]
+		c, err := r.dial(ctx, p.onMsg)
 		if err != nil {
 			return fmt.Errorf("publisher %d: %w", i, err)
 		}
-		r.pubs[i].c = c
+		p.s = c
+		c.start()
 		return nil
 	})
 	if err != nil {
@@ -196,28 +179,6 @@ func (r *runner) parallel(ctx context.Context, n int, fn func(context.Context, i
 	return first
 }
 
-// closeAll closes every client, in parallel, within closeTimeout.
-func (r *runner) closeAll() {
-	r.clientMu.Lock()
-	cs := r.clients
-	r.clients = nil
-	r.clientMu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-	defer cancel()
-	sem := make(chan struct{}, 64)
-	var wg sync.WaitGroup
-	for _, c := range cs {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			_ = c.Close(ctx)
-		}()
-	}
-	wg.Wait()
-}
-
 func sleepUntil(ctx context.Context, t time.Time) error {
 	d := time.Until(t)
 	if d <= 0 {
@@ -255,18 +216,22 @@ func (r *runner) idle(ctx context.Context, res Result, baseline procSample) (Res
 	if len(r.cfg.ServerPIDs) > 0 {
 		res.RSSPerSessionBytes = float64(s1.RSSBytes-baseline.RSSBytes) / float64(len(r.subs))
 	}
-	res.Rehandshakes = r.rehandshakes()
+	res.ConnectFailures, res.SessionsFailed = r.failures()
 	return res, nil
 }
 
-func (r *runner) rehandshakes() int64 {
-	r.clientMu.Lock()
-	defer r.clientMu.Unlock()
-	var n int64
-	for _, c := range r.clients {
-		n += int64(max(0, c.Handshakes()-1))
+// failures counts refused or failed connects and sessions that ended
+// early, over all sessions.
+func (r *runner) failures() (connects, sessions int64) {
+	r.sessions.mu.Lock()
+	defer r.sessions.mu.Unlock()
+	for _, s := range r.sessions.list {
+		connects += s.failures.Load()
+		if s.err() != nil {
+			sessions++
+		}
 	}
-	return n
+	return connects, sessions
 }
 
 // traffic runs the publishers, drains, and accounts.
@@ -275,12 +240,13 @@ func (r *runner) traffic(ctx context.Context, res Result) (Result, error) {
 	t0 := time.Now()
 	measureAt := t0.Add(cfg.Warmup)
 	stopAt := measureAt.Add(cfg.Duration)
-	var s0 procSample
+	var s0, a0 procSample
 	var cpu0 float64
 	var err error
 	startWindow := func() {
 		r.measure.Store(time.Now().UnixNano())
 		cpu0 = selfCPU()
+		a0, _ = sampleProcs(cfg.AuxPIDs)
 		s0, err = r.sample()
 	}
 	if cfg.Warmup == 0 {
@@ -314,11 +280,11 @@ func (r *runner) traffic(ctx context.Context, res Result) (Result, error) {
 	// Expected deliveries: per subscriber, acknowledged publications on its channel.
 	perChannel := make([]int64, cfg.Channels)
 	for _, p := range r.pubs {
-		for c, n := range p.acked {
-			perChannel[c] += n
+		for i, c := range p.channels {
+			perChannel[c] += p.acked[i].Load()
 		}
-		res.Published += p.published
-		res.PublishErrors += p.errors
+		res.Published += p.published.Load()
+		res.PublishErrors += p.errors.Load()
 		res.ScheduleLagMs = max(res.ScheduleLagMs, float64(p.lag)/1e6)
 	}
 	for _, s := range r.subs {
@@ -334,12 +300,15 @@ func (r *runner) traffic(ctx context.Context, res Result) (Result, error) {
 	if err != nil {
 		return res, err
 	}
+	if a1, err := sampleProcs(cfg.AuxPIDs); err == nil && len(cfg.AuxPIDs) > 0 {
+		res.AuxCPUSeconds = a1.CPUSeconds - a0.CPUSeconds
+	}
 	res.ToolCPUSeconds = selfCPU() - cpu0
 	res.DrainSeconds = secs(end.Sub(pubEnd))
 	res.ServerCPUSeconds = s1.CPUSeconds - s0.CPUSeconds
 	res.ServerRSSBytes = s1.RSSBytes
-	res.Rehandshakes = r.rehandshakes()
-	r.closeAll() // waits for every dispatcher: the counters are final after this
+	res.ConnectFailures, res.SessionsFailed = r.failures()
+	r.sessions.closeAll(closeTimeout) // waits for every session goroutine: the counters are final after this
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
@@ -363,7 +332,7 @@ func (r *runner) traffic(ctx context.Context, res Result) (Result, error) {
 		all = append(all, s.samples...)
 	}
 	for _, p := range r.pubs {
-		pubMeasured += p.measured
+		pubMeasured += p.measured.Load()
 	}
 	res.LatencyMs = latencyOf(all)
 	res.LatencySamples = len(all)
@@ -375,77 +344,4 @@ func (r *runner) traffic(ctx context.Context, res Result) (Result, error) {
 		res.DeliveriesPerServerCPUSec = float64(measured) / res.ServerCPUSeconds
 	}
 	return res, nil
-}
-
-// publisher is one publishing session.
-type publisher struct {
-	idx                         int
-	c                           *client.Client
-	channels                    []int         // channels it publishes to, cycled
-	interval                    time.Duration // 0: as fast as possible
-	count                       int64         // with a rate: publications to send (its share of rate×(warmup+duration))
-	lag                         time.Duration // with a rate: how late the last publication was sent
-	acked                       map[int]int64 // acknowledged publications per channel
-	published, errors, measured int64
-}
-
-func newPublisher(idx int, cfg Config) *publisher {
-	p := &publisher{idx: idx, acked: map[int]int64{}}
-	for c := idx % cfg.Channels; c < cfg.Channels; c += cfg.Publishers {
-		p.channels = append(p.channels, c)
-	}
-	if len(p.channels) == 0 { // more publishers than channels
-		p.channels = []int{idx % cfg.Channels}
-	}
-	if cfg.Rate > 0 {
-		p.interval = time.Duration(float64(time.Second) * float64(cfg.Publishers) / cfg.Rate)
-		total := int64(math.Round(cfg.Rate * (cfg.Warmup + cfg.Duration).Seconds()))
-		p.count = total / int64(cfg.Publishers)
-		if int64(idx) < total%int64(cfg.Publishers) {
-			p.count++
-		}
-	}
-	return p
-}
-
-// run publishes, waiting for each acknowledgement. Without a rate it
-// publishes until stopAt. With a rate it publishes exactly p.count messages
-// on a fixed schedule from start (a late publisher catches up without
-// pausing), but never past hardStop; the last publish may end up to
-// publishTimeout after either.
-func (p *publisher) run(ctx context.Context, r *runner, start, stopAt, hardStop time.Time) {
-	names := make([]string, len(p.channels))
-	for i, c := range p.channels {
-		names[i] = r.channelName(c)
-	}
-	next := start
-	for seq := int64(0); ; seq++ {
-		if p.interval > 0 {
-			if seq >= p.count || sleepUntil(ctx, next) != nil || !time.Now().Before(hardStop) {
-				return
-			}
-			p.lag = max(0, time.Since(next))
-			next = next.Add(p.interval)
-		} else if !time.Now().Before(stopAt) || ctx.Err() != nil {
-			return
-		}
-		i := int(seq % int64(len(p.channels)))
-		now := time.Now().UnixNano()
-		data := json.RawMessage(appendPayload(make([]byte, 0, 64), p.idx, seq, now))
-		pctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-		err := p.c.Publish(pctx, names[i], data)
-		cancel()
-		if err != nil {
-			p.errors++
-			if errors.Is(err, client.ErrClosed) || p.c.Err() != nil {
-				return
-			}
-			continue
-		}
-		p.published++
-		p.acked[p.channels[i]]++
-		if ms := r.measure.Load(); ms != 0 && now >= ms {
-			p.measured++
-		}
-	}
 }

@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
-
-	"github.com/bayeux-cluster/bayeux/pkg/client"
 )
 
 // payload is the data of every published message.
@@ -72,11 +70,11 @@ type pubTrack struct {
 }
 
 // subscriber is one subscribing session and its accounting. Its counters
-// are written only by the client's dispatcher goroutine and read after the
-// client is closed (Close waits for the dispatcher).
+// are written only by its session's goroutine and read after the session
+// is closed (close waits for that goroutine).
 type subscriber struct {
 	channel int
-	c       *client.Client
+	s       *session
 	pubs    []pubTrack
 
 	delivered, unique, dup, ooo, bad int64
@@ -102,11 +100,20 @@ func newSubscriber(channel, publishers, maxSamples int, total, measureStart *ato
 	return s
 }
 
-// handle is the subscription handler.
-func (s *subscriber) handle(m *client.Message) {
+// onMsg takes every message the session receives: replies are skipped,
+// deliveries handled.
+func (s *subscriber) onMsg(m *wireMsg) {
+	if m.Successful >= 0 || len(m.Channel) == 0 || (len(m.Channel) > 5 && string(m.Channel[:6]) == "/meta/") {
+		return
+	}
+	s.handle(m.Data)
+}
+
+// handle accounts one delivery's data.
+func (s *subscriber) handle(data []byte) {
 	now := time.Now().UnixNano()
 	s.delivered++
-	pl, ok := parsePayload(m.Data)
+	pl, ok := parsePayload(data)
 	if !ok || pl.P < 0 || pl.P >= len(s.pubs) || pl.S < 0 {
 		s.bad++
 		return

@@ -200,10 +200,10 @@ func (s *Session) finishRecoveryLocked(start map[string]engine.Position, got []*
 		s.floor[ch] = pos
 	}
 	if s.waiter != nil && len(s.queue) > 0 {
-		signal(s.waiter.wake)
+		s.waiter.wakeLocked()
 	}
 	if s.push != nil && len(s.queue) > 0 {
-		signal(s.push)
+		s.push.kick()
 	}
 }
 

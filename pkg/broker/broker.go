@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,10 +55,16 @@ type Broker struct {
 	lastRefresh time.Time   // sweeper goroutine only
 	refreshing  atomic.Bool // a Refresh is running
 
-	wsMu    sync.Mutex
-	wsConns map[*wsConn]context.CancelFunc
+	wsMu      sync.Mutex
+	wsConns   map[*wsConn]context.CancelFunc
+	parked    map[*parkedPoll]struct{}   // long-polls held without a goroutine (transport_park.go)
+	reservers map[*http.Server]*reserver // serve connections handed back after a parked poll
 
 	shuttingDown atomic.Bool
+	// draining ends (at Shutdown) the held connects this node forwards to
+	// their owners, so that their HTTP requests and sockets can close.
+	draining     context.Context
+	stopForwards context.CancelFunc
 	metrics      metrics
 	supported    map[string]bool
 }
@@ -94,8 +101,11 @@ func New(cfg Config) (*Broker, error) {
 		services:        map[string]ServiceHandler{},
 		supported:       map[string]bool{},
 		wsConns:         map[*wsConn]context.CancelFunc{},
+		parked:          map[*parkedPoll]struct{}{},
+		reservers:       map[*http.Server]*reserver{},
 		lastRefresh:     time.Now(), // records are written with a full TTL
 	}
+	b.draining, b.stopForwards = context.WithCancel(context.Background())
 	for _, t := range cfg.Transports {
 		b.supported[t] = true
 	}
@@ -342,6 +352,7 @@ func (b *Broker) ShuttingDown() bool { return b.shuttingDown.Load() }
 // close the engine or the HTTP server.
 func (b *Broker) Shutdown(ctx context.Context) error {
 	b.shuttingDown.Store(true)
+	defer b.stopForwards()
 	if b.store != nil {
 		// Cluster mode: hand every session to the peers (drain).
 		if err := b.handOff(ctx); err != nil {
@@ -361,9 +372,10 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 	}
-	// Sockets close after writing the retry advice; wait for them, then
-	// cut what is left when ctx ends.
+	// Sockets and parked long-polls close after writing the retry advice;
+	// wait for them, then cut what is left when ctx ends.
 	b.closeWebSockets(ctx)
+	b.closeParked(ctx)
 	return ctx.Err()
 }
 

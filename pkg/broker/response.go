@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"slices"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
@@ -11,6 +12,15 @@ import (
 // message order, then deliveries, then the /meta/connect reply (if any).
 // Delivery payloads are shared bytes, copied into the response buffer only.
 func appendResponse(dst []byte, replies []*protocol.Reply, pubs []*engine.Publication, connect *protocol.Reply) []byte {
+	// One allocation: replies are about 200 bytes, deliveries known.
+	n := 2 + 200*len(replies)
+	for _, p := range pubs {
+		n += len(p.Payload) + 1
+	}
+	if connect != nil {
+		n += 200
+	}
+	dst = slices.Grow(dst, n)
 	dst = append(dst, '[')
 	first := true
 	sep := func() {

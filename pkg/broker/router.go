@@ -158,14 +158,25 @@ func (b *Broker) forward(ctx context.Context, node string, req *ForwardedRequest
 	var err error
 	if node != unavailableNode {
 		req.Hops++
+		fctx := ctx
+		if holdsConnect(msgs) {
+			// A held connect is answered with retry advice when this node
+			// drains, as local ones are; the owner keeps the queue.
+			var cancel context.CancelFunc
+			fctx, cancel = context.WithCancel(ctx)
+			defer cancel()
+			defer context.AfterFunc(b.draining, cancel)()
+		}
 		var resp *ForwardedResponse
-		if resp, err = b.router.Forward(ctx, node, req); err == nil {
+		if resp, err = b.router.Forward(fctx, node, req); err == nil {
 			return resp, true
 		}
 		if ctx.Err() != nil {
 			return nil, false
 		}
-		b.log.Warn("forward to session owner failed", "node", node, "err", err)
+		if b.draining.Err() == nil {
+			b.log.Warn("forward to session owner failed", "node", node, "err", err)
+		}
 	}
 	var clientID string
 	for _, m := range msgs {
@@ -224,4 +235,14 @@ func (b *Broker) ServeForwarded(ctx context.Context, req *ForwardedRequest) (*Fo
 		return &ForwardedResponse{Body: appendResponse(nil, res.replies, pubs, hc.reply), Abort: drop}, nil
 	}
 	return &ForwardedResponse{Body: appendResponse(nil, res.replies, nil, nil)}, nil
+}
+
+// holdsConnect reports whether msgs hold a /meta/connect.
+func holdsConnect(msgs []*protocol.Message) bool {
+	for _, m := range msgs {
+		if m.Channel == protocol.ChannelConnect {
+			return true
+		}
+	}
+	return false
 }

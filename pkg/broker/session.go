@@ -39,9 +39,9 @@ type Session struct {
 	mu         sync.Mutex
 	queue      []*engine.Publication
 	queueBytes int
-	waiter     *waiter       // the held /meta/connect, if any
-	push       chan struct{} // a websocket writer's wake-up, if attached and not acked
-	lastActive time.Time     // end of the last request or held connect
+	waiter     *waiter   // the held /meta/connect, if any
+	push       kicker    // a websocket writer, if attached and not acked
+	lastActive time.Time // end of the last request or held connect
 	closed     *protocol.Error
 	transport  string
 
@@ -111,11 +111,39 @@ type ackBatch struct {
 
 // waiter is a held /meta/connect. wake is signalled (non-blocking, cap 1)
 // when deliveries arrive; done is closed when the connect must end now, with
-// reason telling why.
+// reason telling why. notify (set under Session.mu with watchWaiter) is
+// kicked on both, for a holder that waits without a goroutine.
 type waiter struct {
 	wake   chan struct{}
 	done   chan struct{}
 	reason waitEnd
+	notify kicker
+}
+
+// kicker is woken by a session that has something for it. kick must not
+// block: it is called with Session.mu held.
+type kicker interface{ kick() }
+
+// wakeLocked signals w's wake channel and notifies its holder. s.mu held.
+func (w *waiter) wakeLocked() {
+	signal(w.wake)
+	if w.notify != nil {
+		w.notify.kick()
+	}
+}
+
+// watchWaiter makes k be kicked when w is woken or ended. It reports false
+// if w already ended (done is closed): the caller checks it itself.
+func (s *Session) watchWaiter(w *waiter, k kicker) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-w.done:
+		return false
+	default:
+	}
+	w.notify = k
+	return true
 }
 
 type waitEnd uint8
@@ -287,14 +315,13 @@ func (s *Session) enqueue(p *engine.Publication) {
 		return
 	}
 	s.queue = append(s.queue, p)
-	w, push := s.waiter, s.push
+	if s.waiter != nil {
+		s.waiter.wakeLocked()
+	}
+	if s.push != nil {
+		s.push.kick()
+	}
 	s.mu.Unlock()
-	if w != nil {
-		signal(w.wake)
-	}
-	if push != nil {
-		signal(push)
-	}
 }
 
 func signal(c chan struct{}) {
@@ -316,7 +343,7 @@ func (s *Session) closeLocked(reason *protocol.Error) {
 		s.endWaiterLocked(endClosed)
 	}
 	if s.push != nil {
-		signal(s.push)
+		s.push.kick()
 	}
 }
 
@@ -325,6 +352,9 @@ func (s *Session) endWaiterLocked(reason waitEnd) {
 	s.waiter = nil
 	w.reason = reason
 	close(w.done)
+	if w.notify != nil {
+		w.notify.kick()
+	}
 }
 
 // Ended reports whether the session ended on this node (closed, or moved
@@ -425,20 +455,20 @@ func (s *Session) takePushed(dst []*engine.Publication) []*engine.Publication {
 	return dst
 }
 
-// attachPush registers a websocket writer's wake-up channel; pushes are
-// disabled in acked mode.
-func (s *Session) attachPush(c chan struct{}) {
+// attachPush registers a websocket writer, kicked when messages are queued;
+// pushes are disabled in acked mode.
+func (s *Session) attachPush(c kicker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.ack {
 		s.push = c
 		if len(s.queue) > 0 {
-			signal(c)
+			c.kick()
 		}
 	}
 }
 
-func (s *Session) detachPush(c chan struct{}) {
+func (s *Session) detachPush(c kicker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.push == c {

@@ -44,8 +44,11 @@ func TestThrottlePacesFlooder(t *testing.T) {
 	start = time.Now()
 	ok, refused := count(post(t, nil, tb.url, batch(lp, 50)).Msgs)
 	lpTime := time.Since(start)
-	if ok < burst || ok > burst+2 || refused != 50-ok {
-		t.Fatalf("long-polling: %d accepted, %d refused", ok, refused)
+	// The bucket refills while the 50 publishes are processed (lpTime less
+	// the pacing wait): on a loaded machine that is a few more tokens.
+	processing := max(0, lpTime.Seconds()-float64(refused)/rate)
+	if maxOK := burst + int(rate*processing) + 2; ok < burst || ok > maxOK || refused != 50-ok {
+		t.Fatalf("long-polling: %d accepted (want %d to %d), %d refused in %v", ok, burst, maxOK, refused, lpTime)
 	}
 	if want := time.Duration(float64(refused) / rate * float64(time.Second)); lpTime < want*3/4 {
 		t.Fatalf("long-polling: %d refused answered after %v, want about %v", refused, lpTime, want)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -149,7 +150,9 @@ func (b *Broker) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 	if out == nil {
 		return
 	}
-	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	h := w.Header()
+	h.Set("Content-Type", "application/json;charset=UTF-8")
+	h.Set("Content-Length", strconv.Itoa(len(out))) // one write, not chunks
 	_, _ = w.Write(out)
 }
 
@@ -240,6 +243,9 @@ func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, trans
 		})
 	}
 	if hc := res.connect; hc != nil {
+		if transport == protocol.LongPolling && b.parkLongPoll(w, r, hc, res.replies) {
+			return nil // the connection is taken over (transport_park.go)
+		}
 		delivered := b.awaitConnect(ctx, hc)
 		pubs, drop := b.finishConnect(hc, delivered)
 		if !delivered {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"runtime/debug"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -17,30 +20,72 @@ import (
 // in this time is disconnected.
 const wsWriteTimeout = 10 * time.Second
 
-// wsConn is one websocket. Its reader (the HTTP handler goroutine) processes
-// incoming frames; its single writer goroutine owns every write and batches
-// all pending replies and deliveries into one frame.
+// wsConn is one websocket. It has no goroutine of its own while idle:
+//
+//   - Reading: a goroutine reads and processes frames while bytes arrive,
+//     then parks the socket in the shared readPoller and ends; the poller
+//     starts a new one when the socket turns readable. Where parking is not
+//     possible (TLS, no epoll) the goroutine stays blocked in the read.
+//     At most one reading goroutine exists at a time, so frames are
+//     processed in order.
+//   - Writing: kick starts a flush goroutine unless one runs; it writes
+//     everything pending (replies, pushed deliveries, the held connect's
+//     reply) as one frame per round, waits up to wsWriterLinger for more
+//     work (so a busy socket keeps one warm writer instead of starting a
+//     goroutine per frame), and ends when none came. There is never more
+//     than one, so it owns every data write.
+//   - The held /meta/connect waits for its session (waiter.notify and
+//     Session.push kick the conn) and for its deadline (a timer kicks it).
+//
+// terminate ends the socket once, from whichever side fails first.
 type wsConn struct {
-	b    *Broker
-	c    *websocket.Conn
-	info RequestInfo
-	wake chan struct{} // cap 1: writer has work
+	b      *Broker
+	c      *websocket.Conn
+	lc     *leanConn // nil if the connection could not be wrapped
+	info   RequestInfo
+	ctx    context.Context // the socket's, for processing; cancelled by terminate
+	cancel context.CancelFunc
+	// io is the context of the library's reads and writes. It is never
+	// cancelled (terminate closes the socket instead; writes are bounded
+	// by a write deadline): with a cancellable one the library registers
+	// an AfterFunc per read and keeps the last write's context.
+	io    context.Context
+	flush atomic.Uint32 // flushRunning, flushAgain
+	more  chan struct{} // cap 1: kicked while the writer lingers
 
 	mu        sync.Mutex
 	out       [][]byte // encoded replies waiting for the writer
 	outBytes  int
 	held      *heldConnect
-	deadline  time.Time // of held
+	deadline  time.Time   // of held
+	timer     *time.Timer // kicks at deadline
 	session   *Session
 	closeWith *websocket.StatusCode // writer closes after flushing
+	goAway    bool                  // node shutting down: close after flushing
+	pollID    uint64                // parked in the poller under this id
+	dead      bool                  // terminated
 }
+
+const (
+	flushRunning = 1 << iota // a flush goroutine exists
+	flushAgain               // work arrived while it ran
+)
+
+// wsWriterLinger is how long an idle writer waits for more work before
+// it ends: long enough to span the gaps of a busy socket, short enough
+// that idle sockets hold no goroutine.
+const wsWriterLinger = time.Second
 
 // maxWSPending bounds replies waiting for a slow client, in bytes.
 func (b *Broker) maxWSPending() int { return int(b.cfg.MaxRequestBytes) * 4 }
 
+// serveWebSocket upgrades the request and returns: the socket lives on
+// without the HTTP handler (whose goroutine, buffers and request state are
+// released).
 func (b *Broker) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// Origins were checked by ServeHTTP against AllowedOrigins.
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	hj := &leanHijacker{ResponseWriter: w}
+	c, err := websocket.Accept(hj, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		b.log.Debug("websocket accept failed", "err", err)
 		return
@@ -49,57 +94,103 @@ func (b *Broker) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	conn := &wsConn{
 		b:    b,
 		c:    c,
-		info: RequestInfo{Transport: protocol.WebSocket, RemoteAddr: b.clientIP(r), Header: r.Header},
-		wake: make(chan struct{}, 1),
+		lc:   hj.conn,
+		info: RequestInfo{Transport: protocol.WebSocket, RemoteAddr: b.clientIP(r), Header: sessionHeader(r.Header)},
+		more: make(chan struct{}, 1),
 	}
-	// The request context ends when the handler returns; the socket lives
-	// on its own context, cancelled when either loop ends.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	b.trackWS(conn, cancel)
-	defer b.untrackWS(conn)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		conn.writeLoop(ctx)
-		cancel()
-	}()
-	conn.readLoop(ctx)
-	cancel()
-	<-done
-	conn.release()
-	_ = c.CloseNow()
+	// The request context ends when the handler returns, and keeping it
+	// (even without its cancellation) would keep net/http's per-request
+	// contexts: the socket has contexts of its own.
+	conn.io = context.Background()
+	conn.ctx, conn.cancel = context.WithCancel(conn.io)
+	b.trackWS(conn)
+	go conn.readFrames()
 }
 
-func (conn *wsConn) readLoop(ctx context.Context) {
-	b := conn.b
+// readable is called by the poller when the parked socket has bytes.
+func (conn *wsConn) readable() { conn.readFrames() }
+
+// readFrames reads and processes frames until the socket has no more bytes
+// buffered, then parks it (or, if it cannot, keeps reading).
+func (conn *wsConn) readFrames() {
+	defer func() {
+		if p := recover(); p != nil {
+			conn.b.log.Error("websocket: panic", "panic", p, "stack", string(debug.Stack()))
+			conn.terminate()
+		}
+	}()
 	for {
-		_, data, err := conn.c.Read(ctx)
+		_, data, err := conn.c.Read(conn.io)
 		if err != nil {
+			conn.terminate()
 			return
 		}
-		msgs, err := protocol.Decode(data, b.cfg.Limits)
-		if err != nil {
-			var re *protocol.RequestError
-			reason := "400::Bad request"
-			if errors.As(err, &re) {
-				reason = re.Err.String()
-			}
-			_ = conn.c.Close(websocket.StatusInvalidFramePayloadData, reason)
+		if !conn.frame(data) {
+			if !conn.closing() {
+				conn.terminate()
+			} // else the writer flushes, closes with closeWith and terminates
 			return
 		}
-		if node := b.route(ctx, msgs, 0); node != "" {
-			b.throttle(ctx, conn.forward(ctx, node, data, msgs))
+		if conn.lc != nil && conn.lc.buffered() {
 			continue
 		}
-		req := &request{info: conn.info, msgs: msgs, received: time.Now()}
-		res := b.process(ctx, req)
-		if !conn.accept(res) {
+		if conn.park() {
 			return
 		}
-		// A flooding client's next frame waits: the socket is not read
-		// while its bucket refills.
-		b.throttle(ctx, rateRefused(res.replies))
 	}
+}
+
+// closing reports whether the writer is to close the socket (slow consumer).
+func (conn *wsConn) closing() bool {
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	return conn.closeWith != nil
+}
+
+// park hands the idle socket to the poller; false means the caller must
+// keep reading itself.
+func (conn *wsConn) park() bool {
+	if conn.lc == nil || conn.lc.rc == nil {
+		return false
+	}
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	if conn.dead {
+		return false
+	}
+	id, ok := poller.park(conn.lc.rc, conn)
+	if ok {
+		conn.pollID = id
+	}
+	return ok
+}
+
+// frame processes one incoming frame; false means the socket must end.
+func (conn *wsConn) frame(data []byte) bool {
+	b, ctx := conn.b, conn.ctx
+	msgs, err := protocol.Decode(data, b.cfg.Limits)
+	if err != nil {
+		var re *protocol.RequestError
+		reason := "400::Bad request"
+		if errors.As(err, &re) {
+			reason = re.Err.String()
+		}
+		_ = conn.c.Close(websocket.StatusInvalidFramePayloadData, reason)
+		return false
+	}
+	if node := b.route(ctx, msgs, 0); node != "" {
+		b.throttle(ctx, conn.forward(ctx, node, data, msgs))
+		return true
+	}
+	req := &request{info: conn.info, msgs: msgs, received: time.Now()}
+	res := b.process(ctx, req)
+	if !conn.accept(res) {
+		return false
+	}
+	// A flooding client's next frame waits: the socket is not read
+	// while its bucket refills.
+	b.throttle(ctx, rateRefused(res.replies))
+	return true
 }
 
 // forward serves a frame for a session owned by another node. A frame that
@@ -134,7 +225,6 @@ func (conn *wsConn) forward(ctx context.Context, node string, data []byte, msgs 
 // enqueueRaw hands an encoded JSON array to the writer.
 func (conn *wsConn) enqueueRaw(buf []byte) {
 	conn.mu.Lock()
-	defer conn.mu.Unlock()
 	if conn.outBytes+len(buf) > conn.b.maxWSPending() {
 		code := websocket.StatusPolicyViolation
 		conn.closeWith = &code
@@ -142,11 +232,13 @@ func (conn *wsConn) enqueueRaw(buf []byte) {
 		conn.out = append(conn.out, buf)
 		conn.outBytes += len(buf)
 	}
-	signal(conn.wake)
+	conn.mu.Unlock()
+	conn.kick()
 }
 
 // accept hands a processed request to the writer.
 func (conn *wsConn) accept(res *result) bool {
+	defer conn.kick()
 	b := conn.b
 	var buf []byte
 	if len(res.replies) > 0 {
@@ -158,7 +250,6 @@ func (conn *wsConn) accept(res *result) bool {
 		if conn.outBytes+len(buf) > b.maxWSPending() {
 			code := websocket.StatusPolicyViolation
 			conn.closeWith = &code
-			signal(conn.wake)
 			return false
 		}
 		conn.out = append(conn.out, buf)
@@ -172,103 +263,166 @@ func (conn *wsConn) accept(res *result) bool {
 			conn.out = append(conn.out, rb)
 			conn.outBytes += len(rb)
 		}
+		if conn.dead {
+			b.finishConnect(hc, false) // terminate already released the socket
+			return false
+		}
 		conn.held = hc
 		conn.deadline = time.Now().Add(hc.timeout)
+		if !hc.immediate {
+			detachHeld(hc)
+			// Set after the deadline: the timer cannot fire before it.
+			if conn.timer == nil {
+				conn.timer = time.AfterFunc(hc.timeout, conn.kick)
+			} else {
+				conn.timer.Reset(hc.timeout)
+			}
+		}
+		hc.s.watchWaiter(hc.w, conn) // before the kick below evaluates it
 		if conn.session != hc.s {
 			if conn.session != nil {
-				conn.session.detachPush(conn.wake)
+				conn.session.detachPush(conn)
 			}
 			conn.session = hc.s
-			hc.s.attachPush(conn.wake)
+			hc.s.attachPush(conn)
 		}
 	}
-	signal(conn.wake)
 	return true
 }
 
-func (conn *wsConn) writeLoop(ctx context.Context) {
-	b := conn.b
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	var pubs []*engine.Publication
+// detachHeld lets a connect that may be held for long keep only its own
+// message, not the request buffer it was decoded from.
+func detachHeld(hc *heldConnect) {
+	hc.m = hc.m.Detached()
+	hc.reply.ID = hc.m.ID
+}
+
+// kick makes sure a flush goroutine will look at the pending work. It
+// never blocks and takes no lock (sessions call it with their lock held).
+func (conn *wsConn) kick() {
 	for {
-		conn.mu.Lock()
-		hc := conn.held
-		deadline := conn.deadline
-		conn.mu.Unlock()
-		var heldWake, heldDone <-chan struct{}
-		if hc != nil {
-			heldWake, heldDone = hc.w.wake, hc.w.done
-			timer.Reset(max(time.Until(deadline), 0))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-conn.wake:
-		case <-heldWake:
-		case <-heldDone:
-		case <-timer.C:
-		}
-
-		conn.mu.Lock()
-		out := conn.out
-		conn.out, conn.outBytes = nil, 0
-		s := conn.session
-		closeWith := conn.closeWith
-		var complete *heldConnect
-		if hc := conn.held; hc != nil {
-			ended := false
-			select {
-			case <-hc.w.done:
-				ended = true
-			default:
-			}
-			if hc.immediate || ended || !time.Now().Before(conn.deadline) || (hc.s.AckEnabled() && hc.s.hasDeliveries()) {
-				complete = hc
-				conn.held = nil
-			}
-		}
-		conn.mu.Unlock()
-
-		pubs = pubs[:0]
-		if s != nil {
-			pubs = s.takePushed(pubs)
-			b.observeDelivered(pubs)
-		}
-		var connectReply *protocol.Reply
-		shutdown := false
-		if complete != nil {
-			cp, drop := b.finishConnect(complete, true)
-			if drop {
-				return // debug API: lose this reply; the socket is closed
-			}
-			pubs = append(pubs, cp...)
-			connectReply = complete.reply
-			shutdown = complete.w.reason == endShutdown || b.shuttingDown.Load()
-		}
-		if len(out) > 0 || len(pubs) > 0 || connectReply != nil {
-			frame := make([]byte, 0, 256)
-			if len(pubs) > 0 || connectReply != nil {
-				frame = appendResponse(frame, nil, pubs, connectReply)
-			}
-			frame = mergeArrays(out, frame)
-			wctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)
-			err := conn.c.Write(wctx, websocket.MessageText, frame)
-			cancel()
-			clear(pubs)
-			if err != nil {
+		st := conn.flush.Load()
+		if st&flushRunning == 0 {
+			if conn.flush.CompareAndSwap(st, flushRunning) {
+				go conn.flushLoop()
 				return
 			}
+			continue
 		}
-		if closeWith != nil {
-			_ = conn.c.Close(*closeWith, "slow consumer")
-			return
-		}
-		if shutdown {
-			_ = conn.c.Close(websocket.StatusGoingAway, "node shutting down")
+		if st&flushAgain != 0 || conn.flush.CompareAndSwap(st, st|flushAgain) {
+			signal(conn.more) // wakes a lingering writer
 			return
 		}
 	}
+}
+
+// flushLoop writes until nothing is pending, then ends (a later kick
+// starts another). On a write failure or a close it terminates the socket
+// and leaves flushRunning set, so no writer starts again.
+func (conn *wsConn) flushLoop() {
+	var pubs []*engine.Publication
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
+	for {
+		conn.flush.Store(flushRunning) // work kicked before this is seen below
+		var ok bool
+		if pubs, ok = conn.flushOnce(pubs[:0]); !ok {
+			conn.terminate()
+			return
+		}
+		if conn.flush.Load() != flushRunning {
+			continue // kicked meanwhile
+		}
+		// Linger: a kick (or terminate) signals more. A token left from a
+		// kick seen during the flush costs one empty round.
+		if linger == nil {
+			linger = time.NewTimer(wsWriterLinger)
+		} else {
+			linger.Reset(wsWriterLinger)
+		}
+		select {
+		case <-conn.more:
+			continue
+		case <-linger.C:
+		}
+		if conn.flush.CompareAndSwap(flushRunning, 0) {
+			return
+		}
+	}
+}
+
+// flushOnce writes what is pending as one frame and completes the held
+// connect if it is due. It reports false when the socket must end.
+func (conn *wsConn) flushOnce(pubs []*engine.Publication) ([]*engine.Publication, bool) {
+	b := conn.b
+	conn.mu.Lock()
+	if conn.dead {
+		conn.mu.Unlock()
+		return pubs, false
+	}
+	out := conn.out
+	conn.out, conn.outBytes = nil, 0
+	s := conn.session
+	closeWith := conn.closeWith
+	goAway := conn.goAway && conn.held == nil
+	var complete *heldConnect
+	if hc := conn.held; hc != nil {
+		ended := false
+		select {
+		case <-hc.w.done:
+			ended = true
+		default:
+		}
+		if hc.immediate || ended || !time.Now().Before(conn.deadline) || (hc.s.AckEnabled() && hc.s.hasDeliveries()) {
+			complete = hc
+			conn.held = nil
+			if conn.timer != nil {
+				conn.timer.Stop()
+			}
+		}
+	}
+	conn.mu.Unlock()
+
+	if s != nil {
+		pubs = s.takePushed(pubs)
+		b.observeDelivered(pubs)
+	}
+	var connectReply *protocol.Reply
+	shutdown := false
+	if complete != nil {
+		cp, drop := b.finishConnect(complete, true)
+		if drop {
+			return pubs, false // debug API: lose this reply; the socket is closed
+		}
+		pubs = append(pubs, cp...)
+		connectReply = complete.reply
+		shutdown = complete.w.reason == endShutdown || b.shuttingDown.Load()
+	}
+	if len(out) > 0 || len(pubs) > 0 || connectReply != nil {
+		frame := make([]byte, 0, 256)
+		if len(pubs) > 0 || connectReply != nil {
+			frame = appendResponse(frame, nil, pubs, connectReply)
+		}
+		frame = mergeArrays(out, frame)
+		err := conn.write(frame)
+		clear(pubs)
+		if err != nil {
+			return pubs, false
+		}
+	}
+	if closeWith != nil {
+		conn.closeFromWriter(*closeWith, "slow consumer")
+		return pubs, false
+	}
+	if shutdown || goAway {
+		conn.closeFromWriter(websocket.StatusGoingAway, "node shutting down")
+		return pubs, false
+	}
+	return pubs, true
 }
 
 // mergeArrays joins JSON arrays ("[a,b]", "[c]") into one array.
@@ -298,25 +452,42 @@ func mergeArrays(parts [][]byte, last []byte) []byte {
 	return append(dst, ']')
 }
 
-// release ends the socket's hold on its session: the held connect ends
-// without a reply (queued messages wait for the next connect) and pushes
-// stop.
-func (conn *wsConn) release() {
+// terminate ends the socket (once): it leaves the poller, cancels the
+// socket's context, ends the held connect without a reply (queued
+// messages wait for the next connect), stops pushes and closes.
+func (conn *wsConn) terminate() {
 	conn.mu.Lock()
+	if conn.dead {
+		conn.mu.Unlock()
+		return
+	}
+	conn.dead = true
+	id := conn.pollID
+	conn.pollID = 0
 	hc, s := conn.held, conn.session
 	conn.held, conn.session = nil, nil
+	if conn.timer != nil {
+		conn.timer.Stop()
+	}
 	conn.mu.Unlock()
+	signal(conn.more) // a lingering writer ends now
+	if id != 0 {
+		poller.cancel(id)
+	}
+	conn.cancel()
 	if hc != nil {
 		conn.b.finishConnect(hc, false)
 	}
 	if s != nil {
-		s.detachPush(conn.wake)
+		s.detachPush(conn)
 	}
+	_ = conn.c.CloseNow()
+	conn.b.untrackWS(conn)
 }
 
-func (b *Broker) trackWS(c *wsConn, cancel context.CancelFunc) {
+func (b *Broker) trackWS(c *wsConn) {
 	b.wsMu.Lock()
-	b.wsConns[c] = cancel
+	b.wsConns[c] = c.terminate
 	b.wsMu.Unlock()
 }
 
@@ -326,9 +497,77 @@ func (b *Broker) untrackWS(c *wsConn) {
 	b.wsMu.Unlock()
 }
 
-// closeWebSockets cancels every socket (after Shutdown answered their held
-// connects) and waits until they are gone or ctx ends.
+// write writes one text frame within wsWriteTimeout (a write deadline on
+// the socket, so that no context is allocated or retained per write).
+// closeFromWriter ends the socket from the writer goroutine with a close
+// frame (reason at most 123 bytes). The library's Close would then wait
+// for the peer's close frame, reading the socket while the reader
+// goroutine may look at the read buffers (leanConn.buffered): instead the
+// writer, which owns every write, sends the close frame itself and drops
+// the connection.
+func (conn *wsConn) closeFromWriter(code websocket.StatusCode, reason string) {
+	if conn.lc == nil {
+		_ = conn.c.Close(code, reason)
+		return
+	}
+	f := make([]byte, 0, 4+len(reason))
+	f = append(f, 0x88, byte(2+len(reason)), byte(code>>8), byte(code))
+	f = append(f, reason...)
+	_ = conn.lc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = conn.lc.Conn.Write(f)
+	_ = conn.c.CloseNow()
+}
+
+func (conn *wsConn) write(frame []byte) error {
+	if conn.lc == nil {
+		ctx, cancel := context.WithTimeout(conn.ctx, wsWriteTimeout)
+		defer cancel()
+		return conn.c.Write(ctx, websocket.MessageText, frame)
+	}
+	if err := conn.lc.SetWriteDeadline(time.Now().Add(wsWriteTimeout)); err != nil {
+		return err
+	}
+	err := conn.c.Write(conn.io, websocket.MessageText, frame)
+	_ = conn.lc.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// sessionHeader returns the upgrade request's header without the fields
+// of the websocket handshake itself, in a map of its own: the session
+// keeps it (RequestInfo.Header) for as long as it lives, and net/http's
+// map is sized for every line of the request.
+func sessionHeader(h http.Header) http.Header {
+	out := make(http.Header, len(h))
+	for k, v := range h {
+		switch k {
+		case "Connection", "Upgrade", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions":
+			continue
+		}
+		out[k] = slices.Clone(v) // not a window on net/http's shared array
+	}
+	return out
+}
+
+// closeWebSockets waits until every socket is gone (Shutdown answered
+// their held connects; each closes after writing that reply) or ctx ends,
+// then terminates what is left.
+//
+// A socket without a held connect has no reply coming: it is told to go
+// away (after writing what is pending) at once, so that it does not keep
+// the node until ctx ends.
 func (b *Broker) closeWebSockets(ctx context.Context) {
+	b.wsMu.Lock()
+	conns := make([]*wsConn, 0, len(b.wsConns))
+	for c := range b.wsConns {
+		conns = append(conns, c)
+	}
+	b.wsMu.Unlock()
+	for _, c := range conns {
+		c.mu.Lock()
+		c.goAway = true
+		c.mu.Unlock()
+		c.kick()
+	}
 	for {
 		b.wsMu.Lock()
 		n := len(b.wsConns)
@@ -339,10 +578,14 @@ func (b *Broker) closeWebSockets(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			b.wsMu.Lock()
-			for _, cancel := range b.wsConns {
-				cancel()
+			left := make([]context.CancelFunc, 0, len(b.wsConns))
+			for _, terminate := range b.wsConns {
+				left = append(left, terminate)
 			}
 			b.wsMu.Unlock()
+			for _, terminate := range left {
+				terminate()
+			}
 			return
 		case <-time.After(20 * time.Millisecond):
 		}

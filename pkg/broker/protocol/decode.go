@@ -66,8 +66,12 @@ func DecodeAppend(dst []*Message, body []byte, lim Limits) ([]*Message, error) {
 		}
 		return append(dst, decodeOne(body, lim)), nil
 	case '[':
-		var raws []json.RawMessage
-		if err := json.Unmarshal(body, &raws); err != nil {
+		if !json.Valid(body) {
+			return dst, &RequestError{NewError(CodeBadRequest, "Malformed JSON")}
+		}
+		var buf [16][]byte
+		raws, ok := splitArray(body, buf[:0])
+		if !ok {
 			return dst, &RequestError{NewError(CodeBadRequest, "Malformed JSON")}
 		}
 		if len(raws) == 0 {
@@ -121,7 +125,7 @@ func nestingExceeds(b []byte, max int) bool {
 }
 
 // decodeOne decodes one raw element; problems go into Message.Invalid.
-func decodeOne(raw json.RawMessage, lim Limits) *Message {
+func decodeOne(raw []byte, lim Limits) *Message {
 	m := &Message{}
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
@@ -133,16 +137,19 @@ func decodeOne(raw json.RawMessage, lim Limits) *Message {
 		m.Invalid = NewError(CodeTooLarge, "Message too large", strconv.Itoa(lim.MaxMessageBytes))
 		return m
 	}
-	if _, inexact := topLevelKeys(raw); inexact {
-		raw = exactOnly(raw)
-	}
-	if err := json.Unmarshal(raw, m); err != nil {
-		// A failing field may stop decoding before channel or id were
-		// read: recover them on their own so the reply can echo them.
+	if !decodeFast(raw, m) {
 		*m = Message{}
-		recoverHead(m, raw)
-		m.Invalid = NewError(CodeBadRequest, describe(err))
-		return m
+		if _, inexact := topLevelKeys(raw); inexact {
+			raw = exactOnly(raw)
+		}
+		if err := json.Unmarshal(raw, m); err != nil {
+			// A failing field may stop decoding before channel or id were
+			// read: recover them on their own so the reply can echo them.
+			*m = Message{}
+			recoverHead(m, raw)
+			m.Invalid = NewError(CodeBadRequest, describe(err))
+			return m
+		}
 	}
 	if id := validID(m.ID); id == nil && m.ID != nil {
 		m.ID = nil

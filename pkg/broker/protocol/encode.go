@@ -32,6 +32,9 @@ func AppendPublication(dst []byte, channel string, data, id, ext json.RawMessage
 
 // AppendReply appends the JSON form of r to dst.
 func AppendReply(dst []byte, r *Reply) []byte {
+	if out, ok := appendReplyFast(dst, r); ok {
+		return out
+	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		// Only Ext values supplied by extensions can fail; drop them rather

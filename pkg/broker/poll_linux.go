@@ -1,0 +1,134 @@
+//go:build linux
+
+package broker
+
+import (
+	"errors"
+	"sync"
+	"syscall"
+)
+
+// readPoller lets an idle connection wait for its next bytes without a
+// goroutine: one shared epoll instance watches every parked socket and
+// starts a goroutine for a socket only when it turns readable (data, EOF or
+// error). Go's own netpoller keeps its registration of the same socket;
+// this is a second, independent epoll set (EPOLLONESHOT, level-triggered,
+// so bytes that arrived before the registration are reported at once).
+//
+// Contract: a socket is parked by at most one caller at a time; the caller
+// owns the socket until its readable method runs (on a new goroutine, at
+// most once per park) or until it calls cancel. Closing a parked socket
+// removes it from the epoll set (the kernel does that on close); the owner
+// must still call cancel to drop its entry here.
+type readPoller struct {
+	mu      sync.Mutex
+	epfd    int // -1: not created yet; -2: epoll unavailable
+	running bool
+	next    uint64
+	waiting map[uint64]readable
+}
+
+// readable is what a parked socket's owner implements: readable is called
+// on a new goroutine once the socket has bytes, EOF or an error.
+type readable interface{ readable() }
+
+var poller = &readPoller{epfd: -1, waiting: map[uint64]readable{}}
+
+// pollWaitMillis bounds one epoll_wait, so that the poller goroutine ends
+// soon after the last socket leaves (no goroutine outlives its sockets).
+const pollWaitMillis = 100
+
+// available reports whether sockets can be parked (epoll works here).
+func (p *readPoller) available() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.epfd == -1 {
+		fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+		if err != nil {
+			fd = -2
+		}
+		p.epfd = fd
+	}
+	return p.epfd >= 0
+}
+
+// park registers rc. It returns the id to cancel with, or ok=false if
+// parking is not possible (no epoll, or the socket is already closed): the
+// caller must then read (block) itself.
+func (p *readPoller) park(rc syscall.RawConn, r readable) (id uint64, ok bool) {
+	if !p.available() {
+		return 0, false
+	}
+	p.mu.Lock()
+	epfd := p.epfd
+	p.next++
+	id = p.next
+	p.waiting[id] = r
+	if !p.running {
+		p.running = true
+		go p.loop(epfd)
+	}
+	p.mu.Unlock()
+
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
+	setEventID(&ev, id)
+	var ctlErr error
+	err := rc.Control(func(fd uintptr) {
+		ctlErr = syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
+		if errors.Is(ctlErr, syscall.EEXIST) {
+			// Still registered from an earlier park whose one-shot fired.
+			ctlErr = syscall.EpollCtl(epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
+		}
+	})
+	if err != nil || ctlErr != nil {
+		p.cancel(id)
+		return 0, false
+	}
+	return id, true
+}
+
+// cancel drops a parked entry; a readiness event for it is then ignored.
+func (p *readPoller) cancel(id uint64) {
+	p.mu.Lock()
+	delete(p.waiting, id)
+	p.mu.Unlock()
+}
+
+func setEventID(ev *syscall.EpollEvent, id uint64) {
+	ev.Fd, ev.Pad = int32(uint32(id)), int32(uint32(id>>32))
+}
+
+func eventID(ev *syscall.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+// loop dispatches readiness events until nothing is parked.
+func (p *readPoller) loop(epfd int) {
+	var events [128]syscall.EpollEvent
+	var ready []readable
+	for {
+		n, err := syscall.EpollWait(epfd, events[:], pollWaitMillis)
+		if err != nil && !errors.Is(err, syscall.EINTR) {
+			n = 0
+		}
+		ready = ready[:0]
+		p.mu.Lock()
+		for i := 0; i < n; i++ {
+			id := eventID(&events[i])
+			if r, ok := p.waiting[id]; ok {
+				delete(p.waiting, id)
+				ready = append(ready, r)
+			}
+		}
+		if n <= 0 && len(p.waiting) == 0 {
+			p.running = false
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+		for _, r := range ready {
+			go r.readable()
+		}
+		clear(ready)
+	}
+}

@@ -1,0 +1,497 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+)
+
+// A held long-polling /meta/connect costs, while net/http serves it, a
+// handler goroutine, net/http's background-read goroutine, a 4 KB
+// bufio.Reader, a 4 KB bufio.Writer, a 2 KB response buffer and the
+// request's state. parkLongPoll takes such a connection out of net/http
+// instead: it hijacks it, waits without a goroutine (the session and a
+// timer kick it; the readPoller reports a client that goes away), writes
+// the HTTP response itself, then waits, again without a goroutine, for
+// the client's next request and hands the connection back to an
+// http.Server configured like the one it came from (reserver). Requests
+// that cannot be parked this way (TLS, HTTP/2, HTTP/1.0, Connection:
+// close, no epoll) are held by their handler as before.
+
+// parkedPoll is one hijacked long-polling connection. Phases, under mu:
+// holding (the connect is held), finishing (a goroutine answers it), idle
+// (answered; waiting for the next request), done. Each transition is made
+// once, by whoever moves it out of the phase.
+type parkedPoll struct {
+	b      *Broker
+	lc     *leanConn
+	rs     *reserver
+	hc     *heldConnect
+	head   []byte // status line and header fields, without Content-Length
+	timer  *time.Timer
+	mu     sync.Mutex
+	phase  uint8
+	kicked bool   // a kick arrived while the readable check ran
+	pollID uint64 // parked in the poller under this id
+}
+
+const (
+	parkHolding uint8 = iota
+	parkChecking
+	parkFinishing
+	parkIdle
+	parkDone
+)
+
+// parkLongPoll tries to hold hc without the handler; true means the
+// connection is taken over (the handler must return without writing).
+// replies are written before the connect's reply.
+func (b *Broker) parkLongPoll(w http.ResponseWriter, r *http.Request, hc *heldConnect, replies []*protocol.Reply) bool {
+	if hc.immediate || len(replies) > 0 || r.ProtoMajor != 1 || r.ProtoMinor == 0 || r.Close || r.TLS != nil || !poller.available() {
+		return false
+	}
+	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
+	rs := b.reserverFor(srv)
+	if rs == nil || hc.s.hasDeliveries() {
+		return false
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json;charset=UTF-8")
+	var head bytes.Buffer
+	head.WriteString("HTTP/1.1 200 OK\r\n")
+	_ = h.Write(&head)
+	lc, err := hijackLean(w)
+	if err != nil {
+		h.Del("Content-Type")
+		return false
+	}
+	detachHeld(hc)
+	p := &parkedPoll{b: b, lc: lc, rs: rs, hc: hc, head: head.Bytes()}
+	b.trackParked(p, true)
+	p.mu.Lock()
+	p.timer = time.AfterFunc(hc.timeout, p.kick)
+	p.mu.Unlock()
+	if !hc.s.watchWaiter(hc.w, p) || hc.s.hasDeliveries() {
+		p.kick() // ended or woken before it was watched
+	}
+	p.mu.Lock()
+	if p.phase == parkHolding {
+		if id, ok := poller.park(lc.rc, p); ok {
+			p.pollID = id
+		}
+	}
+	p.mu.Unlock()
+	return true
+}
+
+// kick answers the held connect (woken, ended or timed out); in any other
+// phase it does nothing. It never blocks: sessions call it with their
+// lock held.
+func (p *parkedPoll) kick() {
+	p.mu.Lock()
+	switch p.phase {
+	case parkHolding:
+		p.phase = parkFinishing
+		p.mu.Unlock()
+		go p.finish(true)
+		return
+	case parkChecking:
+		p.kicked = true
+	}
+	p.mu.Unlock()
+}
+
+// idleExpired closes a connection whose next request did not come within
+// the server's idle timeout.
+func (p *parkedPoll) idleExpired() {
+	p.mu.Lock()
+	idle := p.phase == parkIdle
+	if idle {
+		p.phase = parkDone
+	}
+	p.mu.Unlock()
+	if idle {
+		p.close()
+	}
+}
+
+// readable: while holding, the client sent bytes or went away; while
+// idle, its next request is arriving.
+func (p *parkedPoll) readable() {
+	p.mu.Lock()
+	p.pollID = 0
+	switch p.phase {
+	case parkIdle:
+		p.phase = parkDone
+		if p.timer != nil {
+			p.timer.Stop()
+		}
+		p.mu.Unlock()
+		p.handBack()
+		return
+	case parkHolding:
+		p.phase = parkChecking
+	default:
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	var one [1]byte
+	n, err := p.lc.Conn.Read(one[:])
+	if n > 0 { // pipelined: keep it for the next request (no more watching)
+		p.lc.pre = append(p.lc.pre, one[0])
+	}
+	p.mu.Lock()
+	if p.phase != parkChecking { // ended meanwhile (Shutdown)
+		p.mu.Unlock()
+		return
+	}
+	gone, kicked := n == 0 || err != nil, p.kicked
+	if gone || kicked {
+		p.phase = parkFinishing
+	} else {
+		p.phase = parkHolding
+	}
+	p.mu.Unlock()
+	if gone || kicked {
+		p.finish(!gone)
+	}
+}
+
+// finish answers the connect (deliver=false: the client is gone, queued
+// messages wait for its next connect), then waits for the next request.
+func (p *parkedPoll) finish(deliver bool) {
+	b := p.b
+	p.mu.Lock()
+	p.timer.Stop()
+	id := p.pollID
+	p.pollID = 0
+	p.mu.Unlock()
+	if id != 0 {
+		poller.cancel(id)
+	}
+	pubs, drop := b.finishConnect(p.hc, deliver)
+	if !deliver || drop { // drop: debug API, lose this reply in transit
+		p.end()
+		return
+	}
+	body := appendResponse(nil, nil, pubs, p.hc.reply)
+	p.hc = nil
+	msg := append(p.head, "Content-Length: "...)
+	msg = strconv.AppendInt(msg, int64(len(body)), 10)
+	msg = append(msg, "\r\nDate: "...)
+	msg = time.Now().UTC().AppendFormat(msg, http.TimeFormat)
+	msg = append(append(msg, "\r\n\r\n"...), body...)
+	p.head = nil
+	_ = p.lc.SetWriteDeadline(time.Now().Add(p.rs.writeTimeout()))
+	_, err := p.lc.Conn.Write(msg)
+	_ = p.lc.SetWriteDeadline(time.Time{})
+	if err != nil || b.shuttingDown.Load() {
+		p.end()
+		return
+	}
+	p.mu.Lock()
+	if p.phase == parkDone { // ended by Shutdown meanwhile
+		p.mu.Unlock()
+		p.close()
+		return
+	}
+	p.phase = parkIdle
+	p.timer = nil
+	if idle := p.rs.idleTimeout(); idle > 0 {
+		p.timer = time.AfterFunc(idle, p.idleExpired)
+	}
+	parked := false
+	if len(p.lc.pre) == 0 {
+		if id, ok := poller.park(p.lc.rc, p); ok {
+			p.pollID, parked = id, true
+		}
+	}
+	if !parked {
+		p.phase = parkDone
+		if p.timer != nil {
+			p.timer.Stop()
+		}
+	}
+	p.mu.Unlock()
+	if !parked {
+		p.handBack()
+	}
+}
+
+// handBack gives the connection to the reserver for its next request.
+func (p *parkedPoll) handBack() {
+	p.b.trackParked(p, false)
+	if !p.rs.inject(p.lc) {
+		_ = p.lc.Close()
+	}
+}
+
+// end closes the connection for good; a connect still held is ended
+// without a reply.
+func (p *parkedPoll) end() {
+	p.mu.Lock()
+	holding := p.phase == parkHolding || p.phase == parkChecking
+	p.phase = parkDone
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.mu.Unlock()
+	if holding {
+		p.b.finishConnect(p.hc, false)
+	}
+	p.close()
+}
+
+func (p *parkedPoll) close() {
+	p.mu.Lock()
+	id := p.pollID
+	p.pollID = 0
+	p.mu.Unlock()
+	if id != 0 {
+		poller.cancel(id)
+	}
+	_ = p.lc.Close()
+	p.b.trackParked(p, false)
+}
+
+// terminate is Shutdown's: an idle connection is closed; a held one is
+// answered by Shutdown ending its waiter.
+func (p *parkedPoll) terminate() {
+	p.mu.Lock()
+	idle := p.phase == parkIdle
+	if idle {
+		p.phase = parkDone
+		if p.timer != nil {
+			p.timer.Stop()
+		}
+	}
+	p.mu.Unlock()
+	if idle {
+		p.close()
+	}
+}
+
+func (b *Broker) trackParked(p *parkedPoll, on bool) {
+	b.wsMu.Lock()
+	defer b.wsMu.Unlock()
+	if on {
+		b.parked[p] = struct{}{}
+	} else {
+		delete(b.parked, p)
+	}
+}
+
+// closeParked closes idle parked connections, waits (until ctx ends) for
+// held ones to be answered, then shuts the reservers down.
+func (b *Broker) closeParked(ctx context.Context) {
+	for {
+		b.wsMu.Lock()
+		left := make([]*parkedPoll, 0, len(b.parked))
+		for p := range b.parked {
+			left = append(left, p)
+		}
+		b.wsMu.Unlock()
+		if len(left) == 0 || ctx.Err() != nil {
+			for _, p := range left {
+				p.end()
+			}
+			break
+		}
+		for _, p := range left {
+			p.terminate()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	b.wsMu.Lock()
+	all := make([]*reserver, 0, len(b.reservers))
+	for srv, rs := range b.reservers {
+		if rs.srv == srv { // each once (a reserver is also its own key)
+			all = append(all, rs)
+		}
+	}
+	b.wsMu.Unlock()
+	for _, rs := range all {
+		rs.shutdown(ctx)
+	}
+}
+
+// reserver serves connections handed back after a parked long-poll, with
+// the handler and limits of the http.Server they were accepted by. Its
+// Serve loop runs only while connections are being handed in.
+type reserver struct {
+	srv *http.Server
+	l   *injectListener
+}
+
+// reserverFor returns the reserver for connections of srv (nil: srv is
+// unknown, do not park).
+func (b *Broker) reserverFor(srv *http.Server) *reserver {
+	if srv == nil {
+		return nil
+	}
+	b.wsMu.Lock()
+	defer b.wsMu.Unlock()
+	if rs := b.reservers[srv]; rs != nil {
+		return rs
+	}
+	if b.shuttingDown.Load() {
+		return nil
+	}
+	h := srv.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	clone := &http.Server{
+		Handler:           h,
+		ReadTimeout:       srv.ReadTimeout,
+		ReadHeaderTimeout: srv.ReadHeaderTimeout,
+		WriteTimeout:      srv.WriteTimeout,
+		IdleTimeout:       srv.IdleTimeout,
+		MaxHeaderBytes:    srv.MaxHeaderBytes,
+		ErrorLog:          srv.ErrorLog,
+	}
+	rs := &reserver{srv: clone, l: &injectListener{ready: make(chan struct{}, 1)}}
+	rs.l.srv = clone
+	b.reservers[srv], b.reservers[clone] = rs, rs
+	return rs
+}
+
+func (rs *reserver) idleTimeout() time.Duration {
+	if rs.srv.IdleTimeout > 0 {
+		return rs.srv.IdleTimeout
+	}
+	return rs.srv.ReadTimeout
+}
+
+func (rs *reserver) writeTimeout() time.Duration {
+	if rs.srv.WriteTimeout > 0 {
+		return rs.srv.WriteTimeout
+	}
+	return wsWriteTimeout
+}
+
+// inject queues c for the reserver's Serve loop (starting it if needed);
+// false if the reserver is shut down.
+func (rs *reserver) inject(c net.Conn) bool {
+	l := rs.l
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return false
+	}
+	l.queue = append(l.queue, c)
+	start := !l.serving
+	l.serving = true
+	l.mu.Unlock()
+	signal(l.ready)
+	if start {
+		go l.serve()
+	}
+	return true
+}
+
+func (rs *reserver) shutdown(ctx context.Context) {
+	rs.l.mu.Lock()
+	rs.l.closed = true
+	queued := rs.l.queue
+	rs.l.queue = nil
+	rs.l.mu.Unlock()
+	for _, c := range queued {
+		_ = c.Close()
+	}
+	if err := rs.srv.Shutdown(ctx); err != nil {
+		_ = rs.srv.Close()
+	}
+}
+
+// injectListener is the reserver's listener: Accept returns handed-in
+// connections and, after 100 ms without any, an error that ends the
+// Serve loop (restarted by the next inject), so no goroutine waits for
+// connections that may never come.
+type injectListener struct {
+	srv     *http.Server
+	mu      sync.Mutex
+	queue   []net.Conn
+	serving bool
+	closed  bool
+	ready   chan struct{} // cap 1: queue may be non-empty
+}
+
+var errInjectIdle = errors.New("broker: no connection handed back for a while")
+
+const injectIdle = 100 * time.Millisecond
+
+func (l *injectListener) serve() {
+	for {
+		err := l.srv.Serve(l)
+		if !errors.Is(err, http.ErrServerClosed) {
+			return // errInjectIdle: serving is false again
+		}
+		l.mu.Lock()
+		l.closed, l.serving = true, false
+		queued := l.queue
+		l.queue = nil
+		l.mu.Unlock()
+		for _, c := range queued {
+			_ = c.Close()
+		}
+		return
+	}
+}
+
+func (l *injectListener) Accept() (net.Conn, error) {
+	t := time.NewTimer(injectIdle)
+	defer t.Stop()
+	for {
+		l.mu.Lock()
+		if len(l.queue) > 0 {
+			c := l.queue[0]
+			l.queue[0] = nil
+			l.queue = l.queue[1:]
+			l.mu.Unlock()
+			return c, nil
+		}
+		if l.closed {
+			l.serving = false
+			l.mu.Unlock()
+			return nil, net.ErrClosed
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.ready:
+		case <-t.C:
+			l.mu.Lock()
+			idle := len(l.queue) == 0
+			if idle {
+				l.serving = false
+			}
+			l.mu.Unlock()
+			if idle {
+				return nil, errInjectIdle
+			}
+			t.Reset(injectIdle)
+		}
+	}
+}
+
+// Close is called by http.Server.Serve when it returns; the listener
+// stays usable for the next Serve (shutdown closes it for good).
+func (l *injectListener) Close() error { return nil }
+
+func (l *injectListener) Addr() net.Addr { return injectAddr{} }
+
+type injectAddr struct{}
+
+func (injectAddr) Network() string { return "handed-back" }
+func (injectAddr) String() string  { return "handed-back" }
