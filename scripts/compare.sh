@@ -12,6 +12,7 @@
 #   SERVERS="ours faye" scripts/compare.sh      # skip the cluster
 #   PROFILE_DIR=/tmp/prof scripts/compare.sh    # CPU profiles of our nodes, one per run
 #   INFLIGHT=1 scripts/compare.sh               # one publish in flight per publisher
+#   NODE_GOGC=50 scripts/compare.sh             # GOGC of our nodes only
 #
 # Server CPU is utime+stime of the server processes over the measurement
 # window: the node, Faye's node process, or the sum over the three cluster
@@ -61,7 +62,7 @@ has() { [[ " $SERVERS " == *" $1 "* ]]; }
 declare -A url pid aux
 
 if has ours; then
-  "$work/node" --listen 127.0.0.1:0 "${node_flags[@]}" >"$work/ours.out" 2>"$work/ours.err" &
+  env ${NODE_GOGC:+GOGC=$NODE_GOGC} "$work/node" --listen 127.0.0.1:0 "${node_flags[@]}" >"$work/ours.out" 2>"$work/ours.err" &
   pids+=($!); pid[ours]=$!
   url[ours]=$(wait_line "$work/ours.out" "bayeux node serving ")
 fi
@@ -77,7 +78,7 @@ if has cluster; then
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$rport") 2>/dev/null && break; sleep 0.05; done
   join=() cpids=() cbases=() backends=""
   for i in 1 2 3; do
-    "$work/node" --listen 127.0.0.1:0 --redis "redis://127.0.0.1:$rport" --gossip-listen 127.0.0.1:0 \
+    env ${NODE_GOGC:+GOGC=$NODE_GOGC} "$work/node" --listen 127.0.0.1:0 --redis "redis://127.0.0.1:$rport" --gossip-listen 127.0.0.1:0 \
       --grpc-listen 127.0.0.1:0 "${join[@]}" "${node_flags[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
     pids+=($!); cpids+=($!)
     u=$(wait_line "$work/node$i.out" "bayeux node serving ")

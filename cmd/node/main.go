@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -80,6 +81,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return errUsage
 	}
 	log := newLogger(c, stderr)
+	if c.GCPercent > 0 && getenv("GOGC") == "" {
+		debug.SetGCPercent(c.GCPercent)
+	}
 	sec, err := loadSecurity(c) // before anything needs closing
 	if err != nil {
 		return err
@@ -94,7 +98,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	var policy broker.Policy // nil: allow all
 	exts := []broker.Extension{ext.Ack{}, ext.Replay{}, ext.TimeSync{}}
+	keepHeaders := []string{} // sessions keep only what the policy reads
 	if pol != nil {
+		keepHeaders = pol.RequestHeaders()
 		defer pol.Close()
 		policy = pol
 		exts = append(exts, pol.Extension()) // last: attaches the identity before the others see the reply
@@ -138,6 +144,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		met.RegisterCluster()
 	}
 	b, err := broker.New(broker.Config{
+		KeepHeaders:           keepHeaders,
 		IDPrefix:              idPrefix,
 		Engine:                eng,
 		Logger:                log,

@@ -38,6 +38,16 @@ var _ broker.Policy = (*Policy)(nil)
 // authenticated by CanHandshake to the session created for it.
 func (p *Policy) Extension() broker.Extension { return p.ext }
 
+// RequestHeaders lists the request headers the policy reads (the webhook's
+// forwarded headers); a node keeps only these per session
+// (broker.Config.KeepHeaders). Never nil.
+func (p *Policy) RequestHeaders() []string {
+	if h, ok := p.auth.(interface{ RequestHeaders() []string }); ok {
+		return append([]string{}, h.RequestHeaders()...)
+	}
+	return []string{}
+}
+
 // Close releases the authenticator's resources (idle webhook connections).
 func (p *Policy) Close() {
 	if c, ok := p.auth.(interface{ Close() }); ok {

@@ -86,6 +86,9 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	return w, nil
 }
 
+// RequestHeaders lists the request headers forwarded to the webhook.
+func (w *Webhook) RequestHeaders() []string { return w.headers }
+
 // Close releases idle connections to the webhook.
 func (w *Webhook) Close() { w.client.CloseIdleConnections() }
 

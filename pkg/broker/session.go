@@ -157,6 +157,9 @@ const (
 
 func newSession(b *Broker, info RequestInfo, browserID string) *Session {
 	now := time.Now()
+	if info.Transport != protocol.WebSocket { // a websocket's header is kept already
+		info.Header = b.keptHeader(info.Header)
+	}
 	s := &Session{id: newSessionID(b.cfg.IDPrefix), b: b, created: now, browserID: browserID, info: info, lastActive: now, transport: info.Transport}
 	empty := map[string]struct{}{}
 	s.subs.Store(&empty)

@@ -72,9 +72,11 @@ const (
 )
 
 // wsWriterLinger is how long an idle writer waits for more work before
-// it ends: long enough to span the gaps of a busy socket, short enough
-// that idle sockets hold no goroutine.
-const wsWriterLinger = time.Second
+// it ends: long enough to span the gaps between frames of a busy socket,
+// short enough that a burst of sessions (say, 10,000 connecting) does not
+// keep a writer, and its stack, per socket: the memory would go back to
+// the heap, but not soon to the OS.
+const wsWriterLinger = 20 * time.Millisecond
 
 // maxWSPending bounds replies waiting for a slow client, in bytes.
 func (b *Broker) maxWSPending() int { return int(b.cfg.MaxRequestBytes) * 4 }
@@ -95,7 +97,7 @@ func (b *Broker) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		b:    b,
 		c:    c,
 		lc:   hj.conn,
-		info: RequestInfo{Transport: protocol.WebSocket, RemoteAddr: b.clientIP(r), Header: sessionHeader(r.Header)},
+		info: RequestInfo{Transport: protocol.WebSocket, RemoteAddr: b.clientIP(r), Header: b.keptHeader(r.Header)},
 		more: make(chan struct{}, 1),
 	}
 	// The request context ends when the handler returns, and keeping it
@@ -532,11 +534,26 @@ func (conn *wsConn) write(frame []byte) error {
 	return err
 }
 
-// sessionHeader returns the upgrade request's header without the fields
-// of the websocket handshake itself, in a map of its own: the session
-// keeps it (RequestInfo.Header) for as long as it lives, and net/http's
-// map is sized for every line of the request.
-func sessionHeader(h http.Header) http.Header {
+// keptHeader returns the request header a session (or a websocket) keeps:
+// without the fields of the websocket handshake, in a map of its own, as
+// the session keeps it (RequestInfo.Header) for as long as it lives, and
+// net/http's map is sized for every line of the request.
+//
+// With Config.KeepHeaders set, only those headers are kept (nil if none
+// is present).
+func (b *Broker) keptHeader(h http.Header) http.Header {
+	if keep := b.cfg.KeepHeaders; keep != nil {
+		var out http.Header
+		for _, k := range keep {
+			if v := h.Values(k); len(v) > 0 {
+				if out == nil {
+					out = make(http.Header, len(keep))
+				}
+				out[http.CanonicalHeaderKey(k)] = slices.Clone(v)
+			}
+		}
+		return out
+	}
 	out := make(http.Header, len(h))
 	for k, v := range h {
 		switch k {
