@@ -55,6 +55,7 @@ type Broker struct {
 	lastRefresh time.Time   // sweeper goroutine only
 	refreshing  atomic.Bool // a Refresh is running
 
+	lingering atomic.Int32 // websocket writers waiting for more work (transport_ws.go)
 	wsMu      sync.Mutex
 	wsConns   map[*wsConn]context.CancelFunc
 	parked    map[*parkedPoll]struct{}   // long-polls held without a goroutine (transport_park.go)

@@ -72,11 +72,16 @@ const (
 )
 
 // wsWriterLinger is how long an idle writer waits for more work before
-// it ends: long enough to span the gaps between frames of a busy socket,
-// short enough that a burst of sessions (say, 10,000 connecting) does not
-// keep a writer, and its stack, per socket: the memory would go back to
-// the heap, but not soon to the OS.
-const wsWriterLinger = 20 * time.Millisecond
+// it ends: long enough to span the gaps between frames of a busy socket
+// (starting a writer, and growing its stack, per frame costs about 15% of
+// the CPU of a fan-out). At most maxLingeringWriters linger at once, so
+// that a burst of sessions (say, 10,000 connecting) does not keep a
+// writer, and its stack, per socket: that memory would go back to the
+// heap, but not soon to the OS.
+const (
+	wsWriterLinger      = time.Second
+	maxLingeringWriters = 256
+)
 
 // maxWSPending bounds replies waiting for a slow client, in bytes.
 func (b *Broker) maxWSPending() int { return int(b.cfg.MaxRequestBytes) * 4 }
@@ -341,6 +346,13 @@ func (conn *wsConn) flushLoop() {
 		}
 		// Linger: a kick (or terminate) signals more. A token left from a
 		// kick seen during the flush costs one empty round.
+		if conn.b.lingering.Add(1) > maxLingeringWriters {
+			conn.b.lingering.Add(-1)
+			if conn.flush.CompareAndSwap(flushRunning, 0) {
+				return
+			}
+			continue
+		}
 		if linger == nil {
 			linger = time.NewTimer(wsWriterLinger)
 		} else {
@@ -348,9 +360,11 @@ func (conn *wsConn) flushLoop() {
 		}
 		select {
 		case <-conn.more:
+			conn.b.lingering.Add(-1)
 			continue
 		case <-linger.C:
 		}
+		conn.b.lingering.Add(-1)
 		if conn.flush.CompareAndSwap(flushRunning, 0) {
 			return
 		}
