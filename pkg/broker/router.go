@@ -48,6 +48,10 @@ const maxHops = 2
 const (
 	OpExpire          = "expire"            // end the session as if swept
 	OpDropNextConnect = "drop-next-connect" // debug: lose the next connect reply carrying messages
+	// OpReleaseConnect answers the session's held connect at once, empty
+	// (its messages stay queued): a draining node forwarding it asks this,
+	// so that the reply travels back the normal way.
+	OpReleaseConnect = "release-connect"
 )
 
 // SessionOp applies op to the session clientID wherever it lives (through
@@ -79,6 +83,16 @@ func (b *Broker) LocalSessionOp(clientID, op string) (bool, error) {
 		if ok {
 			s.mu.Lock()
 			s.dropNext = true
+			s.mu.Unlock()
+		}
+		return ok, nil
+	case OpReleaseConnect:
+		s, ok := b.Session(clientID)
+		if ok {
+			s.mu.Lock()
+			if s.waiter != nil {
+				s.endWaiterLocked(endReplaced)
+			}
 			s.mu.Unlock()
 		}
 		return ok, nil
@@ -159,13 +173,25 @@ func (b *Broker) forward(ctx context.Context, node string, req *ForwardedRequest
 	if node != unavailableNode {
 		req.Hops++
 		fctx := ctx
-		if holdsConnect(msgs) {
-			// A held connect is answered with retry advice when this node
-			// drains, as local ones are; the owner keeps the queue.
+		if id := clientIDOf(msgs); id != "" && holdsConnect(msgs) {
+			// When this node drains, the owner is asked to answer the held
+			// connect at once (empty; the queue stays), and its reply comes
+			// back the normal way. Cancelling the call instead could lose a
+			// reply the owner had already made, with messages in it. If the
+			// owner cannot be asked, the call is cancelled after a while.
 			var cancel context.CancelFunc
 			fctx, cancel = context.WithCancel(ctx)
 			defer cancel()
-			defer context.AfterFunc(b.draining, cancel)()
+			defer context.AfterFunc(b.draining, func() {
+				rctx, rcancel := context.WithTimeout(context.Background(), releaseWait)
+				defer rcancel()
+				if _, err := b.router.SessionOp(rctx, node, id, OpReleaseConnect); err != nil {
+					cancel()
+					return
+				}
+				t := time.AfterFunc(releaseWait, cancel)
+				context.AfterFunc(fctx, func() { t.Stop() })
+			})()
 		}
 		var resp *ForwardedResponse
 		if resp, err = b.router.Forward(fctx, node, req); err == nil {
@@ -245,4 +271,18 @@ func holdsConnect(msgs []*protocol.Message) bool {
 		}
 	}
 	return false
+}
+
+// releaseWait bounds how long a draining node waits for the owner of a
+// forwarded held connect to release it (and then for the reply).
+const releaseWait = 2 * time.Second
+
+// clientIDOf returns the first clientId in msgs.
+func clientIDOf(msgs []*protocol.Message) string {
+	for _, m := range msgs {
+		if m.ClientID != "" {
+			return m.ClientID
+		}
+	}
+	return ""
 }
