@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"time"
+
 	"context"
 	"maps"
 	"strconv"
@@ -121,8 +123,22 @@ func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message,
 	return r
 }
 
+// disconnectLead is how long after a /meta/disconnect the session's held
+// connect is answered (reconnect "none"). Answered first, that reply makes
+// the CometD client abort its pending disconnect request, which it then
+// reports as failed; the lead lets the disconnect reply, which may travel
+// through a forwarding node, arrive first.
+const disconnectLead = 100 * time.Millisecond
+
 func (b *Broker) disconnect(s *Session, m *protocol.Message) *protocol.Reply {
 	b.removeSession(s, errDisconnected)
+	time.AfterFunc(disconnectLead, func() {
+		s.mu.Lock()
+		if s.waiter != nil {
+			s.endWaiterLocked(endClosed)
+		}
+		s.mu.Unlock()
+	})
 	r := protocol.ReplyTo(m)
 	r.ClientID = s.id
 	r.Succeed()

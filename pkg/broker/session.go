@@ -342,7 +342,7 @@ func (s *Session) closeLocked(reason *protocol.Error) {
 	}
 	s.closed = reason
 	s.queue, s.unacked, s.pending, s.queueBytes = nil, nil, nil, 0
-	if s.waiter != nil {
+	if s.waiter != nil && reason != errDisconnected { // see Broker.disconnect
 		s.endWaiterLocked(endClosed)
 	}
 	if s.push != nil {
