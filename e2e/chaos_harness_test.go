@@ -75,18 +75,25 @@ type chaosSub struct {
 	bad        string
 }
 
-func (s *chaosSub) handle(m *client.Message) {
+// parseChaosKey reads the publisher and sequence of a test message.
+func parseChaosKey(m *client.Message) (chaosKey, bool) {
 	var d struct{ P, S *int }
-	err := json.Unmarshal(m.Data, &d)
+	if err := json.Unmarshal(m.Data, &d); err != nil || d.P == nil || d.S == nil {
+		return chaosKey{}, false
+	}
+	return chaosKey{*d.P, *d.S}, true
+}
+
+func (s *chaosSub) handle(m *client.Message) {
+	k, ok := parseChaosKey(m)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err != nil || d.P == nil || d.S == nil {
+	if !ok {
 		if s.bad == "" {
 			s.bad = fmt.Sprintf("delivery on %s is not a chaos message: %s", m.Channel, m.Data)
 		}
 		return
 	}
-	k := chaosKey{*d.P, *d.S}
 	if s.seen[k]++; s.seen[k] == 1 {
 		s.distinct++
 	}

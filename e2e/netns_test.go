@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -182,17 +181,16 @@ type netnsSub struct {
 }
 
 func (s *netnsSub) handle(m *client.Message) {
-	var d struct{ P, S *int }
-	err := json.Unmarshal(m.Data, &d)
+	k, ok := parseChaosKey(m)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err != nil || d.P == nil || d.S == nil {
+	if !ok {
 		if s.bad == "" {
 			s.bad = fmt.Sprintf("delivery on %s is not a test message: %s", m.Channel, m.Data)
 		}
 		return
 	}
-	s.seq[m.Channel] = append(s.seq[m.Channel], chaosKey{*d.P, *d.S})
+	s.seq[m.Channel] = append(s.seq[m.Channel], k)
 	s.seen++
 }
 

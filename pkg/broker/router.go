@@ -204,13 +204,7 @@ func (b *Broker) forward(ctx context.Context, node string, req *ForwardedRequest
 			b.log.Warn("forward to session owner failed", "node", node, "err", err)
 		}
 	}
-	var clientID string
-	for _, m := range msgs {
-		if m.ClientID != "" {
-			clientID = m.ClientID
-			break
-		}
-	}
+	clientID := clientIDOf(msgs)
 	replies := make([]*protocol.Reply, 0, len(msgs))
 	for _, m := range msgs {
 		r := protocol.ReplyTo(m)

@@ -220,11 +220,9 @@ func (conn *wsConn) forward(ctx context.Context, node string, data []byte, msgs 
 		conn.enqueueRaw(resp.Body)
 		return rateRefusedIn(resp.Body)
 	}
-	for _, m := range msgs {
-		if m.Channel == protocol.ChannelConnect {
-			go do()
-			return 0
-		}
+	if holdsConnect(msgs) {
+		go do()
+		return 0
 	}
 	return do()
 }

@@ -95,16 +95,24 @@ func keySlot(key string) int {
 	return int(crc16([]byte(key)) % 16384)
 }
 
+// clusterEngines starts a three-master Redis Cluster with replicas per
+// master and two engines on it with the given partition count: a to
+// publish, b running with the recorder recB.
+func clusterEngines(t *testing.T, replicas, partitions int) (rc *testproc.RedisCluster, a, b *Redis, recB *recorder) {
+	t.Helper()
+	rc = testproc.StartRedisCluster(t, 3, replicas)
+	url := fmt.Sprintf("%s?partitions=%d", rc.URL(), partitions)
+	a = newEngine(t, url, nil)
+	b = newEngine(t, url, nil)
+	return rc, a, b, run(t, b)
+}
+
 // TestRedisClusterDeliversEachChannelInOrder: channels spread over the
 // shards of a three-master cluster; a second engine gets every
 // publication once, in offset order, through concrete and wildcard
 // subscriptions; history and channel listing work across shards.
 func TestRedisClusterDeliversEachChannelInOrder(t *testing.T) {
-	rc := testproc.StartRedisCluster(t, 3, 0)
-	url := rc.URL() + "?partitions=16"
-	a := newEngine(t, url, nil)
-	b := newEngine(t, url, nil)
-	recB := run(t, b)
+	_, a, b, recB := clusterEngines(t, 0, 16)
 	subscribe(t, b, "/w/**", "/w/c0", "/w/*")
 	var chans []string
 	shards := map[string]bool{}
@@ -168,11 +176,7 @@ func TestRedisClusterDeliversEachChannelInOrder(t *testing.T) {
 // from the migrated history) and delivers every acknowledged publication
 // once, in order, without a gap.
 func TestRedisClusterSlotMigration(t *testing.T) {
-	rc := testproc.StartRedisCluster(t, 3, 0)
-	url := rc.URL() + "?partitions=8"
-	a := newEngine(t, url, nil)
-	b := newEngine(t, url, nil)
-	recB := run(t, b)
+	rc, a, b, recB := clusterEngines(t, 0, 8)
 	const ch = "/mig/x"
 	subscribe(t, b, ch, "/mig/*")
 	slot := keySlot(a.lay.metaKey(ch))
@@ -348,11 +352,7 @@ func ownsSlot(line string, slot int) bool {
 // publications acknowledged after the failover are delivered, in order.
 // Publishes fail (ErrUnavailable) while the shard has no master.
 func TestRedisClusterFailover(t *testing.T) {
-	rc := testproc.StartRedisCluster(t, 3, 1)
-	url := rc.URL() + "?partitions=8"
-	a := newEngine(t, url, nil)
-	b := newEngine(t, url, nil)
-	recB := run(t, b)
+	rc, a, b, recB := clusterEngines(t, 1, 8)
 	const ch = "/fo/x"
 	subscribe(t, b, ch)
 	publish(t, a, ch, 20)
