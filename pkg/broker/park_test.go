@@ -2,7 +2,6 @@ package broker
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -115,59 +114,5 @@ func TestParkedLongPollClientGone(t *testing.T) {
 	d, _ := split(tb.connect(t, id, nil))
 	if len(d) != 1 || d[0]["data"] != "kept" {
 		t.Fatalf("queued message: %v", d)
-	}
-}
-
-// countingConn records each Write.
-type countingConn struct {
-	net.Conn
-	writes [][]byte
-}
-
-func (c *countingConn) Write(p []byte) (int, error) {
-	c.writes = append(c.writes, append([]byte(nil), p...))
-	return len(p), nil
-}
-
-// The 16-byte bufio.Writer under the websocket library flushes a frame in
-// two writes; frameWriter sends each frame in one.
-func TestFrameWriterOneWritePerFrame(t *testing.T) {
-	for _, size := range []int{0, 5, 14, 100, 125, 126, 1000, 5000, 70000} {
-		cc := &countingConn{}
-		fw := &frameWriter{c: cc}
-		bw := bufio.NewWriterSize(fw, 16)
-		var frames [][]byte
-		for range 3 {
-			f := []byte{0x81}
-			switch {
-			case size > 65535:
-				f = append(f, 127, 0, 0, 0, 0, byte(size>>24), byte(size>>16), byte(size>>8), byte(size))
-			case size > 125:
-				f = append(f, 126, byte(size>>8), byte(size))
-			default:
-				f = append(f, byte(size))
-			}
-			hdr := len(f)
-			f = append(f, bytes.Repeat([]byte{'x'}, size)...)
-			// As the library writes: header, then payload, then Flush.
-			_, _ = bw.Write(f[:hdr])
-			_, _ = bw.Write(f[hdr:])
-			_ = bw.Flush()
-			frames = append(frames, f)
-		}
-		if size+10 > 4096 { // large frames: writev or two writes, same bytes
-			if got := bytes.Join(cc.writes, nil); !bytes.Equal(got, bytes.Join(frames, nil)) {
-				t.Fatalf("size %d: bytes differ", size)
-			}
-			continue
-		}
-		if len(cc.writes) != len(frames) || fw.through {
-			t.Fatalf("size %d: %d writes for %d frames (through=%v)", size, len(cc.writes), len(frames), fw.through)
-		}
-		for i := range frames {
-			if !bytes.Equal(cc.writes[i], frames[i]) {
-				t.Fatalf("size %d frame %d: wrote %q", size, i, cc.writes[i])
-			}
-		}
 	}
 }

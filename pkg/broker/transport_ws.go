@@ -10,10 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/wsframe"
 )
 
 // wsWriteTimeout bounds one frame write; a client that cannot take a frame
@@ -38,32 +37,34 @@ const wsWriteTimeout = 10 * time.Second
 //     Session.push kick the conn) and for its deadline (a timer kicks it).
 //
 // terminate ends the socket once, from whichever side fails first.
+//
+// Framing is the broker's own (package wsframe): frames are read straight
+// from the leanConn and written with one syscall each, header and payload
+// in one buffer, with no per-connection library state.
 type wsConn struct {
 	b      *Broker
-	c      *websocket.Conn
-	lc     *leanConn // nil if the connection could not be wrapped
+	lc     *leanConn
+	rd     wsframe.Reader // used by the reading goroutine only
 	info   RequestInfo
 	ctx    context.Context // the socket's, for processing; cancelled by terminate
 	cancel context.CancelFunc
-	// io is the context of the library's reads and writes. It is never
-	// cancelled (terminate closes the socket instead; writes are bounded
-	// by a write deadline): with a cancellable one the library registers
-	// an AfterFunc per read and keeps the last write's context.
-	io    context.Context
-	flush atomic.Uint32 // flushRunning, flushAgain
-	more  chan struct{} // cap 1: kicked while the writer lingers
+	flush  atomic.Uint32 // flushRunning, flushAgain
+	more   chan struct{} // cap 1: kicked while the writer lingers
+	wdl    time.Time     // write deadline set on the socket (writer only)
 
-	mu        sync.Mutex
-	out       [][]byte // encoded replies waiting for the writer
-	outBytes  int
-	held      *heldConnect
-	deadline  time.Time   // of held
-	timer     *time.Timer // kicks at deadline
-	session   *Session
-	closeWith *websocket.StatusCode // writer closes after flushing
-	goAway    bool                  // node shutting down: close after flushing
-	pollID    uint64                // parked in the poller under this id
-	dead      bool                  // terminated
+	mu          sync.Mutex
+	out         [][]byte // encoded replies waiting for the writer
+	outBytes    int
+	pong        []byte // payload of the latest unanswered ping (nil: none)
+	held        *heldConnect
+	deadline    time.Time   // of held
+	timer       *time.Timer // kicks at deadline
+	session     *Session
+	closeCode   wsframe.StatusCode // non-zero: the writer closes with it after flushing
+	closeReason string
+	goAway      bool   // node shutting down: close after flushing
+	pollID      uint64 // parked in the poller under this id
+	dead        bool   // terminated
 }
 
 const (
@@ -91,25 +92,35 @@ func (b *Broker) maxWSPending() int { return int(b.cfg.MaxRequestBytes) * 4 }
 // released).
 func (b *Broker) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// Origins were checked by ServeHTTP against AllowedOrigins.
-	hj := &leanHijacker{ResponseWriter: w}
-	c, err := websocket.Accept(hj, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	key, err := wsframe.CheckUpgrade(r)
 	if err != nil {
-		b.log.Debug("websocket accept failed", "err", err)
+		var he *wsframe.HandshakeError
+		errors.As(err, &he)
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		httpError(w, he.Status, protocol.NewError(protocol.CodeBadRequest, he.Msg))
 		return
 	}
-	c.SetReadLimit(b.cfg.MaxRequestBytes)
+	h := w.Header()
+	h.Set("Upgrade", "websocket")
+	h.Set("Connection", "Upgrade")
+	h.Set("Sec-WebSocket-Accept", wsframe.AcceptKey(key))
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	lc, err := hijackLean(w) // flushes the 101 response
+	if err != nil {
+		b.log.Debug("websocket hijack failed", "err", err)
+		return
+	}
 	conn := &wsConn{
 		b:    b,
-		c:    c,
-		lc:   hj.conn,
+		lc:   lc,
 		info: RequestInfo{Transport: protocol.WebSocket, RemoteAddr: b.clientIP(r), Header: b.keptHeader(r.Header)},
 		more: make(chan struct{}, 1),
 	}
+	conn.rd.Init(lc, int(b.cfg.MaxRequestBytes))
 	// The request context ends when the handler returns, and keeping it
 	// (even without its cancellation) would keep net/http's per-request
-	// contexts: the socket has contexts of its own.
-	conn.io = context.Background()
-	conn.ctx, conn.cancel = context.WithCancel(conn.io)
+	// contexts: the socket has a context of its own.
+	conn.ctx, conn.cancel = context.WithCancel(context.Background())
 	b.trackWS(conn)
 	go conn.readFrames()
 }
@@ -127,18 +138,35 @@ func (conn *wsConn) readFrames() {
 		}
 	}()
 	for {
-		_, data, err := conn.c.Read(conn.io)
+		op, data, err := conn.rd.ReadMessage()
 		if err != nil {
-			conn.terminate()
-			return
-		}
-		if !conn.frame(data) {
-			if !conn.closing() {
+			var ce *wsframe.CloseError
+			if errors.As(err, &ce) {
+				conn.closeAfterFlush(ce.Code, ce.Reason)
+			} else {
 				conn.terminate()
-			} // else the writer flushes, closes with closeWith and terminates
+			}
 			return
 		}
-		if conn.lc != nil && conn.lc.buffered() {
+		switch op {
+		case wsframe.OpPing:
+			conn.mu.Lock()
+			conn.pong = data // only the latest ping is answered (RFC 6455 5.5.3)
+			conn.mu.Unlock()
+			conn.kick()
+		case wsframe.OpPong:
+		case wsframe.OpClose: // echo the code, after what is pending
+			conn.closeAfterFlush(wsframe.CloseCode(data), "")
+			return
+		default:
+			if !conn.frame(data) {
+				if !conn.closing() {
+					conn.terminate()
+				} // else the writer flushes, closes with closeCode and terminates
+				return
+			}
+		}
+		if conn.lc.buffered() {
 			continue
 		}
 		if conn.park() {
@@ -147,17 +175,32 @@ func (conn *wsConn) readFrames() {
 	}
 }
 
-// closing reports whether the writer is to close the socket (slow consumer).
+// closing reports whether the writer is to close the socket.
 func (conn *wsConn) closing() bool {
 	conn.mu.Lock()
 	defer conn.mu.Unlock()
-	return conn.closeWith != nil
+	return conn.closeCode != 0
+}
+
+// closeAfterFlush has the writer send what is pending, then a close frame
+// with code and reason, and end the socket. The first code set wins.
+func (conn *wsConn) closeAfterFlush(code wsframe.StatusCode, reason string) {
+	conn.mu.Lock()
+	conn.closeLocked(code, reason)
+	conn.mu.Unlock()
+	conn.kick()
+}
+
+func (conn *wsConn) closeLocked(code wsframe.StatusCode, reason string) {
+	if conn.closeCode == 0 {
+		conn.closeCode, conn.closeReason = code, reason
+	}
 }
 
 // park hands the idle socket to the poller; false means the caller must
 // keep reading itself.
 func (conn *wsConn) park() bool {
-	if conn.lc == nil || conn.lc.rc == nil {
+	if conn.lc.rc == nil {
 		return false
 	}
 	conn.mu.Lock()
@@ -182,7 +225,7 @@ func (conn *wsConn) frame(data []byte) bool {
 		if errors.As(err, &re) {
 			reason = re.Err.String()
 		}
-		_ = conn.c.Close(websocket.StatusInvalidFramePayloadData, reason)
+		conn.closeAfterFlush(wsframe.StatusInvalidPayload, reason)
 		return false
 	}
 	if node := b.route(ctx, msgs, 0); node != "" {
@@ -214,7 +257,7 @@ func (conn *wsConn) forward(ctx context.Context, node string, data []byte, msgs 
 			return 0
 		}
 		if resp.Abort {
-			_ = conn.c.CloseNow() // debug API: lose this reply; the socket dies
+			_ = conn.lc.Close() // debug API: lose this reply; the socket dies
 			return 0
 		}
 		conn.enqueueRaw(resp.Body)
@@ -231,8 +274,7 @@ func (conn *wsConn) forward(ctx context.Context, node string, data []byte, msgs 
 func (conn *wsConn) enqueueRaw(buf []byte) {
 	conn.mu.Lock()
 	if conn.outBytes+len(buf) > conn.b.maxWSPending() {
-		code := websocket.StatusPolicyViolation
-		conn.closeWith = &code
+		conn.closeLocked(wsframe.StatusPolicyViolation, "slow consumer")
 	} else {
 		conn.out = append(conn.out, buf)
 		conn.outBytes += len(buf)
@@ -253,8 +295,7 @@ func (conn *wsConn) accept(res *result) bool {
 	defer conn.mu.Unlock()
 	if buf != nil {
 		if conn.outBytes+len(buf) > b.maxWSPending() {
-			code := websocket.StatusPolicyViolation
-			conn.closeWith = &code
+			conn.closeLocked(wsframe.StatusPolicyViolation, "slow consumer")
 			return false
 		}
 		conn.out = append(conn.out, buf)
@@ -380,8 +421,10 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication) ([]*engine.Publication
 	}
 	out := conn.out
 	conn.out, conn.outBytes = nil, 0
+	pong := conn.pong
+	conn.pong = nil
 	s := conn.session
-	closeWith := conn.closeWith
+	closeCode, closeReason := conn.closeCode, conn.closeReason
 	goAway := conn.goAway && conn.held == nil
 	var complete *heldConnect
 	if hc := conn.held; hc != nil {
@@ -416,47 +459,57 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication) ([]*engine.Publication
 		connectReply = complete.reply
 		shutdown = complete.w.reason == endShutdown || b.shuttingDown.Load()
 	}
-	if len(out) > 0 || len(pubs) > 0 || connectReply != nil {
-		frame := make([]byte, 0, 256)
-		if len(pubs) > 0 || connectReply != nil {
-			frame = appendResponse(frame, nil, pubs, connectReply)
+	if pong != nil {
+		if err := conn.writeFrame(wsframe.AppendFrame(nil, wsframe.OpPong, pong)); err != nil {
+			return pubs, false
 		}
-		frame = mergeArrays(out, frame)
-		err := conn.write(frame)
+	}
+	if len(out) > 0 || len(pubs) > 0 || connectReply != nil {
+		var buf []byte
+		if len(out) == 0 { // the common case: built in place after the header
+			buf = appendResponse(wsframe.ReserveHeader(make([]byte, 0, 256)), nil, pubs, connectReply)
+		} else {
+			var last []byte
+			if len(pubs) > 0 || connectReply != nil {
+				last = appendResponse(nil, nil, pubs, connectReply)
+			}
+			buf = mergeArrays(out, last)
+		}
+		err := conn.writeFrame(wsframe.Frame(buf, wsframe.OpText))
 		clear(pubs)
 		if err != nil {
 			return pubs, false
 		}
 	}
-	if closeWith != nil {
-		conn.closeFromWriter(*closeWith, "slow consumer")
+	if closeCode != 0 {
+		conn.closeFromWriter(closeCode, closeReason)
 		return pubs, false
 	}
 	if shutdown || goAway {
-		conn.closeFromWriter(websocket.StatusGoingAway, "node shutting down")
+		conn.closeFromWriter(wsframe.StatusGoingAway, "node shutting down")
 		return pubs, false
 	}
 	return pubs, true
 }
 
-// mergeArrays joins JSON arrays ("[a,b]", "[c]") into one array.
+// mergeArrays joins JSON arrays ("[a,b]", "[c]") into one array, after
+// wsframe.MaxHeaderLen reserved bytes.
 func mergeArrays(parts [][]byte, last []byte) []byte {
-	if len(parts) == 0 {
-		return last
-	}
-	n := len(last)
+	n := wsframe.MaxHeaderLen + 2 + len(last)
 	for _, p := range parts {
 		n += len(p)
 	}
-	dst := make([]byte, 0, n)
+	dst := wsframe.ReserveHeader(make([]byte, 0, n))
 	dst = append(dst, '[')
+	first := true
 	add := func(p []byte) {
 		if len(p) <= 2 {
 			return
 		}
-		if len(dst) > 1 {
+		if !first {
 			dst = append(dst, ',')
 		}
+		first = false
 		dst = append(dst, p[1:len(p)-1]...)
 	}
 	for _, p := range parts {
@@ -495,7 +548,7 @@ func (conn *wsConn) terminate() {
 	if s != nil {
 		s.detachPush(conn)
 	}
-	_ = conn.c.CloseNow()
+	_ = conn.lc.Close()
 	conn.b.untrackWS(conn)
 }
 
@@ -511,38 +564,34 @@ func (b *Broker) untrackWS(c *wsConn) {
 	b.wsMu.Unlock()
 }
 
-// write writes one text frame within wsWriteTimeout (a write deadline on
-// the socket, so that no context is allocated or retained per write).
-// closeFromWriter ends the socket from the writer goroutine with a close
-// frame (reason at most 123 bytes). The library's Close would then wait
-// for the peer's close frame, reading the socket while the reader
-// goroutine may look at the read buffers (leanConn.buffered): instead the
-// writer, which owns every write, sends the close frame itself and drops
-// the connection.
-func (conn *wsConn) closeFromWriter(code websocket.StatusCode, reason string) {
-	if conn.lc == nil {
-		_ = conn.c.Close(code, reason)
-		return
+// closeFromWriter ends the socket from the writer goroutine, which owns
+// every write: a close frame (reason cut to 123 bytes; none for
+// StatusNoStatus), then the connection is dropped without waiting for the
+// peer's close frame.
+func (conn *wsConn) closeFromWriter(code wsframe.StatusCode, reason string) {
+	var f []byte
+	if code == wsframe.StatusNoStatus {
+		f = wsframe.AppendFrame(nil, wsframe.OpClose, nil)
+	} else {
+		f = wsframe.CloseFrame(code, reason)
 	}
-	f := make([]byte, 0, 4+len(reason))
-	f = append(f, 0x88, byte(2+len(reason)), byte(code>>8), byte(code))
-	f = append(f, reason...)
 	_ = conn.lc.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = conn.lc.Conn.Write(f)
-	_ = conn.c.CloseNow()
+	_, _ = conn.lc.Write(f)
+	_ = conn.lc.Close()
 }
 
-func (conn *wsConn) write(frame []byte) error {
-	if conn.lc == nil {
-		ctx, cancel := context.WithTimeout(conn.ctx, wsWriteTimeout)
-		defer cancel()
-		return conn.c.Write(ctx, websocket.MessageText, frame)
+// writeFrame writes one frame with one write, within wsWriteTimeout: the
+// socket's write deadline is moved forward only when less than half of
+// that is left, so that a busy socket does not reset a timer per frame.
+// A write is thus bounded by between half and all of wsWriteTimeout.
+func (conn *wsConn) writeFrame(f []byte) error {
+	if now := time.Now(); conn.wdl.Sub(now) < wsWriteTimeout/2 {
+		conn.wdl = now.Add(wsWriteTimeout)
+		if err := conn.lc.SetWriteDeadline(conn.wdl); err != nil {
+			return err
+		}
 	}
-	if err := conn.lc.SetWriteDeadline(time.Now().Add(wsWriteTimeout)); err != nil {
-		return err
-	}
-	err := conn.c.Write(conn.io, websocket.MessageText, frame)
-	_ = conn.lc.SetWriteDeadline(time.Time{})
+	_, err := conn.lc.Write(f)
 	return err
 }
 

@@ -1,0 +1,304 @@
+package wsframe
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"unicode/utf8"
+)
+
+// Opcode is a frame's opcode (RFC 6455 section 5.2).
+type Opcode byte
+
+// The opcodes of RFC 6455.
+const (
+	OpContinuation Opcode = 0x0
+	OpText         Opcode = 0x1
+	OpBinary       Opcode = 0x2
+	OpClose        Opcode = 0x8
+	OpPing         Opcode = 0x9
+	OpPong         Opcode = 0xA
+)
+
+func (op Opcode) control() bool { return op&0x8 != 0 }
+
+// StatusCode is a close frame's status code (RFC 6455 section 7.4).
+type StatusCode uint16
+
+// The status codes the broker sends.
+const (
+	StatusNormalClosure   StatusCode = 1000
+	StatusGoingAway       StatusCode = 1001
+	StatusProtocolError   StatusCode = 1002
+	StatusInvalidPayload  StatusCode = 1007 // also: a message the broker cannot decode
+	StatusPolicyViolation StatusCode = 1008
+	StatusMessageTooBig   StatusCode = 1009
+	StatusNoStatus        StatusCode = 1005 // never sent: a close frame without a code
+)
+
+// CloseError is returned by Reader.ReadMessage for a protocol violation by
+// the client: close the connection with Code and Reason.
+type CloseError struct {
+	Code   StatusCode
+	Reason string
+}
+
+func (e *CloseError) Error() string { return fmt.Sprintf("websocket: %d %s", e.Code, e.Reason) }
+
+func violation(reason string) error { return &CloseError{Code: StatusProtocolError, Reason: reason} }
+
+// MaxHeaderLen is the longest header of a server (unmasked) frame.
+const MaxHeaderLen = 10
+
+// maxControlPayload is the largest payload of a control frame.
+const maxControlPayload = 125
+
+// Reader reads the frames a client sends. It is not safe for concurrent
+// use; its state between calls is a fragmented message in progress.
+type Reader struct {
+	r      io.Reader
+	limit  int
+	hdr    [12]byte
+	frag   []byte // fragments of the message in progress, unmasked
+	fragOp Opcode // OpText or OpBinary while a fragmented message is open
+}
+
+// NewReader reads from r; limit bounds a data message's size in bytes
+// (after joining fragments), at least 1.
+func NewReader(r io.Reader, limit int) *Reader {
+	return &Reader{r: r, limit: max(limit, 1)}
+}
+
+// Init is NewReader for a Reader embedded by value.
+func (r *Reader) Init(src io.Reader, limit int) {
+	*r = Reader{r: src, limit: max(limit, 1)}
+}
+
+// ReadMessage reads until it has a whole data message (OpText or
+// OpBinary, fragments joined, payload owned by the caller) or a control
+// frame (OpPing, OpPong or OpClose with its payload, at most 125 bytes),
+// which may arrive between the fragments of a data message.
+//
+// Errors: a *CloseError for a protocol violation (unmasked or malformed
+// frame, unknown opcode, bad fragmentation, a message over the limit,
+// text that is not UTF-8, an invalid close frame); io.EOF if the stream
+// ended between frames; io.ErrUnexpectedEOF or the reader's error
+// otherwise. After an error the Reader must not be used again.
+func (r *Reader) ReadMessage() (Opcode, []byte, error) {
+	for {
+		if _, err := io.ReadFull(r.r, r.hdr[:2]); err != nil {
+			return 0, nil, err
+		}
+		b0, b1 := r.hdr[0], r.hdr[1]
+		if b0&0x70 != 0 {
+			return 0, nil, violation("reserved bits set")
+		}
+		if b1&0x80 == 0 {
+			return 0, nil, violation("client frame not masked")
+		}
+		fin, op := b0&0x80 != 0, Opcode(b0&0x0f)
+		ext := 0
+		switch b1 & 0x7f {
+		case 126:
+			ext = 2
+		case 127:
+			ext = 8
+		}
+		if _, err := io.ReadFull(r.r, r.hdr[:ext+4]); err != nil {
+			return 0, nil, unexpected(err)
+		}
+		n := uint64(b1 & 0x7f)
+		switch ext {
+		case 2:
+			n = uint64(binary.BigEndian.Uint16(r.hdr[:2]))
+		case 8:
+			n = binary.BigEndian.Uint64(r.hdr[:8])
+		}
+		key := binary.LittleEndian.Uint32(r.hdr[ext : ext+4])
+
+		if op.control() {
+			if !fin || n > maxControlPayload {
+				return 0, nil, violation("fragmented or oversized control frame")
+			}
+			if op != OpClose && op != OpPing && op != OpPong {
+				return 0, nil, violation(fmt.Sprintf("unknown opcode %d", op))
+			}
+			p := make([]byte, n)
+			if _, err := io.ReadFull(r.r, p); err != nil {
+				return 0, nil, unexpected(err)
+			}
+			maskBytes(key, p)
+			if op == OpClose {
+				if err := checkClose(p); err != nil {
+					return 0, nil, err
+				}
+			}
+			return op, p, nil
+		}
+
+		switch op {
+		case OpContinuation:
+			if r.fragOp == 0 {
+				return 0, nil, violation("continuation without a message")
+			}
+		case OpText, OpBinary:
+			if r.fragOp != 0 {
+				return 0, nil, violation("new message inside a fragmented one")
+			}
+		default:
+			return 0, nil, violation(fmt.Sprintf("unknown opcode %d", op))
+		}
+		if n > uint64(r.limit-len(r.frag)) {
+			return 0, nil, &CloseError{Code: StatusMessageTooBig, Reason: fmt.Sprintf("message over %d bytes", r.limit)}
+		}
+		if op != OpContinuation && fin { // the common case: one frame, read in place
+			p := make([]byte, n)
+			if _, err := io.ReadFull(r.r, p); err != nil {
+				return 0, nil, unexpected(err)
+			}
+			maskBytes(key, p)
+			if op == OpText && !utf8.Valid(p) {
+				return 0, nil, &CloseError{Code: StatusInvalidPayload, Reason: "text message is not UTF-8"}
+			}
+			return op, p, nil
+		}
+		if op != OpContinuation {
+			r.fragOp = op
+		}
+		start := len(r.frag)
+		r.frag = append(r.frag, make([]byte, n)...)
+		if _, err := io.ReadFull(r.r, r.frag[start:]); err != nil {
+			return 0, nil, unexpected(err)
+		}
+		maskBytes(key, r.frag[start:])
+		if !fin {
+			continue
+		}
+		p, mop := r.frag, r.fragOp
+		r.frag, r.fragOp = nil, 0
+		if mop == OpText && !utf8.Valid(p) {
+			return 0, nil, &CloseError{Code: StatusInvalidPayload, Reason: "text message is not UTF-8"}
+		}
+		return mop, p, nil
+	}
+}
+
+// unexpected turns an EOF inside a frame into io.ErrUnexpectedEOF.
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// checkClose validates a received close frame's payload: empty, or a
+// valid status code and a UTF-8 reason.
+func checkClose(p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	if len(p) == 1 {
+		return violation("close frame with a 1-byte payload")
+	}
+	if c := StatusCode(binary.BigEndian.Uint16(p)); !validReceivedCode(c) {
+		return violation(fmt.Sprintf("invalid close code %d", c))
+	}
+	if !utf8.Valid(p[2:]) {
+		return &CloseError{Code: StatusInvalidPayload, Reason: "close reason is not UTF-8"}
+	}
+	return nil
+}
+
+// validReceivedCode reports whether a peer may send close code c.
+func validReceivedCode(c StatusCode) bool {
+	return (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999)
+}
+
+// CloseCode returns the status code of a received close frame's payload
+// (StatusNoStatus if it has none).
+func CloseCode(p []byte) StatusCode {
+	if len(p) < 2 {
+		return StatusNoStatus
+	}
+	return StatusCode(binary.BigEndian.Uint16(p))
+}
+
+// maskBytes XORs p with the 4-byte masking key (read little-endian), from
+// payload position 0, eight bytes at a time.
+func maskBytes(key uint32, p []byte) {
+	k8 := uint64(key) | uint64(key)<<32
+	i := 0
+	for ; i+8 <= len(p); i += 8 {
+		binary.LittleEndian.PutUint64(p[i:], binary.LittleEndian.Uint64(p[i:])^k8)
+	}
+	for ; i < len(p); i++ {
+		p[i] ^= byte(key >> (8 * (i & 3)))
+	}
+}
+
+// headerLen is the header length of a server frame with n payload bytes.
+func headerLen(n int) int {
+	switch {
+	case n <= 125:
+		return 2
+	case n <= 65535:
+		return 4
+	default:
+		return 10
+	}
+}
+
+// putHeader writes a final, unmasked frame header for op and n payload
+// bytes at the start of dst (len(dst) >= headerLen(n)).
+func putHeader(dst []byte, op Opcode, n int) {
+	dst[0] = 0x80 | byte(op)
+	switch {
+	case n <= 125:
+		dst[1] = byte(n)
+	case n <= 65535:
+		dst[1] = 126
+		binary.BigEndian.PutUint16(dst[2:], uint16(n))
+	default:
+		dst[1] = 127
+		binary.BigEndian.PutUint64(dst[2:], uint64(n))
+	}
+}
+
+// ReserveHeader appends MaxHeaderLen bytes to dst, for a payload to be
+// appended after them and framed in place by Frame.
+func ReserveHeader(dst []byte) []byte {
+	return append(dst, make([]byte, MaxHeaderLen)...)
+}
+
+// Frame turns buf (MaxHeaderLen reserved bytes, then a payload) into one
+// final frame of op: it writes the header just before the payload and
+// returns the frame, a suffix of buf.
+func Frame(buf []byte, op Opcode) []byte {
+	n := len(buf) - MaxHeaderLen
+	h := headerLen(n)
+	f := buf[MaxHeaderLen-h:]
+	putHeader(f, op, n)
+	return f
+}
+
+// AppendFrame appends one final, unmasked frame of op with payload p.
+func AppendFrame(dst []byte, op Opcode, p []byte) []byte {
+	h := headerLen(len(p))
+	dst = append(dst, make([]byte, h)...)
+	putHeader(dst[len(dst)-h:], op, len(p))
+	return append(dst, p...)
+}
+
+// CloseFrame returns a close frame with code and reason (cut to the 123
+// bytes a control frame has room for, at a UTF-8 boundary).
+func CloseFrame(code StatusCode, reason string) []byte {
+	if len(reason) > maxControlPayload-2 {
+		reason = reason[:maxControlPayload-2]
+		for len(reason) > 0 && !utf8.ValidString(reason) {
+			reason = reason[:len(reason)-1]
+		}
+	}
+	p := make([]byte, 2, 2+len(reason))
+	binary.BigEndian.PutUint16(p, uint16(code))
+	return AppendFrame(make([]byte, 0, 4+len(reason)), OpClose, append(p, reason...))
+}
