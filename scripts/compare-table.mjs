@@ -1,7 +1,9 @@
 // Prints the table of scripts/compare.sh from its JSON lines (one per run
 // of cmd/bench, each tagged with server, name and round): every run, then
-// per scenario the ratios of the issue-5 targets, computed within a round
-// (same machine state) and summarised as median [min-max] over rounds.
+// per scenario the ratios of the issue-5 targets (maxtp-ws, which has no
+// target: the deliveries per server CPU-second ratios alone), computed
+// within a round (same machine state) and summarised as median [min-max]
+// over rounds.
 //
 //   node scripts/compare-table.mjs compare-results.jsonl
 import * as fs from "node:fs";
@@ -43,22 +45,31 @@ const eff = (x, y) => x.deliveries_per_server_cpu_sec / y.deliveries_per_server_
 const p99 = (x, y) => x.latency_ms.p99 / y.latency_ms.p99;
 const clean = r => r.lost === 0 && r.duplicated === 0 && r.out_of_order === 0 && !r.sessions_failed && !r.publish_errors;
 const targets = {"fanout-ws": 10, "fanout-lp": 5};
+// Saturating scenarios: no target, and latency there is queueing, so only
+// the deliveries per server CPU-second ratios.
+const saturating = new Set(["maxtp-ws"]);
 
 console.log("");
 for (const name of [...new Set(rows.map(r => r.name))]) {
   const msgs = [];
   const e = ratio(name, "ours", "faye", eff);
-  if (e.length) msgs.push(`ours/faye deliveries per server CPU-s = ${summary(e, 2, "x")}` +
-    (targets[name] ? ` (target >= ${targets[name]}x: ${median(e) >= targets[name] ? "met" : "NOT met"})` : ""));
-  const p = ratio(name, "ours", "faye", p99);
-  if (p.length) msgs.push(`p99 ours/faye = ${summary(p, 2)}` +
-    (name === "channels-ws" ? ` (target <= 0.20: ${median(p) <= 0.2 ? "met" : "NOT met"})` : ""));
-  const cp = ratio(name, "cluster", "ours", p99);
-  if (cp.length) msgs.push(`p99 3 nodes/1 node = ${summary(cp, 2)}` +
-    (name === "channels-ws" ? ` (target <= 2: ${median(cp) <= 2 ? "met" : "NOT met"})` : ""));
-  const cc = ratio(name, "cluster", "ours", (x, y) => y.deliveries_per_server_cpu_sec / x.deliveries_per_server_cpu_sec);
-  if (cc.length) msgs.push(`server CPU per delivery 3 nodes/1 node = ${summary(cc, 2)}` +
-    (name === "channels-ws" ? ` (target <= 1.5: ${median(cc) <= 1.5 ? "met" : "NOT met"})` : ""));
+  if (saturating.has(name)) {
+    if (e.length) msgs.push(`ours/faye deliveries per server CPU-s = ${summary(e, 2, "x")} (ratio)`);
+    const c = ratio(name, "cluster", "ours", eff);
+    if (c.length) msgs.push(`3 nodes/1 node deliveries per server CPU-s = ${summary(c, 2, "x")} (ratio)`);
+  } else {
+    if (e.length) msgs.push(`ours/faye deliveries per server CPU-s = ${summary(e, 2, "x")}` +
+      (targets[name] ? ` (target >= ${targets[name]}x: ${median(e) >= targets[name] ? "met" : "NOT met"})` : ""));
+    const p = ratio(name, "ours", "faye", p99);
+    if (p.length) msgs.push(`p99 ours/faye = ${summary(p, 2)}` +
+      (name === "channels-ws" ? ` (target <= 0.20: ${median(p) <= 0.2 ? "met" : "NOT met"})` : ""));
+    const cp = ratio(name, "cluster", "ours", p99);
+    if (cp.length) msgs.push(`p99 3 nodes/1 node = ${summary(cp, 2)}` +
+      (name === "channels-ws" ? ` (target <= 2: ${median(cp) <= 2 ? "met" : "NOT met"})` : ""));
+    const cc = ratio(name, "cluster", "ours", (x, y) => y.deliveries_per_server_cpu_sec / x.deliveries_per_server_cpu_sec);
+    if (cc.length) msgs.push(`server CPU per delivery 3 nodes/1 node = ${summary(cc, 2)}` +
+      (name === "channels-ws" ? ` (target <= 1.5: ${median(cc) <= 1.5 ? "met" : "NOT met"})` : ""));
+  }
   const bad = rows.filter(r => r.name === name && !clean(r)).map(r => `${r.server}#${r.round}`);
   if (bad.length) msgs.push(`RUNS WITH LOSS/DUP/OOO/FAILURES: ${bad.join(", ")}`);
   console.log(`${name}: ${msgs.join("; ")}`);
