@@ -14,6 +14,7 @@
 #   PROFILE_DIR=/tmp/prof scripts/compare.sh    # CPU profiles of our nodes, one per run
 #   INFLIGHT=1 scripts/compare.sh               # one publish in flight per publisher
 #   NODE_GOGC=50 scripts/compare.sh             # GOGC of our nodes only
+#   CLUSTER_GOMAXPROCS=2 scripts/compare.sh     # GOMAXPROCS of each cluster node (default 1, see below)
 #
 # Server CPU is utime+stime of the server processes over the measurement
 # window: the node, Faye's node process, or the sum over the three cluster
@@ -21,8 +22,16 @@
 # share the machine: compare deliveries per server CPU-second, and latency
 # only below saturation. Rounds interleave the servers so that background
 # noise spreads over all of them.
+#
+# The three cluster nodes share the two cores with Redis, nginx and the
+# tool: each runs with GOMAXPROCS=1 by default, which is what a CPU limit of
+# one core sets for a Go process in a container (Go 1.25+). With the
+# default of one P per core (6 Ps on 2 cores), their idle Ps spin looking
+# for work and wake each other (futex, findRunnable: 15-18% of a node's
+# CPU in profiles).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+CLUSTER_GOMAXPROCS=${CLUSTER_GOMAXPROCS:-1}
 DURATION=${DURATION:-8s}
 RUNS=${RUNS:-1}
 INFLIGHT=${INFLIGHT:-32}
@@ -110,7 +119,7 @@ if has cluster; then
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$rport") 2>/dev/null && break; sleep 0.05; done
   join=() cpids=() cbases=() backends=""
   for i in 1 2 3; do
-    env ${NODE_GOGC:+GOGC=$NODE_GOGC} "$work/node" --listen 127.0.0.1:0 --redis "redis://127.0.0.1:$rport" --gossip-listen 127.0.0.1:0 \
+    env ${NODE_GOGC:+GOGC=$NODE_GOGC} ${CLUSTER_GOMAXPROCS:+GOMAXPROCS=$CLUSTER_GOMAXPROCS} "$work/node" --listen 127.0.0.1:0 --redis "redis://127.0.0.1:$rport" --gossip-listen 127.0.0.1:0 \
       --grpc-listen 127.0.0.1:0 "${join[@]}" "${node_flags[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
     pids+=($!); cpids+=($!)
     u=$(wait_line "$work/node$i.out" "bayeux node serving ")

@@ -132,3 +132,21 @@ func (p *readPoller) loop(epfd int) {
 		clear(ready)
 	}
 }
+
+// writeNonBlocking writes p to the socket with one write(2), without
+// waiting: it returns how much the socket took (0 if its buffer is full).
+// The caller must be the socket's only writer.
+func writeNonBlocking(rc syscall.RawConn, p []byte) (int, error) {
+	var n int
+	var werr error
+	if err := rc.Control(func(fd uintptr) { n, werr = syscall.Write(int(fd), p) }); err != nil {
+		return 0, err
+	}
+	if errors.Is(werr, syscall.EAGAIN) || errors.Is(werr, syscall.EINTR) {
+		return 0, nil
+	}
+	if werr != nil {
+		return 0, werr
+	}
+	return n, nil
+}

@@ -17,3 +17,6 @@ func (p *readPoller) available() bool { return false }
 func (p *readPoller) park(syscall.RawConn, readable) (uint64, bool) { return 0, false }
 
 func (p *readPoller) cancel(uint64) {}
+
+// writeNonBlocking writes nothing here: the writer goroutine writes.
+func writeNonBlocking(syscall.RawConn, []byte) (int, error) { return 0, nil }

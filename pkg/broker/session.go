@@ -282,7 +282,12 @@ func (s *Session) Deliver(channel string, data []byte) {
 
 // enqueue appends p to the queue and wakes the held connect or the websocket
 // writer. A full queue terminates the session.
-func (s *Session) enqueue(p *engine.Publication) {
+func (s *Session) enqueue(p *engine.Publication) { s.enqueueTo(p, nil) }
+
+// enqueueTo is enqueue that, with kb set, leaves the writers to kick in kb
+// (kicked by the caller once its locks are released) instead of kicking
+// them here.
+func (s *Session) enqueueTo(p *engine.Publication, kb *kickBatch) {
 	s.mu.Lock()
 	if s.closed != nil {
 		s.mu.Unlock()
@@ -318,13 +323,65 @@ func (s *Session) enqueue(p *engine.Publication) {
 		return
 	}
 	s.queue = append(s.queue, p)
-	if s.waiter != nil {
-		s.waiter.wakeLocked()
-	}
-	if s.push != nil {
-		s.push.kick()
+	switch {
+	case kb == nil:
+		if s.waiter != nil {
+			s.waiter.wakeLocked()
+		}
+		if s.push != nil {
+			s.push.kick()
+		}
+	default:
+		if w := s.waiter; w != nil {
+			signal(w.wake)
+			if w.notify != nil {
+				kb.add(w.notify)
+			}
+		}
+		if s.push != nil {
+			kb.add(s.push)
+		}
 	}
 	s.mu.Unlock()
+}
+
+// kickBatch collects the writers a fanout wakes while it holds locks, to
+// wake them after: a websocket with no writer running is then written to
+// from the fanout's own goroutine (wsConn.flushInline), which saves
+// starting a writer goroutine per message. Not safe for concurrent use.
+type kickBatch struct {
+	ks  []kicker
+	arr [16]kicker
+}
+
+// add records k, once if added twice in a row (a session's push writer and
+// its held connect's are the same socket).
+func (kb *kickBatch) add(k kicker) {
+	if kb.ks == nil {
+		kb.ks = kb.arr[:0]
+	}
+	if n := len(kb.ks); n > 0 && kb.ks[n-1] == k {
+		return
+	}
+	kb.ks = append(kb.ks, k)
+}
+
+// inlineFlusher is a kicker that can do the writer's work on the caller's
+// goroutine, without blocking.
+type inlineFlusher interface{ flushInline() }
+
+// run wakes every recorded writer, inline where it can. Call it with no
+// lock held.
+func (kb *kickBatch) run() {
+	for _, k := range kb.ks {
+		if f, ok := k.(inlineFlusher); ok {
+			f.flushInline()
+		} else {
+			k.kick()
+		}
+	}
+	clear(kb.ks)
+	kb.ks = kb.ks[:0]
 }
 
 func signal(c chan struct{}) {

@@ -100,13 +100,25 @@ func (x *subIndex) remove(ctx context.Context, s *Session, pattern string) error
 // a session also subscribed to an earlier matching pattern is skipped.
 // It returns the number of sessions reached.
 // Sessions with the replay extension get replayed(p), made once per call.
+// Their writers are woken once the index lock is released (kickBatch).
 func (x *subIndex) fanout(p *engine.Publication, replayed func(*engine.Publication) *engine.Publication) int {
 	var buf [channel.MaxDepth + 2]string
-	var rp *engine.Publication
 	cands := channel.Candidates(buf[:0], p.Channel)
 	n := 0
-	x.mu.RLock()
-	defer x.mu.RUnlock()
+	var kb kickBatch
+	func() {
+		x.mu.RLock()
+		defer x.mu.RUnlock()
+		n = x.enqueueAll(cands, p, replayed, &kb)
+	}()
+	kb.run() // outside the lock: it may write to sockets
+	return n
+}
+
+// enqueueAll is fanout's work under the read lock.
+func (x *subIndex) enqueueAll(cands []string, p *engine.Publication, replayed func(*engine.Publication) *engine.Publication, kb *kickBatch) int {
+	var rp *engine.Publication
+	n := 0
 	for i, pat := range cands {
 		set := x.m[pat]
 		for s := range set {
@@ -117,9 +129,9 @@ func (x *subIndex) fanout(p *engine.Publication, replayed func(*engine.Publicati
 				if rp == nil {
 					rp = replayed(p)
 				}
-				s.enqueue(rp)
+				s.enqueueTo(rp, kb)
 			} else {
-				s.enqueue(p)
+				s.enqueueTo(p, kb)
 			}
 			n++
 		}

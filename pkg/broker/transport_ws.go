@@ -51,6 +51,7 @@ type wsConn struct {
 	flush  atomic.Uint32 // flushRunning, flushAgain
 	more   chan struct{} // cap 1: kicked while the writer lingers
 	wdl    time.Time     // write deadline set on the socket (writer only)
+	rest   []byte        // unsent tail of a frame written inline (writer only)
 
 	mu          sync.Mutex
 	out         [][]byte // encoded replies waiting for the writer
@@ -362,6 +363,26 @@ func (conn *wsConn) kick() {
 	}
 }
 
+// flushInline is kick for a fanout (see kickBatch): with no writer
+// running, the caller's goroutine becomes the writer for one round and
+// writes what is pending with one non-blocking write, instead of starting
+// a goroutine to do it. Whatever would block is left to a writer
+// goroutine (flushOnce's inline mode). Call it with no lock held.
+func (conn *wsConn) flushInline() {
+	if conn.lc.rc == nil || !conn.flush.CompareAndSwap(0, flushRunning) {
+		conn.kick() // a writer runs (it is told there is more), or TLS
+		return
+	}
+	var arr [8]*engine.Publication
+	_, ok, handoff := conn.flushOnce(arr[:0], true)
+	switch {
+	case !ok:
+		conn.terminate() // flushRunning stays set: no writer starts again
+	case handoff || !conn.flush.CompareAndSwap(flushRunning, 0):
+		go conn.flushLoop() // more to do, or kicked meanwhile
+	}
+}
+
 // flushLoop writes until nothing is pending, then ends (a later kick
 // starts another). On a write failure or a close it terminates the socket
 // and leaves flushRunning set, so no writer starts again.
@@ -376,7 +397,7 @@ func (conn *wsConn) flushLoop() {
 	for {
 		conn.flush.Store(flushRunning) // work kicked before this is seen below
 		var ok bool
-		if pubs, ok = conn.flushOnce(pubs[:0]); !ok {
+		if pubs, ok, _ = conn.flushOnce(pubs[:0], false); !ok {
 			conn.terminate()
 			return
 		}
@@ -412,12 +433,29 @@ func (conn *wsConn) flushLoop() {
 
 // flushOnce writes what is pending as one frame and completes the held
 // connect if it is due. It reports false when the socket must end.
-func (conn *wsConn) flushOnce(pubs []*engine.Publication) ([]*engine.Publication, bool) {
+//
+// inline is flushInline's mode: nothing blocks. Work that might (a close,
+// a pong, a held connect to complete, which may run extensions and save
+// session state) is left untouched and handoff is reported, as it is when
+// the frame could not be written whole (its tail is in conn.rest): the
+// caller then starts the writer goroutine.
+func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*engine.Publication, ok, handoff bool) {
 	b := conn.b
+	if rest := conn.rest; rest != nil {
+		conn.rest = nil
+		if err := conn.writeFrame(rest); err != nil {
+			return pubs, false, false
+		}
+	}
 	conn.mu.Lock()
 	if conn.dead {
 		conn.mu.Unlock()
-		return pubs, false
+		return pubs, false, false
+	}
+	due := conn.heldDueLocked()
+	if inline && (due || conn.closeCode != 0 || conn.goAway || conn.pong != nil) {
+		conn.mu.Unlock()
+		return pubs, true, true
 	}
 	out := conn.out
 	conn.out, conn.outBytes = nil, 0
@@ -427,19 +465,11 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication) ([]*engine.Publication
 	closeCode, closeReason := conn.closeCode, conn.closeReason
 	goAway := conn.goAway && conn.held == nil
 	var complete *heldConnect
-	if hc := conn.held; hc != nil {
-		ended := false
-		select {
-		case <-hc.w.done:
-			ended = true
-		default:
-		}
-		if hc.immediate || ended || !time.Now().Before(conn.deadline) || (hc.s.AckEnabled() && hc.s.hasDeliveries()) {
-			complete = hc
-			conn.held = nil
-			if conn.timer != nil {
-				conn.timer.Stop()
-			}
+	if due {
+		complete = conn.held
+		conn.held = nil
+		if conn.timer != nil {
+			conn.timer.Stop()
 		}
 	}
 	conn.mu.Unlock()
@@ -453,7 +483,7 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication) ([]*engine.Publication
 	if complete != nil {
 		cp, drop := b.finishConnect(complete, true)
 		if drop {
-			return pubs, false // debug API: lose this reply; the socket is closed
+			return pubs, false, false // debug API: lose this reply; the socket is closed
 		}
 		pubs = append(pubs, cp...)
 		connectReply = complete.reply
@@ -461,7 +491,7 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication) ([]*engine.Publication
 	}
 	if pong != nil {
 		if err := conn.writeFrame(wsframe.AppendFrame(nil, wsframe.OpPong, pong)); err != nil {
-			return pubs, false
+			return pubs, false, false
 		}
 	}
 	if len(out) > 0 || len(pubs) > 0 || connectReply != nil {
@@ -475,21 +505,44 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication) ([]*engine.Publication
 			}
 			buf = mergeArrays(out, last)
 		}
-		err := conn.writeFrame(wsframe.Frame(buf, wsframe.OpText))
+		f := wsframe.Frame(buf, wsframe.OpText)
+		var err error
+		if inline {
+			conn.rest, err = conn.writeNow(f)
+			handoff = len(conn.rest) > 0
+		} else {
+			err = conn.writeFrame(f)
+		}
 		clear(pubs)
 		if err != nil {
-			return pubs, false
+			return pubs, false, false
 		}
 	}
 	if closeCode != 0 {
 		conn.closeFromWriter(closeCode, closeReason)
-		return pubs, false
+		return pubs, false, false
 	}
 	if shutdown || goAway {
 		conn.closeFromWriter(wsframe.StatusGoingAway, "node shutting down")
-		return pubs, false
+		return pubs, false, false
 	}
-	return pubs, true
+	return pubs, true, handoff
+}
+
+// heldDueLocked reports whether the held connect is to be answered now:
+// it replies at once, its wait ended (woken, replaced, closed), its
+// deadline passed, or (ack sessions, which get no pushes) messages wait.
+func (conn *wsConn) heldDueLocked() bool {
+	hc := conn.held
+	if hc == nil {
+		return false
+	}
+	select {
+	case <-hc.w.done:
+		return true
+	default:
+	}
+	return hc.immediate || !time.Now().Before(conn.deadline) || (hc.s.AckEnabled() && hc.s.hasDeliveries())
 }
 
 // mergeArrays joins JSON arrays ("[a,b]", "[c]") into one array, after
@@ -578,6 +631,21 @@ func (conn *wsConn) closeFromWriter(code wsframe.StatusCode, reason string) {
 	_ = conn.lc.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = conn.lc.Write(f)
 	_ = conn.lc.Close()
+}
+
+// writeNow writes f with one non-blocking write and returns what the
+// socket did not take (nil: all of it). It never waits: a full socket
+// buffer leaves the tail to the writer goroutine. The caller must be the
+// writer (own flushRunning).
+func (conn *wsConn) writeNow(f []byte) ([]byte, error) {
+	n, err := writeNonBlocking(conn.lc.rc, f)
+	switch {
+	case err != nil:
+		return nil, err
+	case n == len(f):
+		return nil, nil
+	}
+	return f[n:], nil
 }
 
 // writeFrame writes one frame with one write, within wsWriteTimeout: the

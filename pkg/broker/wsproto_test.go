@@ -3,11 +3,14 @@ package broker
 import (
 	"bufio"
 	"encoding/binary"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -170,5 +173,97 @@ func TestWebSocketProtocol(t *testing.T) {
 	// The node still serves after all of the above.
 	if id := tb.handshake(t, nil); id == "" {
 		t.Fatal("no session after the bad sockets")
+	}
+}
+
+// A subscriber that stops reading: deliveries written from the publishing
+// goroutine (wsConn.flushInline) fill the socket, the unsent tail of a
+// frame goes to the writer goroutine, and once the client reads again it
+// gets every message, in order, in well-formed frames.
+func TestWebSocketSubscriberStopsReading(t *testing.T) {
+	tb := newTestBroker(t, func(c *Config) { c.MaxQueueMessages = 10000; c.MaxQueueBytes = 64 << 20 })
+	addr := strings.TrimPrefix(tb.srv.URL, "http://")
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(c, "GET /cometd HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", addr)
+	w := &rawWS{c: c, br: bufio.NewReaderSize(c, 64)}
+	if res, err := http.ReadResponse(w.br, nil); err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", res, err)
+	}
+	send := func(m string) {
+		w.send(t, true, wsframe.OpText, []byte(m), true)
+		if op, p := w.recv(t); op != wsframe.OpText || !strings.Contains(string(p), `"successful":true`) {
+			t.Fatalf("reply to %s: %s", m, p)
+		}
+	}
+	w.send(t, true, wsframe.OpText, []byte(`[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["websocket"]}]`), true)
+	_, p := w.recv(t)
+	var hs []map[string]any
+	if err := json.Unmarshal(p, &hs); err != nil || len(hs) != 1 || hs[0]["clientId"] == nil {
+		t.Fatalf("handshake: %s", p)
+	}
+	id := hs[0]["clientId"].(string)
+	send(`[{"channel":"/meta/subscribe","clientId":"` + id + `","subscription":"/slow"}]`)
+	// A held connect attaches the socket to the session; its replies are
+	// skipped below.
+	connect := `[{"channel":"/meta/connect","clientId":"` + id + `","connectionType":"websocket"}]`
+	send(connect) // the first is answered at once
+	w.send(t, true, wsframe.OpText, []byte(connect), true)
+	tb.waitHeld(t, id)
+	// No writer goroutine lingers from the replies: deliveries start
+	// inline.
+	eventually(t, 3*wsWriterLinger, func() error {
+		if n := tb.lingering.Load(); n != 0 {
+			return fmt.Errorf("%d writers linger", n)
+		}
+		return nil
+	})
+
+	// 1,500 messages of 2 KB (3 MB), far more than the socket buffers
+	// take while nobody reads, published in batches over HTTP.
+	const total, batch = 1500, 100
+	pad := strings.Repeat("x", 2048)
+	pub := tb.handshake(t, nil)
+	for i := 0; i < total; i += batch {
+		var msgs []msg
+		for j := i; j < i+batch; j++ {
+			msgs = append(msgs, msg{"channel": "/slow", "clientId": pub, "data": msg{"seq": j, "pad": pad}})
+		}
+		if res := post(t, nil, tb.url, msgs); len(res.Msgs) != batch {
+			t.Fatalf("publish batch at %d: %s", i, res.Body)
+		}
+	}
+	next := 0
+	for next < total {
+		op, p := w.recv(t)
+		if op != wsframe.OpText {
+			t.Fatalf("after %d messages: frame op %d %.80q", next, op, p)
+		}
+		var got []struct {
+			Channel string
+			Data    struct{ Seq int }
+		}
+		if err := json.Unmarshal(p, &got); err != nil {
+			t.Fatalf("after %d messages: frame is not JSON: %v", next, err)
+		}
+		for _, m := range got {
+			if m.Channel != "/slow" {
+				continue
+			}
+			if m.Data.Seq != next {
+				t.Fatalf("got seq %d, want %d", m.Data.Seq, next)
+			}
+			next++
+		}
 	}
 }
