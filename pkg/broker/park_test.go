@@ -37,19 +37,22 @@ func rawReply(t *testing.T, c net.Conn, br *bufio.Reader) (*http.Response, []msg
 	return resp, out
 }
 
-// wantParked checks that n long-polls are parked (taken out of net/http),
-// where parking is possible.
+// wantParked waits until n long-polls are parked (taken out of net/http,
+// parkAfter after they arrived), where parking is possible.
 func (tb *testBroker) wantParked(t *testing.T, n int) {
 	t.Helper()
 	if !poller.available() {
 		return
 	}
-	tb.wsMu.Lock()
-	got := len(tb.parked)
-	tb.wsMu.Unlock()
-	if got != n {
-		t.Fatalf("%d long-polls parked, want %d", got, n)
-	}
+	eventually(t, 2*time.Second, func() error {
+		tb.wsMu.Lock()
+		got := len(tb.parked)
+		tb.wsMu.Unlock()
+		if got != n {
+			return fmt.Errorf("%d long-polls parked, want %d", got, n)
+		}
+		return nil
+	})
 }
 
 // A parked long-poll is answered on its own connection, which then serves

@@ -247,7 +247,7 @@ func (b *Broker) ServeForwarded(ctx context.Context, req *ForwardedRequest) (*Fo
 	}
 	res := b.process(ctx, r)
 	if hc := res.connect; hc != nil {
-		delivered := b.awaitConnect(ctx, hc)
+		delivered := b.awaitConnect(ctx, hc, hc.timeout) != waitGone
 		pubs, drop := b.finishConnect(hc, delivered)
 		if !delivered {
 			return nil, ctx.Err()
