@@ -350,16 +350,12 @@ func (s *Session) enqueueTo(p *engine.Publication, kb *kickBatch) {
 // from the fanout's own goroutine (wsConn.flushInline), which saves
 // starting a writer goroutine per message. Not safe for concurrent use.
 type kickBatch struct {
-	ks  []kicker
-	arr [16]kicker
+	ks []kicker
 }
 
 // add records k, once if added twice in a row (a session's push writer and
 // its held connect's are the same socket).
 func (kb *kickBatch) add(k kicker) {
-	if kb.ks == nil {
-		kb.ks = kb.arr[:0]
-	}
 	if n := len(kb.ks); n > 0 && kb.ks[n-1] == k {
 		return
 	}

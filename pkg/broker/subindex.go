@@ -21,6 +21,7 @@ type subIndex struct {
 	opMu sync.Mutex
 	mu   sync.RWMutex
 	m    map[string]map[*Session]struct{}
+	kbs  sync.Pool // *kickBatch, reused across fanouts
 }
 
 func newSubIndex(eng engine.Engine) *subIndex {
@@ -105,13 +106,19 @@ func (x *subIndex) fanout(p *engine.Publication, replayed func(*engine.Publicati
 	var buf [channel.MaxDepth + 2]string
 	cands := channel.Candidates(buf[:0], p.Channel)
 	n := 0
-	var kb kickBatch
+	kb, _ := x.kbs.Get().(*kickBatch)
+	if kb == nil {
+		kb = &kickBatch{}
+	}
 	func() {
 		x.mu.RLock()
 		defer x.mu.RUnlock()
-		n = x.enqueueAll(cands, p, replayed, &kb)
+		n = x.enqueueAll(cands, p, replayed, kb)
 	}()
 	kb.run() // outside the lock: it may write to sockets
+	if cap(kb.ks) <= 1024 {
+		x.kbs.Put(kb)
+	}
 	return n
 }
 
