@@ -55,11 +55,12 @@ type Broker struct {
 	lastRefresh time.Time   // sweeper goroutine only
 	refreshing  atomic.Bool // a Refresh is running
 
-	lingering atomic.Int32 // websocket writers waiting for more work (transport_ws.go)
-	wsMu      sync.Mutex
-	wsConns   map[*wsConn]context.CancelFunc
-	parked    map[*parkedPoll]struct{}   // long-polls held without a goroutine (transport_park.go)
-	reservers map[*http.Server]*reserver // serve connections handed back after a parked poll
+	lingering        atomic.Int32 // websocket writers waiting for more work (transport_ws.go)
+	lingeringReaders atomic.Int32 // websocket readers waiting for more bytes (transport_ws.go)
+	wsMu             sync.Mutex
+	wsConns          map[*wsConn]context.CancelFunc
+	parked           map[*parkedPoll]struct{}   // long-polls held without a goroutine (transport_park.go)
+	reservers        map[*http.Server]*reserver // serve connections handed back after a parked poll
 
 	shuttingDown atomic.Bool
 	// draining ends (at Shutdown) the held connects this node forwards to

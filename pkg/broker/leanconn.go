@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Memory of a long-lived connection (a websocket, a parked long-poll)
@@ -73,6 +74,25 @@ func (lc *leanConn) Read(p []byte) (int, error) {
 		lc.buf = nil
 	}
 	return n, nil
+}
+
+// fill waits until deadline for bytes and buffers what one read returns;
+// it reports whether it got any. A timeout, or any other error, reports
+// false and leaves the connection as it was (the error shows again on the
+// next read). Call it only from the reader, with nothing buffered.
+func (lc *leanConn) fill(deadline time.Time) bool {
+	if lc.SetReadDeadline(deadline) != nil {
+		return false
+	}
+	b := leanBufPool.Get().(*[]byte)
+	n, _ := lc.Conn.Read(*b)
+	_ = lc.SetReadDeadline(time.Time{})
+	if n <= 0 {
+		leanBufPool.Put(b)
+		return false
+	}
+	lc.buf, lc.off, lc.end = b, 0, n
+	return true
 }
 
 // buffered reports whether bytes were read from the socket and not yet

@@ -83,6 +83,8 @@ const (
 const (
 	wsWriterLinger      = time.Second
 	maxLingeringWriters = 256
+	wsReaderLinger      = time.Second
+	maxLingeringReaders = 256
 )
 
 // maxWSPending bounds replies waiting for a slow client, in bytes.
@@ -167,13 +169,33 @@ func (conn *wsConn) readFrames() {
 				return
 			}
 		}
-		if conn.lc.buffered() {
+		if conn.lc.buffered() || conn.awaitBytes() {
 			continue
 		}
 		if conn.park() {
 			return
 		}
 	}
+}
+
+// awaitBytes keeps the reading goroutine for up to wsReaderLinger, blocked
+// in a read (Go's netpoller), for the next bytes of a busy socket: it
+// reports whether some arrived. Parking a socket after every frame costs
+// an epoll_ctl, a wake-up of the poller and a new goroutine per frame; a
+// publisher sending a frame every few milliseconds keeps its reader
+// instead. At most maxLingeringReaders wait this way; an idle socket is
+// parked after the linger.
+func (conn *wsConn) awaitBytes() bool {
+	b := conn.b
+	if conn.lc.rc == nil { // not parkable: the caller's read blocks anyway
+		return false
+	}
+	if b.lingeringReaders.Add(1) > maxLingeringReaders {
+		b.lingeringReaders.Add(-1)
+		return false
+	}
+	defer b.lingeringReaders.Add(-1)
+	return conn.lc.fill(time.Now().Add(wsReaderLinger))
 }
 
 // closing reports whether the writer is to close the socket.
