@@ -86,7 +86,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.BoolVar(&c.Demo, "demo", true, "serve the browser demo (chat, cluster page) at / and publish node stats on /cluster/nodes every second")
 	fs.BoolVar(&c.DebugAPI, "debug-api", false, "serve the test-only debug API under /debug/bayeux/ (never in production)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiling under /debug/pprof/ (expose only to operators)")
-	fs.IntVar(&c.GCPercent, "gc-percent", 50, "Go GC target percentage of the node, used unless GOGC is set: connections cost memory more than CPU, and 50 keeps an idle websocket near 9 KB of RSS (11 KB at 100) with no measured CPU cost (docs/benchmarks.md); 0: Go's default (100)")
+	fs.IntVar(&c.GCPercent, "gc-percent", 50, "Go GC target percentage of the node, used unless GOGC is set: connections cost memory more than CPU, and 50 keeps an idle websocket near 6.5 KB of RSS (8 KB at 100) with no measured CPU cost (docs/benchmarks.md); 0: Go's default (100)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown may take")
 	fs.StringVar(&c.Redis, "redis", "", "Redis URL of the cluster backplane: redis://host:port (one instance) or redis+cluster://host:port,host:port (Redis Cluster, sharded pub/sub; ?partitions=N, default 64); empty: single node, embedded in-memory engine")
 	fs.StringVar(&c.NodeID, "node-id", "", "unique node id (default: hostname plus a random suffix)")
