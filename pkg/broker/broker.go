@@ -55,6 +55,7 @@ type Broker struct {
 	lastRefresh time.Time   // sweeper goroutine only
 	refreshing  atomic.Bool // a Refresh is running
 
+	poller           *readPoller  // parks idle sockets without a goroutine (poll_linux.go)
 	lingering        atomic.Int32 // websocket writers waiting for more work (transport_ws.go)
 	lingeringReaders atomic.Int32 // websocket readers waiting for more bytes (transport_ws.go)
 	wsMu             sync.Mutex
@@ -87,6 +88,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{
+		poller:   newReadPoller(),
 		cfg:      cfg,
 		log:      cfg.Logger,
 		eng:      cfg.Engine,

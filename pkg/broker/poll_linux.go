@@ -20,9 +20,12 @@ import (
 // most once per park) or until it calls cancel. Closing a parked socket
 // removes it from the epoll set (the kernel does that on close); the owner
 // must still call cancel to drop its entry here.
+//
+// Each Broker has one. Its epoll instance and goroutine exist only while
+// something is parked: the loop closes the instance when it ends.
 type readPoller struct {
 	mu      sync.Mutex
-	epfd    int // -1: not created yet; -2: epoll unavailable
+	epfd    int // -1: not created yet (or closed); -2: epoll unavailable
 	running bool
 	next    uint64
 	waiting map[uint64]readable
@@ -32,7 +35,7 @@ type readPoller struct {
 // on a new goroutine once the socket has bytes, EOF or an error.
 type readable interface{ readable() }
 
-var poller = &readPoller{epfd: -1, waiting: map[uint64]readable{}}
+func newReadPoller() *readPoller { return &readPoller{epfd: -1, waiting: map[uint64]readable{}} }
 
 // pollWaitMillis bounds one epoll_wait, so that the poller goroutine ends
 // soon after the last socket leaves (no goroutine outlives its sockets).
@@ -42,6 +45,11 @@ const pollWaitMillis = 100
 func (p *readPoller) available() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.openLocked()
+}
+
+// openLocked creates the epoll instance if there is none; p.mu held.
+func (p *readPoller) openLocked() bool {
 	if p.epfd == -1 {
 		fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 		if err != nil {
@@ -56,10 +64,11 @@ func (p *readPoller) available() bool {
 // parking is not possible (no epoll, or the socket is already closed): the
 // caller must then read (block) itself.
 func (p *readPoller) park(rc syscall.RawConn, r readable) (id uint64, ok bool) {
-	if !p.available() {
+	p.mu.Lock()
+	if !p.openLocked() {
+		p.mu.Unlock()
 		return 0, false
 	}
-	p.mu.Lock()
 	epfd := p.epfd
 	p.next++
 	id = p.next
@@ -121,7 +130,11 @@ func (p *readPoller) loop(epfd int) {
 			}
 		}
 		if n <= 0 && len(p.waiting) == 0 {
+			// Nothing parked: end, and drop the epoll instance (a socket
+			// parked later gets a new one, under p.mu).
 			p.running = false
+			_ = syscall.Close(epfd)
+			p.epfd = -1
 			p.mu.Unlock()
 			return
 		}

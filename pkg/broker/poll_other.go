@@ -10,7 +10,7 @@ type readPoller struct{}
 
 type readable interface{ readable() }
 
-var poller = &readPoller{}
+func newReadPoller() *readPoller { return &readPoller{} }
 
 func (p *readPoller) available() bool { return false }
 

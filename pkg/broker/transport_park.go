@@ -54,7 +54,7 @@ const (
 // connection is taken over (the handler must return without writing).
 // replies are written before the connect's reply.
 func (b *Broker) parkLongPoll(w http.ResponseWriter, r *http.Request, hc *heldConnect, replies []*protocol.Reply) bool {
-	if hc.immediate || len(replies) > 0 || r.ProtoMajor != 1 || r.ProtoMinor == 0 || r.Close || r.TLS != nil || !poller.available() {
+	if hc.immediate || len(replies) > 0 || r.ProtoMajor != 1 || r.ProtoMinor == 0 || r.Close || r.TLS != nil || !b.poller.available() {
 		return false
 	}
 	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
@@ -83,7 +83,7 @@ func (b *Broker) parkLongPoll(w http.ResponseWriter, r *http.Request, hc *heldCo
 	}
 	p.mu.Lock()
 	if p.phase == parkHolding {
-		if id, ok := poller.park(lc.rc, p); ok {
+		if id, ok := b.poller.park(lc.rc, p); ok {
 			p.pollID = id
 		}
 	}
@@ -175,7 +175,7 @@ func (p *parkedPoll) finish(deliver bool) {
 	p.pollID = 0
 	p.mu.Unlock()
 	if id != 0 {
-		poller.cancel(id)
+		p.b.poller.cancel(id)
 	}
 	pubs, drop := b.finishConnect(p.hc, deliver)
 	if !deliver || drop { // drop: debug API, lose this reply in transit
@@ -210,7 +210,7 @@ func (p *parkedPoll) finish(deliver bool) {
 	}
 	parked := false
 	if len(p.lc.pre) == 0 {
-		if id, ok := poller.park(p.lc.rc, p); ok {
+		if id, ok := p.b.poller.park(p.lc.rc, p); ok {
 			p.pollID, parked = id, true
 		}
 	}
@@ -256,7 +256,7 @@ func (p *parkedPoll) close() {
 	p.pollID = 0
 	p.mu.Unlock()
 	if id != 0 {
-		poller.cancel(id)
+		p.b.poller.cancel(id)
 	}
 	_ = p.lc.Close()
 	p.b.trackParked(p, false)
