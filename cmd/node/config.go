@@ -15,21 +15,22 @@ import (
 
 // config is every setting of the node, filled from flags and BAYEUX_* env.
 type config struct {
-	Listen        string
-	Path          string
-	Timeout       time.Duration
-	Interval      time.Duration
-	MaxInterval   time.Duration
-	MaxQueue      int
-	MaxRequest    int64
-	Origins       string
-	LogLevel      string
-	LogFormat     string
-	DebugAPI      bool
-	Demo          bool
-	Pprof         bool
-	GCPercent     int
-	ShutdownGrace time.Duration
+	Listen         string
+	Path           string
+	Timeout        time.Duration
+	Interval       time.Duration
+	MaxInterval    time.Duration
+	MaxQueue       int
+	MaxRequest     int64
+	WSFrameTimeout time.Duration
+	Origins        string
+	LogLevel       string
+	LogFormat      string
+	DebugAPI       bool
+	Demo           bool
+	Pprof          bool
+	GCPercent      int
+	ShutdownGrace  time.Duration
 
 	Redis        string
 	NodeID       string
@@ -124,6 +125,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers (slowloris defence)")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", 30*time.Second, "time allowed to read a whole request, body included (not the held connect that follows)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
+	fs.DurationVar(&c.WSFrameTimeout, "ws-frame-timeout", 30*time.Second, "time allowed to send the rest of a websocket frame once it started (a client idle between frames is not affected)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: node [flags]\nEvery flag may also be set with its BAYEUX_* environment variable (e.g. --listen: %s).\n\n", envName("listen"))
 		fs.PrintDefaults()
@@ -177,8 +179,8 @@ func (c *config) validate() error {
 	if (c.ClusterTLS.Enabled() || c.GossipKeyFile != "") && c.Redis == "" {
 		return fmt.Errorf("--cluster-tls-* and --gossip-key-file need cluster mode (--redis)")
 	}
-	if c.ReadHeaderTimeout <= 0 || c.ReadTimeout <= 0 || c.IdleTimeout <= 0 {
-		return fmt.Errorf("--read-header-timeout, --read-timeout and --idle-timeout must be positive")
+	if c.ReadHeaderTimeout <= 0 || c.ReadTimeout <= 0 || c.IdleTimeout <= 0 || c.WSFrameTimeout <= 0 {
+		return fmt.Errorf("--read-header-timeout, --read-timeout, --idle-timeout and --ws-frame-timeout must be positive")
 	}
 	if c.Redis != "" && !strings.HasPrefix(c.Redis, "redis://") && !strings.HasPrefix(c.Redis, "rediss://") && !cluster.IsClusterURL(c.Redis) {
 		return fmt.Errorf("--redis %q: want a redis://, rediss:// or redis+cluster:// URL", redactURL(c.Redis))

@@ -35,6 +35,12 @@ type Config struct {
 	Limits protocol.Limits
 	// MaxRequestBytes bounds an HTTP body or websocket frame (default 1 MiB).
 	MaxRequestBytes int64
+	// WebSocketFrameTimeout bounds how long a websocket client may take to
+	// send a frame once the reader waits for it: the socket's read deadline
+	// is moved to now+WebSocketFrameTimeout at a frame boundary when less
+	// than half of it is left (default 30s). A client that stalls inside a
+	// frame is disconnected instead of holding a goroutine forever.
+	WebSocketFrameTimeout time.Duration
 	// MaxQueueMessages and MaxQueueBytes bound a session's queue, unacked
 	// batches included (defaults 10,000 and 16 MiB). Overflow terminates the
 	// session with error 409 and handshake advice.
@@ -135,6 +141,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxRequestBytes <= 0 {
 		c.MaxRequestBytes = 1 << 20
+	}
+	if c.WebSocketFrameTimeout <= 0 {
+		c.WebSocketFrameTimeout = 30 * time.Second
 	}
 	if c.MaxQueueMessages <= 0 {
 		c.MaxQueueMessages = 10000

@@ -79,14 +79,15 @@ func (lc *leanConn) Read(p []byte) (int, error) {
 // fill waits until deadline for bytes and buffers what one read returns;
 // it reports whether it got any. A timeout, or any other error, reports
 // false and leaves the connection as it was (the error shows again on the
-// next read). Call it only from the reader, with nothing buffered.
+// next read) except for its read deadline, which stays at deadline: the
+// caller sets the next one. Call it only from the reader, with nothing
+// buffered.
 func (lc *leanConn) fill(deadline time.Time) bool {
 	if lc.SetReadDeadline(deadline) != nil {
 		return false
 	}
 	b := leanBufPool.Get().(*[]byte)
 	n, _ := lc.Conn.Read(*b)
-	_ = lc.SetReadDeadline(time.Time{})
 	if n <= 0 {
 		leanBufPool.Put(b)
 		return false

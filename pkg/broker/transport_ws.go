@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"slices"
@@ -45,6 +46,7 @@ type wsConn struct {
 	b      *Broker
 	lc     *leanConn
 	rd     wsframe.Reader // used by the reading goroutine only
+	rdl    time.Time      // read deadline set on the socket (reader only)
 	info   RequestInfo
 	ctx    context.Context // the socket's, for processing; cancelled by terminate
 	cancel context.CancelFunc
@@ -127,12 +129,26 @@ func (conn *wsConn) readFrames() {
 		}
 	}()
 	for {
+		// The next frame's first byte may take any time (an idle client);
+		// the rest of the frame has WebSocketFrameTimeout.
+		if !conn.lc.buffered() {
+			conn.rdl = time.Time{}
+			if !conn.lc.fill(time.Time{}) {
+				conn.terminate() // EOF or a socket error
+				return
+			}
+		}
+		conn.armRead()
 		op, data, err := conn.rd.ReadMessage()
 		if err != nil {
 			var ce *wsframe.CloseError
-			if errors.As(err, &ce) {
+			var ne net.Error
+			switch {
+			case errors.As(err, &ce):
 				conn.closeAfterFlush(ce.Code, ce.Reason)
-			} else {
+			case errors.As(err, &ne) && ne.Timeout():
+				conn.closeAfterFlush(wsframe.StatusPolicyViolation, "frame not received in time")
+			default:
 				conn.terminate()
 			}
 			return
@@ -188,7 +204,20 @@ func (conn *wsConn) awaitBytes() bool {
 		return false
 	}
 	defer b.lingeringReaders.Add(-1)
-	return conn.lc.fill(time.Now().Add(wsReaderLinger))
+	got := conn.lc.fill(time.Now().Add(wsReaderLinger))
+	conn.rdl = time.Time{} // fill moved the deadline: armRead sets it again
+	return got
+}
+
+// armRead makes sure the socket's read deadline is at least half of
+// WebSocketFrameTimeout away (reader only), so that a frame whose bytes
+// stop coming ends the socket.
+func (conn *wsConn) armRead() {
+	d := conn.b.cfg.WebSocketFrameTimeout
+	if now := time.Now(); conn.rdl.Sub(now) < d/2 {
+		conn.rdl = now.Add(d)
+		_ = conn.lc.SetReadDeadline(conn.rdl)
+	}
 }
 
 // closing reports whether the writer is to close the socket.

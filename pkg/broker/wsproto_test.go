@@ -267,3 +267,37 @@ func TestWebSocketSubscriberStopsReading(t *testing.T) {
 		}
 	}
 }
+
+// A client that stops in the middle of a frame is disconnected after
+// WebSocketFrameTimeout; one that sends nothing at all between frames is
+// not.
+func TestWebSocketFrameTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	tb := newTestBroker(t, func(c *Config) { c.WebSocketFrameTimeout = timeout })
+
+	idle, refused := rawWSDial(t, tb, "13")
+	if idle == nil {
+		t.Fatalf("upgrade refused: %s", refused)
+	}
+	stalled, refused := rawWSDial(t, tb, "13")
+	if stalled == nil {
+		t.Fatalf("upgrade refused: %s", refused)
+	}
+	start := time.Now()
+	if _, err := stalled.c.Write([]byte{0x81, 0x80 | 20, 1, 2}); err != nil { // header of a 20-byte frame, half its key
+		t.Fatal(err)
+	}
+	if reason := stalled.closed(t, wsframe.StatusPolicyViolation); !strings.Contains(reason, "in time") {
+		t.Fatalf("close reason %q", reason)
+	}
+	if took := time.Since(start); took < timeout/2 {
+		t.Fatalf("closed after %v, before the frame timeout", took)
+	}
+
+	// The idle socket, silent for longer than the timeout, still answers.
+	time.Sleep(3 * timeout)
+	idle.send(t, true, wsframe.OpPing, []byte("still here"), true)
+	if op, p := idle.recv(t); op != wsframe.OpPong || string(p) != "still here" {
+		t.Fatalf("idle socket: op %d %q", op, p)
+	}
+}
