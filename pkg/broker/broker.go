@@ -272,7 +272,7 @@ func (b *Broker) removeSession(s *Session, reason *protocol.Error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if removed && reason != nil && (reason.Code == protocol.CodeMessagesLost || reason.Code == protocol.CodeQueueOverflow) {
+	if removed && reason != nil && (reason == errDisconnected || reason.Code == protocol.CodeMessagesLost || reason.Code == protocol.CodeQueueOverflow) {
 		b.tombsMu.Lock()
 		b.tombs[s.id] = tomb{reason: reason, at: time.Now()}
 		b.tombsMu.Unlock()

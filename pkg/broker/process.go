@@ -48,6 +48,7 @@ type heldConnect struct {
 // it in its writer) before calling completeConnect.
 func (b *Broker) process(ctx context.Context, req *request) *result {
 	res := &result{}
+	crossed := false // a connect of a session disconnected moments ago
 	for _, m := range req.msgs {
 		m.Received = req.received
 	}
@@ -89,7 +90,10 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 		s, ok := b.Session(m.ClientID)
 		if !ok {
 			r := unknownClientReply(m)
-			if why := b.tombstone(m.ClientID); why != nil {
+			switch why := b.tombstone(m.ClientID); {
+			case why == errDisconnected:
+				crossed = crossed || m.Channel == protocol.ChannelConnect
+			case why != nil:
 				r.Fail(why) // the session ended for a reason the client must learn
 			}
 			b.observeReply(r)
@@ -135,7 +139,28 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 		b.observeReply(r)
 		res.replies = append(res.replies, r)
 	}
+	if crossed {
+		delayCrossedConnect(ctx)
+	}
 	return res
+}
+
+// crossedConnectDelay holds the 402 reply to a /meta/connect of a session
+// its client disconnected moments ago (a tombstone says so). A client that
+// sends its disconnect while a new connect is on the way may see the two
+// reach the node in the other order; answered at once, the connect's 402
+// could overtake the disconnect's reply on the way back, and the CometD
+// client then aborts its pending disconnect and reports it failed. Held
+// this long, the 402 comes second.
+const crossedConnectDelay = 250 * time.Millisecond
+
+func delayCrossedConnect(ctx context.Context) {
+	t := time.NewTimer(crossedConnectDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 func unknownClientReply(m *protocol.Message) *protocol.Reply {

@@ -39,3 +39,42 @@ func TestGapToldAfterSessionEnded(t *testing.T) {
 		t.Fatalf("unknown client: %v", r)
 	}
 }
+
+// A /meta/connect that crosses its client's /meta/disconnect (sent at the
+// same time, arriving after it) still gets 402 with handshake advice, but
+// crossedConnectDelay later, so that the disconnect's reply reaches the
+// client first; other late messages get their 402 as before.
+func TestConnectAfterDisconnect(t *testing.T) {
+	tb := newTestBroker(t, nil)
+	id := tb.handshake(t, nil)
+	if r := post(t, nil, tb.url, []msg{{"channel": "/meta/disconnect", "clientId": id}}); len(r.Msgs) != 1 || r.Msgs[0]["successful"] != true {
+		t.Fatalf("disconnect: %s", r.Body)
+	}
+	cases := []struct {
+		name    string
+		m       msg
+		delayed bool
+	}{
+		{"connect", msg{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling"}, true},
+		{"publish", msg{"channel": "/late", "clientId": id, "data": 1}, false},
+		{"subscribe", msg{"channel": "/meta/subscribe", "clientId": id, "subscription": "/late"}, false},
+		{"connect of an unknown client", msg{"channel": "/meta/connect", "clientId": "nosuchclient", "connectionType": "long-polling"}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			r := post(t, nil, tb.url, []msg{c.m})
+			took := time.Since(start)
+			if len(r.Msgs) != 1 {
+				t.Fatalf("reply: %s", r.Body)
+			}
+			adv, _ := r.Msgs[0]["advice"].(map[string]any)
+			if r.Msgs[0]["successful"] != false || !strings.HasPrefix(r.Msgs[0]["error"].(string), "402:") || adv["reconnect"] != "handshake" {
+				t.Fatalf("got %v", r.Msgs[0])
+			}
+			if c.delayed && took < crossedConnectDelay {
+				t.Fatalf("answered after %v, before crossedConnectDelay", took)
+			}
+		})
+	}
+}
