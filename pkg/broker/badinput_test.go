@@ -89,7 +89,7 @@ func badInputRows() []badRow {
 			w := badWant{status: c.status, code: c.code}
 			if tr == viaWS {
 				w = badWant{wsClose: websocket.StatusInvalidFramePayloadData, code: c.code}
-				if c.wsClose != 0 { // the websocket library closes before the broker sees it
+				if c.wsClose != 0 { // the frame reader (wsframe) closes before the broker decodes it
 					w = badWant{wsClose: c.wsClose}
 				}
 			}
