@@ -42,3 +42,21 @@ func TestKeptHeader(t *testing.T) {
 		})
 	}
 }
+
+func TestIsFormContent(t *testing.T) {
+	for _, c := range []struct {
+		ct   string
+		want bool
+	}{
+		{"application/x-www-form-urlencoded", true},
+		{"application/x-www-form-urlencoded; charset=UTF-8", true},
+		{" Application/X-WWW-Form-URLEncoded ;charset=utf-8", true},
+		{"application/json;charset=UTF-8", false},
+		{"application/x-www-form-urlencodedx", false},
+		{"", false},
+	} {
+		if got := isFormContent(c.ct); got != c.want {
+			t.Errorf("isFormContent(%q) = %v, want %v", c.ct, got, c.want)
+		}
+	}
+}

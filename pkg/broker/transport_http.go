@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"path"
@@ -105,7 +104,7 @@ func requestErrorStatus(err *protocol.Error) int {
 }
 
 func (b *Broker) serveLongPolling(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, b.cfg.MaxRequestBytes))
+	body, err := readBody(w, r, b.cfg.MaxRequestBytes)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -117,10 +116,10 @@ func (b *Broker) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 	}
 	var msgs []*protocol.Message
 	var formParts []string
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	form := isFormContent(r.Header.Get("Content-Type"))
 	trimmed := bytes.TrimSpace(body)
 	isJSON := len(trimmed) > 0 && (trimmed[0] == '[' || trimmed[0] == '{')
-	if ct == "application/x-www-form-urlencoded" && !isJSON {
+	if form && !isJSON {
 		form, perr := url.ParseQuery(string(body))
 		if perr != nil || len(form["message"]) == 0 {
 			httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeBadRequest, "Missing message parameter"))
@@ -141,7 +140,7 @@ func (b *Broker) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var parts [][]byte
-	if ct == "application/x-www-form-urlencoded" && !isJSON {
+	if form && !isJSON {
 		parts = stringsToBytes(formParts)
 	} else {
 		parts = [][]byte{body}
@@ -151,9 +150,38 @@ func (b *Broker) serveLongPolling(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", "application/json;charset=UTF-8")
+	h["Content-Type"] = jsonContentType
 	h.Set("Content-Length", strconv.Itoa(len(out))) // one write, not chunks
 	_, _ = w.Write(out)
+}
+
+// jsonContentType is the Content-Type of every JSON reply, shared by all
+// of them (net/http only reads header values): setting it allocates
+// nothing. Never modified.
+var jsonContentType = []string{"application/json;charset=UTF-8"}
+
+// readBody reads a request body of at most limit bytes: into one buffer of
+// the announced Content-Length when there is one, else growing.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if n := r.ContentLength; n > 0 && n <= limit {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return nil, err // a body cut short: net/http reports io.ErrUnexpectedEOF
+		}
+		return buf, nil // net/http ends the body at Content-Length
+	}
+	return io.ReadAll(body)
+}
+
+// isFormContent reports whether a Content-Type is
+// application/x-www-form-urlencoded (parameters ignored), without
+// mime.ParseMediaType's allocations.
+func isFormContent(ct string) bool {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.EqualFold(strings.TrimSpace(ct), "application/x-www-form-urlencoded")
 }
 
 func (b *Broker) decodeParts(parts []string) ([]*protocol.Message, error) {
