@@ -171,12 +171,8 @@ func (p *parkedPoll) finish(deliver bool) {
 	b := p.b
 	p.mu.Lock()
 	p.timer.Stop()
-	id := p.pollID
-	p.pollID = 0
 	p.mu.Unlock()
-	if id != 0 {
-		p.b.poller.cancel(id)
-	}
+	p.unpark()
 	pubs, drop := b.finishConnect(p.hc, deliver)
 	if !deliver || drop { // drop: debug API, lose this reply in transit
 		p.end()
@@ -250,7 +246,8 @@ func (p *parkedPoll) end() {
 	p.close()
 }
 
-func (p *parkedPoll) close() {
+// unpark takes the connection out of the poller, if it is there.
+func (p *parkedPoll) unpark() {
 	p.mu.Lock()
 	id := p.pollID
 	p.pollID = 0
@@ -258,6 +255,10 @@ func (p *parkedPoll) close() {
 	if id != 0 {
 		p.b.poller.cancel(id)
 	}
+}
+
+func (p *parkedPoll) close() {
+	p.unpark()
 	_ = p.lc.Close()
 	p.b.trackParked(p, false)
 }
