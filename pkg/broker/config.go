@@ -41,6 +41,10 @@ type Config struct {
 	// than half of it is left (default 30s). A client that stalls inside a
 	// frame is disconnected instead of holding a goroutine forever.
 	WebSocketFrameTimeout time.Duration
+	// ReorderWindow bounds how long a message of a session waits for the
+	// messages its client numbered before it when they travel on other,
+	// concurrent requests (default 1s; negative disables). See sequencer.
+	ReorderWindow time.Duration
 	// MaxQueueMessages and MaxQueueBytes bound a session's queue, unacked
 	// batches included (defaults 10,000 and 16 MiB). Overflow terminates the
 	// session with error 409 and handshake advice.
@@ -123,6 +127,9 @@ func (c *Config) setDefaults() error {
 	def(&c.MaxInterval, 10*time.Second)
 	def(&c.MultipleClientsInterval, 2*time.Second)
 	def(&c.DrainJitter, 2*time.Second)
+	if c.ReorderWindow == 0 {
+		c.ReorderWindow = time.Second
+	}
 	if c.MaxSessionsPerIP == 0 {
 		c.MaxSessionsPerIP = 1000
 	}

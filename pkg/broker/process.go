@@ -72,77 +72,102 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 		return res
 	}
 	for _, m := range req.msgs {
-		if m.Invalid != nil {
-			r := protocol.ReplyTo(m)
-			r.Fail(m.Invalid)
-			b.observeReply(r)
-			res.replies = append(res.replies, r)
-			continue
+		var s *Session
+		if m.ClientID != "" {
+			s, _ = b.Session(m.ClientID)
 		}
-		if m.ClientID == "" {
-			r := protocol.ReplyTo(m)
-			r.Fail(protocol.NewError(protocol.CodeNoClientID, "No client ID"))
-			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectHandshake, Interval: protocol.Int64(0)}
-			b.observeReply(r)
-			res.replies = append(res.replies, r)
-			continue
-		}
-		s, ok := b.Session(m.ClientID)
-		if !ok {
-			r := unknownClientReply(m)
-			switch why := b.tombstone(m.ClientID); {
-			case why == errDisconnected:
-				crossed = crossed || m.Channel == protocol.ChannelConnect
-			case why != nil:
-				r.Fail(why) // the session ended for a reason the client must learn
+		var n uint64
+		ordered := false
+		if s != nil && b.cfg.ReorderWindow > 0 {
+			var skipped bool
+			if n, ordered, skipped = s.seq.Await(ctx, m.ID, req.received.Add(b.cfg.ReorderWindow)); skipped {
+				b.log.Debug("message order gap skipped", "session", s.id, "id", m.ID, "window", b.cfg.ReorderWindow.String())
 			}
-			b.observeReply(r)
-			res.replies = append(res.replies, r)
-			continue
 		}
-		res.session = s
-		s.touch()
-		if err := b.incoming(ctx, s, m); err != nil {
-			r := protocol.ReplyTo(m)
-			r.Fail(err)
-			b.outgoing(ctx, s, m, r)
-			b.observeReply(r)
-			res.replies = append(res.replies, r)
-			continue
+		if b.processMessage(ctx, req, res, s, m) {
+			crossed = true
 		}
-		if m.Channel == protocol.ChannelConnect {
-			if res.connect != nil { // two connects in one request: end the first
-				b.finishConnect(res.connect, false) // observes its reply
-				res.replies = append(res.replies, res.connect.reply)
-			}
-			hc, r := b.connect(ctx, req, s, m)
-			if r != nil {
-				b.observeReply(r)
-				res.replies = append(res.replies, r)
-			} else {
-				res.connect = hc
-			}
-			continue
+		if ordered {
+			s.seq.Done(n)
 		}
-		var r *protocol.Reply
-		switch m.Channel {
-		case protocol.ChannelSubscribe:
-			r = b.subscribe(ctx, s, m, true)
-		case protocol.ChannelUnsubscribe:
-			r = b.subscribe(ctx, s, m, false)
-		case protocol.ChannelDisconnect:
-			r = b.disconnect(s, m)
-		default:
-			r = b.publish(ctx, s, m)
-		}
-		b.outgoing(ctx, s, m, r)
-		b.observeReply(r)
-		res.replies = append(res.replies, r)
 	}
 	if crossed {
 		delayCrossedConnect(ctx)
 	}
 	return res
+}
+
+// processMessage handles one message of a request (not a handshake) for
+// session s (nil if unknown) and appends its reply or held connect to
+// res. It reports whether the message is a connect of a session
+// disconnected moments ago (see delayCrossedConnect).
+func (b *Broker) processMessage(ctx context.Context, req *request, res *result, s *Session, m *protocol.Message) (crossed bool) {
+	if m.Invalid != nil {
+		r := protocol.ReplyTo(m)
+		r.Fail(m.Invalid)
+		b.observeReply(r)
+		res.replies = append(res.replies, r)
+		return false
+	}
+	if m.ClientID == "" {
+		r := protocol.ReplyTo(m)
+		r.Fail(protocol.NewError(protocol.CodeNoClientID, "No client ID"))
+		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectHandshake, Interval: protocol.Int64(0)}
+		b.observeReply(r)
+		res.replies = append(res.replies, r)
+		return false
+	}
+	if s == nil {
+		r := unknownClientReply(m)
+		switch why := b.tombstone(m.ClientID); {
+		case why == errDisconnected:
+			crossed = m.Channel == protocol.ChannelConnect
+		case why != nil:
+			r.Fail(why) // the session ended for a reason the client must learn
+		}
+		b.observeReply(r)
+		res.replies = append(res.replies, r)
+		return crossed
+	}
+	res.session = s
+	s.touch()
+	if err := b.incoming(ctx, s, m); err != nil {
+		r := protocol.ReplyTo(m)
+		r.Fail(err)
+		b.outgoing(ctx, s, m, r)
+		b.observeReply(r)
+		res.replies = append(res.replies, r)
+		return false
+	}
+	if m.Channel == protocol.ChannelConnect {
+		if res.connect != nil { // two connects in one request: end the first
+			b.finishConnect(res.connect, false) // observes its reply
+			res.replies = append(res.replies, res.connect.reply)
+		}
+		hc, r := b.connect(ctx, req, s, m)
+		if r != nil {
+			b.observeReply(r)
+			res.replies = append(res.replies, r)
+		} else {
+			res.connect = hc
+		}
+		return false
+	}
+	var r *protocol.Reply
+	switch m.Channel {
+	case protocol.ChannelSubscribe:
+		r = b.subscribe(ctx, s, m, true)
+	case protocol.ChannelUnsubscribe:
+		r = b.subscribe(ctx, s, m, false)
+	case protocol.ChannelDisconnect:
+		r = b.disconnect(s, m)
+	default:
+		r = b.publish(ctx, s, m)
+	}
+	b.outgoing(ctx, s, m, r)
+	b.observeReply(r)
+	res.replies = append(res.replies, r)
+	return crossed
 }
 
 // crossedConnectDelay holds the 402 reply to a /meta/connect of a session
@@ -261,6 +286,7 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 	}
 	s := newSession(b, req.info, req.browserID)
 	s.ip = ip
+	s.seq.Start(m.ID)
 	b.sessionsMu.Lock()
 	b.sessions[s.id] = s
 	b.sessionsMu.Unlock()

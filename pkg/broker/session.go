@@ -77,6 +77,8 @@ type Session struct {
 	replayReq map[string]int64 // ext.replay of the subscribe being processed
 	saveMu    sync.Mutex       // serializes snapshot+save to the SessionStore
 
+	seq sequencer // the client's message order across concurrent requests
+
 	tokens     float64   // publish token bucket
 	tokensTime time.Time // last refill
 }

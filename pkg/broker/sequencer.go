@@ -1,0 +1,189 @@
+package broker
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// sequencer puts a session's messages back into the order its client sent
+// them when they arrive on concurrent requests.
+//
+// Why: a client may have several long-polling or callback-polling requests
+// in flight at once (Faye flushes a POST every 2 KB with no limit on
+// parallel requests), and requests on different connections reach the
+// server in no defined order. Every Bayeux client numbers the messages of
+// a session from one increasing counter (CometD in decimal, Faye in base
+// 36), so the server can tell that message 15 must wait for 14.
+//
+// Contract: Await(id) blocks the calling request (its own goroutine; no
+// goroutine is started) until every message numbered below id has been
+// Done, or until the deadline passes, whichever is first; then the caller
+// processes the message and calls Done(id). A gap that does not fill by
+// the deadline is skipped: the waiting message proceeds, and a late
+// message below the skipped point is processed when it arrives. Ids that
+// are not numbers (some clients use UUIDs) are not ordered. So no message
+// waits longer than its deadline, which the broker sets to its arrival
+// time plus Config.ReorderWindow.
+//
+// The base of the ids is learnt per session: decimal until an id with a
+// letter is seen, base 36 from then on (ids 1 to 9 read the same in both);
+// on the switch the state restarts from that id.
+//
+// Concurrency: safe for concurrent use. Memory: at most maxAhead ids above
+// the next expected one are remembered; beyond that the state restarts
+// (ordering is then best effort for that moment, never a stall).
+type sequencer struct {
+	mu     sync.Mutex
+	base36 bool
+	long   bool                // a decimal id of more than one digit was read
+	next   uint64              // lowest id not yet done; 0 = nothing seen yet
+	ahead  map[uint64]struct{} // ids above next already done
+	wake   chan struct{}       // closed (and replaced) whenever next moves
+}
+
+const maxAhead = 4096
+
+// parseLocked reads a Bayeux message id (raw JSON: a string or a number)
+// as the client's counter. ok is false for ids that are not counters.
+// switched reports that this id made the session's ids base 36.
+func (q *sequencer) parseLocked(raw []byte) (n uint64, ok, switched bool) {
+	id, quoted := raw, false
+	if len(id) >= 2 && id[0] == '"' && id[len(id)-1] == '"' {
+		id, quoted = id[1:len(id)-1], true
+	}
+	if len(id) == 0 || len(id) > 12 { // 36^12 < 2^63: no overflow below
+		return 0, false, false
+	}
+	letters := false
+	for _, c := range id {
+		switch {
+		case c >= '0' && c <= '9':
+		case c >= 'a' && c <= 'z' && quoted:
+			letters = true
+		default:
+			return 0, false, false
+		}
+	}
+	if letters && !q.base36 {
+		q.base36 = true
+		// Ids of one digit read the same in both bases: only a state
+		// built on longer decimal ids must restart.
+		switched = q.long
+	}
+	if len(id) > 1 && !q.base36 {
+		q.long = true
+	}
+	base := uint64(10)
+	if q.base36 {
+		base = 36
+	}
+	for _, c := range id {
+		d := uint64(c - '0')
+		if c >= 'a' {
+			d = uint64(c-'a') + 10
+		}
+		n = n*base + d
+	}
+	return n, n > 0, switched
+}
+
+// Start records the id of the session's handshake: the next message is
+// expected right after it.
+func (q *sequencer) Start(id []byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if n, ok, _ := q.parseLocked(id); ok {
+		q.resetLocked(n + 1)
+	}
+}
+
+func (q *sequencer) resetLocked(next uint64) {
+	q.next = next
+	clear(q.ahead)
+	q.wakeLocked()
+}
+
+func (q *sequencer) wakeLocked() {
+	if q.wake != nil {
+		close(q.wake)
+		q.wake = nil
+	}
+}
+
+// Await blocks until the message numbered id may be processed (see the
+// type's contract). It returns the number to pass to Done and whether the
+// message is ordered at all; waited reports that it had to wait, skipped
+// that the deadline passed with a gap unfilled.
+func (q *sequencer) Await(ctx context.Context, id []byte, deadline time.Time) (n uint64, ordered, skipped bool) {
+	q.mu.Lock()
+	n, ok, switched := q.parseLocked(id)
+	if !ok {
+		q.mu.Unlock()
+		return 0, false, false
+	}
+	if q.next == 0 || switched {
+		q.resetLocked(n)
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for n > q.next {
+		if q.wake == nil {
+			q.wake = make(chan struct{})
+		}
+		wake := q.wake
+		q.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(time.Until(deadline))
+		}
+		select {
+		case <-wake:
+			q.mu.Lock()
+		case <-timer.C:
+			q.mu.Lock()
+			if n > q.next { // the gap did not fill: skip it
+				q.resetLocked(n)
+				skipped = true
+			}
+		case <-ctx.Done():
+			q.mu.Lock()
+			q.mu.Unlock()
+			return n, true, false
+		}
+	}
+	q.mu.Unlock()
+	return n, true, skipped
+}
+
+// Done marks message n as processed, letting the messages after it go.
+func (q *sequencer) Done(n uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case n == 0 || n < q.next:
+		return // late (its gap was skipped) or a retry
+	case n > q.next:
+		if q.ahead == nil {
+			q.ahead = make(map[uint64]struct{})
+		}
+		if len(q.ahead) >= maxAhead {
+			q.resetLocked(n + 1)
+			return
+		}
+		q.ahead[n] = struct{}{}
+		return
+	}
+	q.next++
+	for {
+		if _, ok := q.ahead[q.next]; !ok {
+			break
+		}
+		delete(q.ahead, q.next)
+		q.next++
+	}
+	q.wakeLocked()
+}
