@@ -62,7 +62,9 @@ func dialSession(ctx context.Context, url, transport string, httpc *http.Client,
 		ws.SetReadLimit(maxFrameBytes)
 		s.ws = ws
 	}
-	hs := msgBuilder("[").open(chHandshake, "", "h").str("version", "1.0").
+	// Message ids here are labels, not a counter; "H" (not a counter)
+	// tells the server not to order this session's messages by id.
+	hs := msgBuilder("[").open(chHandshake, "", "H").str("version", "1.0").
 		raw("supportedConnectionTypes", []byte(`["`+transport+`"]`))
 	if ack {
 		hs = hs.raw("ext", []byte(`{"ack":true}`))

@@ -16,6 +16,11 @@ import (
 // a session from one increasing counter (CometD in decimal, Faye in base
 // 36), so the server can tell that message 15 must wait for 14.
 //
+// Ordering is on for a session whose handshake id is a counter, and turns
+// off for good the first time a gap does not fill within the window (the
+// client's ids are then not a gap-free counter): a client with other ids
+// waits at most once.
+//
 // Contract: Await(id) blocks the calling request (its own goroutine; no
 // goroutine is started) until every message numbered below id has been
 // Done, or until the deadline passes, whichever is first; then the caller
@@ -35,6 +40,7 @@ import (
 // (ordering is then best effort for that moment, never a stall).
 type sequencer struct {
 	mu     sync.Mutex
+	off    bool // not ordered: the ids are not a counter
 	base36 bool
 	long   bool                // a decimal id of more than one digit was read
 	next   uint64              // lowest id not yet done; 0 = nothing seen yet
@@ -42,7 +48,14 @@ type sequencer struct {
 	wake   chan struct{}       // closed (and replaced) whenever next moves
 }
 
-const maxAhead = 4096
+// maxAhead bounds the ids remembered above the next expected one, and
+// maxGap how far ahead an id may be to wait for the ones before it: a
+// client has at most that many messages in flight (Faye: about 20 per
+// 2 KB request). An id further ahead restarts the state.
+const (
+	maxAhead = 4096
+	maxGap   = 1024
+)
 
 // parseLocked reads a Bayeux message id (raw JSON: a string or a number)
 // as the client's counter. ok is false for ids that are not counters.
@@ -89,12 +102,16 @@ func (q *sequencer) parseLocked(raw []byte) (n uint64, ok, switched bool) {
 }
 
 // Start records the id of the session's handshake: the next message is
-// expected right after it.
+// expected right after it. A handshake whose id is not a counter turns
+// ordering off for the session. (A session that never saw Start, one
+// adopted from another node, starts from the first counter it sees.)
 func (q *sequencer) Start(id []byte) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if n, ok, _ := q.parseLocked(id); ok {
 		q.resetLocked(n + 1)
+	} else {
+		q.off = true
 	}
 }
 
@@ -117,13 +134,17 @@ func (q *sequencer) wakeLocked() {
 // that the deadline passed with a gap unfilled.
 func (q *sequencer) Await(ctx context.Context, id []byte, deadline time.Time) (n uint64, ordered, skipped bool) {
 	q.mu.Lock()
+	if q.off {
+		q.mu.Unlock()
+		return 0, false, false
+	}
 	n, ok, switched := q.parseLocked(id)
 	if !ok {
 		q.mu.Unlock()
 		return 0, false, false
 	}
-	if q.next == 0 || switched {
-		q.resetLocked(n)
+	if q.next == 0 || switched || n > q.next+maxGap {
+		q.resetLocked(n) // a first id, or one too far ahead to be in flight
 	}
 	var timer *time.Timer
 	defer func() {
@@ -145,9 +166,12 @@ func (q *sequencer) Await(ctx context.Context, id []byte, deadline time.Time) (n
 			q.mu.Lock()
 		case <-timer.C:
 			q.mu.Lock()
-			if n > q.next { // the gap did not fill: skip it
+			if n > q.next {
+				// The gap did not fill: this client's ids are not a
+				// gap-free counter (or a request was lost). Skip it, and
+				// stop ordering the session so that it never waits again.
 				q.resetLocked(n)
-				skipped = true
+				q.off, skipped = true, true
 			}
 		case <-ctx.Done():
 			q.mu.Lock()

@@ -46,8 +46,16 @@ func quoted(n int, base int) []byte {
 func TestSequencerOrdersConcurrentRequests(t *testing.T) {
 	for _, base := range []int{10, 36} {
 		t.Run("base"+strconv.Itoa(base), func(t *testing.T) {
+			// The handshake: message 1 for CometD (decimal), message 35
+			// ("z") for Faye, whose base shows in its letters. (Before a
+			// letter is seen, a digits-only Faye id such as "10" reads as
+			// decimal: ordering is then best effort until the first letter.)
+			first := 1
+			if base == 36 {
+				first = 35
+			}
 			var q sequencer
-			q.Start(quoted(1, base)) // the handshake
+			q.Start(quoted(first, base))
 			var mu sync.Mutex
 			var got []uint64
 			var wg sync.WaitGroup
@@ -58,7 +66,7 @@ func TestSequencerOrdersConcurrentRequests(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					for i := 0; i < 20; i++ {
-						id := 2 + req*20 + i
+						id := first + 1 + req*20 + i
 						n, ordered, skipped := q.Await(context.Background(), quoted(id, base), deadline)
 						if !ordered || skipped {
 							t.Errorf("id %d: ordered %v skipped %v", id, ordered, skipped)
@@ -72,7 +80,7 @@ func TestSequencerOrdersConcurrentRequests(t *testing.T) {
 			}
 			wg.Wait()
 			for i, n := range got {
-				if n != uint64(2+i) {
+				if n != uint64(first+1+i) {
 					t.Fatalf("processed out of order at %d: %v", i, got)
 				}
 			}
@@ -143,5 +151,61 @@ func TestSequencerBounded(t *testing.T) {
 	defer q.mu.Unlock()
 	if len(q.ahead) > maxAhead {
 		t.Fatalf("%d ids remembered, bound %d", len(q.ahead), maxAhead)
+	}
+}
+
+// TestSequencerTurnsOff: a session whose handshake id is not a counter is
+// never ordered; one whose gap does not fill waits once, then never again;
+// an id too far ahead to be in flight does not wait.
+func TestSequencerTurnsOff(t *testing.T) {
+	var labelled sequencer
+	labelled.Start([]byte(`"H"`))
+	if _, ordered, _ := labelled.Await(context.Background(), []byte(`"5"`), time.Now().Add(time.Hour)); ordered {
+		t.Fatal("a session whose handshake id is not a counter is ordered")
+	}
+
+	var q sequencer
+	q.Start([]byte(`"1"`))
+	if _, _, skipped := q.Await(context.Background(), []byte(`"4"`), time.Now().Add(20*time.Millisecond)); !skipped {
+		t.Fatal("gap not skipped at the deadline")
+	}
+	start := time.Now()
+	if _, ordered, _ := q.Await(context.Background(), []byte(`"9"`), time.Now().Add(time.Hour)); ordered {
+		t.Fatal("still ordered after a skipped gap")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("waited %v after ordering turned off", d)
+	}
+
+	var far sequencer
+	far.Start([]byte(`"1"`))
+	start = time.Now()
+	n, ordered, skipped := far.Await(context.Background(), quoted(2+maxGap+1, 10), time.Now().Add(time.Hour))
+	if !ordered || skipped || n != 2+maxGap+1 {
+		t.Fatalf("far id: n=%d ordered=%v skipped=%v", n, ordered, skipped)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("far id waited %v", d)
+	}
+}
+
+// BenchmarkSequencer is the cost a session's message pays for ordering
+// when its ids arrive in order (the common case).
+func BenchmarkSequencer(b *testing.B) {
+	var q sequencer
+	q.Start([]byte(`"1"`))
+	ids := make([][]byte, 4096)
+	for i := range ids {
+		ids[i] = []byte(strconv.Quote(strconv.Itoa(i + 2)))
+	}
+	deadline := time.Now().Add(time.Hour)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%len(ids) == 0 && i > 0 {
+			q.Start([]byte(`"1"`))
+		}
+		n, _, _ := q.Await(context.Background(), ids[i%len(ids)], deadline)
+		q.Done(n)
 	}
 }

@@ -195,6 +195,10 @@ func (b *Broker) decodeParts(parts []string) ([]*protocol.Message, error) {
 	return msgs, nil
 }
 
+// defaultCallback names the JSONP callback of a callback-polling request
+// that gives neither jsonp nor jsonpcallback (Faye's default).
+const defaultCallback = "jsonpcallback"
+
 func (b *Broker) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if len(r.URL.RawQuery) > int(b.cfg.MaxRequestBytes) {
@@ -206,8 +210,7 @@ func (b *Broker) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 		cb = q.Get("jsonpcallback")
 	}
 	if cb == "" {
-		httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeBadRequest, "Missing jsonp callback parameter"))
-		return
+		cb = defaultCallback // as Faye's server does
 	}
 	if !validCallback(cb) {
 		httpError(w, http.StatusBadRequest, protocol.NewError(protocol.CodeBadRequest, "Invalid jsonp callback name"))

@@ -260,6 +260,9 @@ func (conn *wsConn) park() bool {
 	return ok
 }
 
+// emptyArray answers an empty message array.
+var emptyArray = []byte("[]")
+
 // frame processes one incoming frame; false means the socket must end.
 func (conn *wsConn) frame(data []byte) bool {
 	b, ctx := conn.b, conn.ctx
@@ -272,6 +275,10 @@ func (conn *wsConn) frame(data []byte) bool {
 		}
 		conn.closeAfterFlush(wsframe.StatusInvalidPayload, reason)
 		return false
+	}
+	if len(msgs) == 0 {
+		conn.enqueueRaw(emptyArray) // a keep-alive "[]" (sfdx-faye): answered in kind
+		return true
 	}
 	if node := b.route(ctx, msgs, 0); node != "" {
 		b.throttle(ctx, conn.forward(ctx, node, data, msgs))

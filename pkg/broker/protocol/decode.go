@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Limits bound what one request may carry.
@@ -75,7 +76,9 @@ func DecodeAppend(dst []*Message, body []byte, lim Limits) ([]*Message, error) {
 			return dst, &RequestError{NewError(CodeBadRequest, "Malformed JSON")}
 		}
 		if len(raws) == 0 {
-			return dst, &RequestError{NewError(CodeBadRequest, "Empty message array")}
+			// Answered with an empty array: sfdx-faye sends [] on its
+			// websocket as a keep-alive, as Faye's server allows.
+			return dst, nil
 		}
 		if len(dst)+len(raws) > lim.MaxMessages {
 			return dst, &RequestError{NewError(CodeTooMany, "Too many messages in one request", strconv.Itoa(lim.MaxMessages))}
@@ -135,6 +138,13 @@ func decodeOne(raw []byte, lim Limits) *Message {
 	if len(raw) > lim.MaxMessageBytes {
 		recoverHead(m, raw)
 		m.Invalid = NewError(CodeTooLarge, "Message too large", strconv.Itoa(lim.MaxMessageBytes))
+		return m
+	}
+	if !utf8.Valid(raw) {
+		// Refused here, so it is never published: a websocket subscriber
+		// must close its connection on a text frame that is not UTF-8.
+		recoverHead(m, raw)
+		m.Invalid = NewError(CodeBadRequest, "Message is not valid UTF-8")
 		return m
 	}
 	if !decodeFast(raw, m) {
