@@ -60,11 +60,12 @@ func (s *Session) takeReplayRequest() map[string]int64 {
 	return m
 }
 
-// invalidReplayID is the error of a replay id that history cannot serve,
-// worded as Salesforce does so that its clients recognise it.
-func invalidReplayID(ch string, id int64) *protocol.Error {
+// InvalidReplayID is the error of a replay id that history cannot serve,
+// worded exactly as Salesforce words it ("400::The replayId {ID} you
+// provided was invalid. ..."), so that its clients recognise it.
+func InvalidReplayID(id int64) *protocol.Error {
 	return protocol.NewError(protocol.CodeBadRequest,
-		"The replayId {"+strconv.FormatInt(id, 10)+"} you provided was invalid.  Please provide a valid ID, -2 to replay all events, or -1 to replay only new events.", ch)
+		"The replayId {"+strconv.FormatInt(id, 10)+"} you provided was invalid. Please provide a valid ID, -2 to replay all events, or -1 to replay only new events.")
 }
 
 // subscribeReplay subscribes s to sub (a channel or a wildcard pattern)
@@ -120,7 +121,7 @@ func (b *Broker) subscribeReplay(ctx context.Context, s *Session, sub string, re
 		}
 		if id >= 0 {
 			if uint64(id) > head.Offset {
-				return nil, invalidReplayID(ch, id)
+				return nil, InvalidReplayID(id)
 			}
 			after.Offset = uint64(id)
 		}
@@ -176,7 +177,7 @@ func (b *Broker) replayInto(ctx context.Context, s *Session, sub string, starts 
 		got, err = b.historyInto(ctx, got, ch, starts[ch])
 		switch {
 		case errors.Is(err, engine.ErrPositionGone):
-			return fail(invalidReplayID(ch, ids[ch]))
+			return fail(InvalidReplayID(ids[ch]))
 		case errors.Is(err, errHistoryTooLong):
 			return fail(protocol.NewError(protocol.CodeTooMany, fmt.Sprintf("Replay exceeds the session queue (%d messages)", b.cfg.MaxQueueMessages), ch))
 		case err != nil:

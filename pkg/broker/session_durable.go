@@ -2,9 +2,9 @@ package broker
 
 import (
 	"maps"
-	"strconv"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
 
 // This file holds the session state that survives the loss of its owner
@@ -132,17 +132,17 @@ func (s *Session) snapshot(withPositions bool) *SessionState {
 	return st
 }
 
-// withReplayID returns p with its replay id (the offset) in ext.replay. The
-// payload is an encoded publication without ext (AppendPublication with
-// nil ext), so the id is spliced before its closing brace.
+// withReplayID returns p with its replay id (the offset) in ext.replay
+// and, when its data is an object, in data.event.replayId (where
+// Salesforce-style clients read it; see protocol.AppendReplayID). It is
+// made once per publication and shared by every replay subscriber.
 func withReplayID(p *engine.Publication) *engine.Publication {
-	if p.Epoch == "" || len(p.Payload) < 2 || p.Payload[len(p.Payload)-1] != '}' {
+	if p.Epoch == "" {
 		return p
 	}
-	b := make([]byte, 0, len(p.Payload)+32)
-	b = append(b, p.Payload[:len(p.Payload)-1]...)
-	b = append(b, `,"ext":{"replay":`...)
-	b = strconv.AppendUint(b, p.Offset, 10)
-	b = append(b, "}}"...)
+	b, ok := protocol.AppendReplayID(make([]byte, 0, len(p.Payload)+48), p.Payload, p.Offset)
+	if !ok {
+		return p
+	}
 	return &engine.Publication{Channel: p.Channel, Epoch: p.Epoch, Offset: p.Offset, Payload: b, Time: p.Time}
 }

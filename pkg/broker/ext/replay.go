@@ -9,12 +9,16 @@ import (
 )
 
 // Replay is the replay extension, compatible with Salesforce's streaming
-// clients: the handshake carries ext.replay = true (and the reply says so);
-// a /meta/subscribe may carry ext.replay = {"<channel>": id} with -1 (new
-// events only), -2 (everything retained) or a replay id (everything after
-// it); every publication delivered to the session carries its replay id in
-// ext.replay. An id history cannot serve is refused with
-// "400::The replayId {id} you provided was invalid...".
+// clients: the handshake may carry ext.replay = true (and the reply says
+// so); a /meta/subscribe may carry ext.replay = {"<channel>": id} with -1
+// (new events only), -2 (everything retained) or a replay id (everything
+// after it). As on Salesforce, the subscribe alone is enough: jsforce and
+// EMP-Connector send ext.replay only there, so a subscribe with
+// ext.replay turns replay on for its session. Every publication delivered
+// to a replay session carries its replay id in ext.replay and, when its
+// data is an object, in data.event.replayId (Salesforce's event shape).
+// An id history cannot serve is refused with
+// "400::The replayId {ID} you provided was invalid. ...".
 //
 // Delivery to a replay session is tracked by position, so it survives the
 // loss of the node that owns the session (see broker.Session.EnableReplay).
@@ -24,7 +28,7 @@ var _ broker.Extension = Replay{}
 
 // Incoming reads the replay ids of a /meta/subscribe.
 func (Replay) Incoming(_ context.Context, s *broker.Session, m *protocol.Message) *protocol.Error {
-	if s == nil || m.Channel != protocol.ChannelSubscribe || !s.ReplayEnabled() {
+	if s == nil || m.Channel != protocol.ChannelSubscribe {
 		return nil
 	}
 	raw := m.ExtField("replay")
@@ -35,10 +39,13 @@ func (Replay) Incoming(_ context.Context, s *broker.Session, m *protocol.Message
 	if err := json.Unmarshal(raw, &ids); err != nil {
 		return protocol.NewError(protocol.CodeBadRequest, "ext.replay must map channels to replay ids")
 	}
-	for ch, id := range ids {
+	for _, id := range ids {
 		if id < broker.ReplayAll {
-			return protocol.NewError(protocol.CodeBadRequest, "The replayId you provided was invalid.  Please provide a valid ID, -2 to replay all events, or -1 to replay only new events.", ch)
+			return broker.InvalidReplayID(id)
 		}
+	}
+	if !s.ReplayEnabled() {
+		s.EnableReplay() // Salesforce clients ask for replay in the subscribe only
 	}
 	s.SetReplayRequest(ids)
 	return nil

@@ -85,10 +85,12 @@ func TestDecode(t *testing.T) {
 		{"too large with bad id", `[{"channel":"/big","id":{"a":1},"data":"` + strings.Repeat("x", 200) + `"}]`, 0,
 			[]wantMsg{{"/big", "", 413}}},
 
+		{"empty array (a keep-alive, answered with [])", `[]`, 0, []wantMsg{}},
+		{"empty array with spaces", ` [ ] `, 0, []wantMsg{}},
+
 		// Request-level errors.
 		{"empty body", ``, 400, nil},
 		{"whitespace body", " \n ", 400, nil},
-		{"empty array", `[]`, 400, nil},
 		{"malformed array", `[{"channel":"/a"}`, 400, nil},
 		{"malformed object", `{"channel":"/a",}`, 400, nil},
 		{"trailing garbage", `[{"channel":"/a"}] x`, 400, nil},

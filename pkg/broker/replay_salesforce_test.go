@@ -1,0 +1,111 @@
+package broker_test
+
+import (
+	"fmt"
+	"testing"
+)
+
+// TestReplaySalesforceStyle: the way jsforce and EMP-Connector use replay.
+// The handshake carries nothing; ext.replay comes in the /meta/subscribe
+// only; each event is read back from data.event.replayId; a bad id gets
+// Salesforce's exact wording.
+func TestReplaySalesforceStyle(t *testing.T) {
+	n := startXNode(t, nil, nil)
+	p := n.peer
+	pub := openX(t, p, nil)
+	events := func(ch string) {
+		for i := 1; i <= 5; i++ {
+			// Salesforce's event shape: schema, payload, event.
+			p.MustSucceed(Msg{"channel": ch, "clientId": pub, "data": Msg{"schema": "s1", "payload": Msg{"n": i}, "event": Msg{"EventUuid": fmt.Sprint("u", i)}}})
+		}
+		// A publication whose data is not an object keeps it, with ext.replay.
+		p.MustSucceed(Msg{"channel": ch, "clientId": pub, "data": "plain"})
+	}
+
+	type event struct {
+		n, replayID int
+		uuid        string
+	}
+	read := func(t *testing.T, ms []Msg) []event {
+		t.Helper()
+		var out []event
+		for _, m := range ms {
+			ext, _ := m["ext"].(map[string]any)
+			extID, ok := ext["replay"].(float64)
+			if !ok {
+				t.Fatalf("delivery without ext.replay: %v", m)
+			}
+			data, isObj := m["data"].(map[string]any)
+			if !isObj {
+				if m["data"] != "plain" {
+					t.Fatalf("non-object data changed: %v", m)
+				}
+				out = append(out, event{n: 0, replayID: int(extID)})
+				continue
+			}
+			ev, _ := data["event"].(map[string]any)
+			id, _ := ev["replayId"].(float64)
+			if id != extID {
+				t.Fatalf("data.event.replayId %v != ext.replay %v in %v", ev["replayId"], extID, m)
+			}
+			pl, _ := data["payload"].(map[string]any)
+			nv, _ := pl["n"].(float64)
+			uuid, _ := ev["EventUuid"].(string)
+			if data["schema"] != "s1" || uuid != fmt.Sprint("u", int(nv)) {
+				t.Fatalf("other fields not kept: %v", m)
+			}
+			out = append(out, event{n: int(nv), replayID: int(id), uuid: uuid})
+		}
+		return out
+	}
+	cases := []struct {
+		name  string
+		from  int64
+		wantN []int // data.payload.n of the replayed events (0: the plain one)
+	}{
+		{"all retained (-2)", -2, []int{1, 2, 3, 4, 5, 0}},
+		{"after replay id 3", 3, []int{4, 5, 0}},
+		{"new only (-1)", -1, nil},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := fmt.Sprintf("/event/Order%d__e", i)
+			events(ch)
+			id := openX(t, p, nil) // no ext.replay in the handshake, as jsforce does
+			r := subscribeX(t, p, id, ch, map[string]int64{ch: tc.from})
+			if r["successful"] != true {
+				t.Fatalf("subscribe: %v", r)
+			}
+			d, _ := pollX(t, p, id, nil)
+			evs := read(t, d)
+			if len(evs) != len(tc.wantN) {
+				t.Fatalf("replayed %v, want payload.n %v", evs, tc.wantN)
+			}
+			for i, e := range evs {
+				if e.n != tc.wantN[i] {
+					t.Fatalf("replayed %v, want payload.n %v", evs, tc.wantN)
+				}
+			}
+			// A live event reaches the session with its id, and the id the
+			// client read back resumes after it.
+			p.MustSucceed(Msg{"channel": ch, "clientId": pub, "data": Msg{"schema": "s1", "payload": Msg{"n": 9}, "event": Msg{"EventUuid": "u9"}}})
+			d, _ = pollX(t, p, id, nil)
+			live := read(t, d)
+			if len(live) != 1 || live[0].n != 9 || live[0].replayID <= 0 {
+				t.Fatalf("live event %v", live)
+			}
+		})
+	}
+	t.Run("invalid id refused with Salesforce's wording", func(t *testing.T) {
+		const ch = "/event/Invalid__e"
+		events(ch)
+		for _, bad := range []int64{99999, -3} {
+			id := openX(t, p, nil)
+			r := subscribeX(t, p, id, ch, map[string]int64{ch: bad})
+			want := fmt.Sprintf("400::The replayId {%d} you provided was invalid. Please provide a valid ID, -2 to replay all events, or -1 to replay only new events.", bad)
+			if r["successful"] != false || r["error"] != want {
+				t.Fatalf("subscribe from %d: %v\nwant error %q", bad, r, want)
+			}
+		}
+	})
+}
