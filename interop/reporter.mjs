@@ -1,6 +1,6 @@
 // node --test reporter: prints a client x transport pass/fail matrix at the end,
 // and a closing "N passed, N failed" line. Use together with the spec reporter.
-const SUITE = /^(cometd|faye)\/(long-polling|callback-polling|websocket)$/;
+const SUITE = /^(cometd|faye|sfdx-faye|jsforce)\/(long-polling|callback-polling|websocket)$/;
 
 export default async function* summary(source) {
     const counts = new Map(); // suite -> {pass, fail, failed: []}
@@ -43,7 +43,8 @@ export default async function* summary(source) {
         bump(d.name, ok);
         ok ? pass++ : fail++;
     }
-    const order = ["cometd/long-polling", "cometd/callback-polling", "cometd/websocket", "faye/long-polling", "faye/websocket"];
+    const order = ["cometd/long-polling", "cometd/callback-polling", "cometd/websocket", "faye/long-polling", "faye/websocket",
+        "sfdx-faye/long-polling", "sfdx-faye/websocket", "jsforce/long-polling", "jsforce/websocket"];
     let out = "\n==== interop summary (client/transport: passed, failed) ====\n";
     for (const s of [...order, ...[...counts.keys()].filter((k) => !order.includes(k))]) {
         const c = counts.get(s);

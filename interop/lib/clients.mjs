@@ -206,17 +206,19 @@ export class CometDClient extends BaseClient {
 
 // ---------------------------------------------------------------------------
 
-let faye = null;
+// The Faye-based client modules: Faye itself and sfdx-faye (the Salesforce
+// CLI's fork of Faye 1.2, which sends "[]" on its websocket as a keep-alive).
+const fayeModules = {faye: "faye", "sfdx-faye": "sfdx-faye"};
 
 export class FayeClient extends BaseClient {
-    /** @param opts {transport: "long-polling" | "websocket"} */
+    /** @param opts {transport: "long-polling" | "websocket", kind?: "faye" | "sfdx-faye"} */
     static async open(opts) {
         return new FayeClient(opts);
     }
 
-    constructor({transport}) {
-        super("faye", transport);
-        faye = faye || require("faye");
+    constructor({transport, kind = "faye"}) {
+        super(kind, transport);
+        const faye = require(fayeModules[kind]);
         const client = new faye.Client(env().url);
         this.client = client;
         this._subs = new Map();
@@ -379,5 +381,8 @@ export class FayeClient extends BaseClient {
 
 /** Factory for a client kind: open({transport, ...}) */
 export function clientFactory(kind) {
-    return kind === "cometd" ? CometDClient.open : FayeClient.open;
+    if (kind === "cometd") {
+        return CometDClient.open;
+    }
+    return (opts) => FayeClient.open({...opts, kind});
 }

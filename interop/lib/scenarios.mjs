@@ -64,7 +64,7 @@ async function transportInvariants(c) {
     }
     for (const types of epochs) {
         let allowed = types;
-        if (c.kind === "faye" && c.transport === "websocket") {
+        if (c.kind !== "cometd" && c.transport === "websocket") {
             const firstWs = types.indexOf("websocket");
             allowed = firstWs < 0 ? [] : types.slice(firstWs);
         }
@@ -113,7 +113,7 @@ async function endMarker(publisher, channel, subscribers, sub = channel, ms = DE
 }
 
 /**
- * Defines all scenarios for kind ("cometd" | "faye") x transport.
+ * Defines all scenarios for kind ("cometd" | "faye" | "sfdx-faye") x transport.
  */
 export function defineSuite(kind, transport) {
     env(); // fails loudly when BAYEUX_URL / BAYEUX_DEBUG_URL are unset

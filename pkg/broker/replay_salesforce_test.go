@@ -1,8 +1,19 @@
 package broker_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/bayeux-cluster/bayeux/internal/bayeuxtest"
+	"github.com/bayeux-cluster/bayeux/pkg/broker"
 )
 
 // TestReplaySalesforceStyle: the way jsforce and EMP-Connector use replay.
@@ -108,4 +119,69 @@ func TestReplaySalesforceStyle(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestReplayOnlyWebSocketDeliversAtOnce: a replay session without the ack
+// extension, on a websocket, holds its connect; a publication answers that
+// connect at once instead of waiting for its timeout.
+func TestReplayOnlyWebSocketDeliversAtOnce(t *testing.T) {
+	n := startXNode(t, func(c *broker.Config) { c.Timeout = 20 * time.Second }, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(n.peer.URL, "http")+"/cometd", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	send := func(m Msg) {
+		b, _ := json.Marshal([]Msg{m})
+		if err := c.Write(ctx, websocket.MessageText, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recvUntil := func(pred func(Msg) bool) Msg {
+		for {
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			var ms []Msg
+			if err := json.Unmarshal(b, &ms); err != nil {
+				t.Fatalf("frame %s: %v", b, err)
+			}
+			for _, m := range ms {
+				if pred(m) {
+					return m
+				}
+			}
+		}
+	}
+	const ch = "/event/Ws__e"
+	send(Msg{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{"websocket"}, "id": "1"})
+	id := recvUntil(func(m Msg) bool { return m["channel"] == "/meta/handshake" })["clientId"].(string)
+	send(Msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket", "id": "2"})
+	recvUntil(func(m Msg) bool { return m["channel"] == "/meta/connect" })
+	send(Msg{"channel": "/meta/subscribe", "clientId": id, "subscription": ch, "id": "3", "ext": Msg{"replay": Msg{ch: -1}}})
+	if r := recvUntil(func(m Msg) bool { return m["channel"] == "/meta/subscribe" }); r["successful"] != true {
+		t.Fatalf("subscribe: %v", r)
+	}
+	send(Msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket", "id": "4"})
+	bayeuxtest.Eventually(t, 5*time.Second, func() error { // the connect is held
+		rec := httptest.NewRecorder()
+		n.b.DebugHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/sessions/"+id, nil))
+		if !strings.Contains(rec.Body.String(), `"held":true`) {
+			return fmt.Errorf("connect not held yet: %s", rec.Body.String())
+		}
+		return nil
+	})
+	pub := openX(t, n.peer, nil)
+	start := time.Now()
+	n.peer.MustSucceed(Msg{"channel": ch, "clientId": pub, "data": Msg{"payload": Msg{"n": 1}}})
+	m := recvUntil(func(m Msg) bool { return m["channel"] == ch })
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("delivered after %v (the held connect's timeout is 20 s)", took)
+	}
+	if ev, _ := m["data"].(map[string]any)["event"].(map[string]any); ev["replayId"] == nil {
+		t.Fatalf("delivery without data.event.replayId: %v", m)
+	}
 }

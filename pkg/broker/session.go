@@ -448,6 +448,20 @@ func (s *Session) beginConnect(transport string) *waiter {
 }
 
 // hasDeliveries reports whether a held connect should return now.
+// connectDue reports whether the session delivers only in connect replies
+// (acknowledged mode, explicit or implicit as with replay) and has
+// something to deliver: its held connect is then to be answered. An
+// implicit session's unacknowledged batches are acknowledged by its next
+// connect, so they do not count.
+func (s *Session) connectDue() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.ack {
+		return false
+	}
+	return len(s.queue) > 0 || (!s.implicit && len(s.unacked) > 0)
+}
+
 func (s *Session) hasDeliveries() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -212,7 +212,8 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*eng
 
 // heldDueLocked reports whether the held connect is to be answered now:
 // it replies at once, its wait ended (woken, replaced, closed), its
-// deadline passed, or (ack sessions, which get no pushes) messages wait.
+// deadline passed, or (ack and replay sessions, which get no pushes)
+// messages wait.
 func (conn *wsConn) heldDueLocked() bool {
 	hc := conn.held
 	if hc == nil {
@@ -223,7 +224,7 @@ func (conn *wsConn) heldDueLocked() bool {
 		return true
 	default:
 	}
-	return hc.immediate || !time.Now().Before(conn.deadline) || (hc.s.AckEnabled() && hc.s.hasDeliveries())
+	return hc.immediate || !time.Now().Before(conn.deadline) || hc.s.connectDue()
 }
 
 // mergeArrays joins JSON arrays ("[a,b]", "[c]") into one array, after

@@ -1,0 +1,4 @@
+// Interop scenarios: unchanged sfdx-faye client (the Salesforce CLI's fork of Faye 1.2), transport websocket.
+import {defineSuite} from "../lib/scenarios.mjs";
+
+defineSuite("sfdx-faye", "websocket");
