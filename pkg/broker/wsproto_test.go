@@ -245,6 +245,10 @@ func TestWebSocketSubscriberStopsReading(t *testing.T) {
 	}
 	next := 0
 	for next < total {
+		// A deadline per frame, not for the whole stream: on a loaded
+		// machine (race detector, parallel packages) 3 MB may take longer
+		// than one deadline, but the stream must never stall.
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 		op, p := w.recv(t)
 		if op != wsframe.OpText {
 			t.Fatalf("after %d messages: frame op %d %.80q", next, op, p)
