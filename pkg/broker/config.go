@@ -43,7 +43,7 @@ type Config struct {
 	WebSocketFrameTimeout time.Duration
 	// ReorderWindow bounds how long a message of a session waits for the
 	// messages its client numbered before it when they travel on other,
-	// concurrent requests (default 1s; negative disables). See sequencer.
+	// concurrent requests (default 2s; negative disables). See sequencer.
 	ReorderWindow time.Duration
 	// MaxQueueMessages and MaxQueueBytes bound a session's queue, unacked
 	// batches included (defaults 10,000 and 16 MiB). Overflow terminates the
@@ -128,7 +128,7 @@ func (c *Config) setDefaults() error {
 	def(&c.MultipleClientsInterval, 2*time.Second)
 	def(&c.DrainJitter, 2*time.Second)
 	if c.ReorderWindow == 0 {
-		c.ReorderWindow = time.Second
+		c.ReorderWindow = 2 * time.Second
 	}
 	if c.MaxSessionsPerIP == 0 {
 		c.MaxSessionsPerIP = 1000
