@@ -2,7 +2,7 @@
 import {after, describe, test} from "node:test";
 import {appendFileSync} from "node:fs";
 import assert from "node:assert/strict";
-import {debugDropNextConnect, debugExpire, env, rawSend, uniq, waitFor} from "./common.mjs";
+import {debugDropNextConnect, debugExpire, env, rawLongPolling, rawSend, uniq, waitFor} from "./common.mjs";
 import {clientFactory} from "./clients.mjs";
 
 const DELIVERY_MS = 15000;
@@ -335,6 +335,32 @@ export function defineSuite(kind, transport) {
             }
             assert.deepEqual(other.messages("/service/echo"), []);
             assert.equal(a.messages("/service/echo").length, 1, "echo delivered exactly once");
+        }));
+
+        test(`${label} 12. a disconnect sent from another connection: the client learns it, re-handshakes and receives again`, TEST_OPTS, () => run(async (open) => {
+            const [c, pub] = await openHandshaken(open, 2);
+            const ch = chan("kicked");
+            await c.subscribe(ch);
+            await pub.publish(ch, {seq: 1});
+            await c.waitMessages(ch, 1);
+            const oldId = c.clientId;
+            const handshakesBefore = c.handshakeReplies().length;
+            // Another tab or an admin tool ends the session.
+            const {replies} = await rawLongPolling([{channel: "/meta/disconnect", clientId: oldId, id: "x1"}]);
+            assert.equal(replies[0] && replies[0].successful, true, `disconnect reply ${JSON.stringify(replies)}`);
+            await waitFor(() => c.handshakeReplies().length > handshakesBefore, 15000, `${c.label}: a new handshake`,
+                () => JSON.stringify(c.incoming.slice(-4)));
+            const told = c.incoming.find((m) => m.channel === "/meta/connect" && m.successful === false &&
+                m.advice && m.advice.reconnect === "handshake");
+            assert.ok(told, `no unsuccessful connect with reconnect:handshake; incoming: ${JSON.stringify(c.incoming.slice(-6))}`);
+            const newId = c.clientId;
+            assert.notEqual(newId, oldId);
+            const hsIndex = c.incoming.findIndex((m) => m.channel === "/meta/handshake" && m.clientId === newId);
+            await waitFor(() => c.incoming.slice(hsIndex).some((m) => m.channel === "/meta/subscribe" && m.successful === true &&
+                [].concat(m.subscription).includes(ch)), DELIVERY_MS, `${c.label}: resubscription to ${ch}`);
+            await pub.publish(ch, {seq: 2});
+            await endMarker(pub, ch, [c]);
+            assert.deepEqual(seqs(c.messages(ch)), [1, 2, "end"]);
         }));
 
         if (kind !== "cometd") {

@@ -12,8 +12,11 @@ import (
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
 
-// errDisconnected is the close reason of a session that disconnected; its
-// held connect is answered successfully with reconnect "none".
+// errDisconnected is the close reason of a session that disconnected. Its
+// held connect is answered like any other ended session's (402 with
+// reconnect "handshake"): a disconnect sent from another connection (a
+// second tab, an admin tool) must make the client handshake again, and a
+// client that disconnected itself ignores the advice (CometD and Faye do).
 var errDisconnected = protocol.NewError(protocol.CodeUnknownClient, "Disconnected")
 
 // subscribe handles /meta/subscribe (on) and /meta/unsubscribe (!on). It is
@@ -124,7 +127,7 @@ func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message,
 }
 
 // disconnectLead is how long after a /meta/disconnect the session's held
-// connect is answered (reconnect "none"). Answered first, that reply makes
+// connect is answered (402, reconnect "handshake"). Answered first, that reply makes
 // the CometD client abort its pending disconnect request, which it then
 // reports as failed; the lead lets the disconnect reply, which may travel
 // through a forwarding node, arrive first.

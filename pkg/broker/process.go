@@ -441,9 +441,6 @@ func (b *Broker) finishConnect(hc *heldConnect, deliver bool) (pubs []*engine.Pu
 			err = unknownClient(s.id)
 		}
 		switch err {
-		case errDisconnected:
-			r.Succeed()
-			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectNone}
 		case errMoved:
 			r.Succeed()
 			r.Advice = b.movedAdvice()
