@@ -417,8 +417,8 @@ func TestDockerfile(t *testing.T) {
 				t.Errorf("EXPOSE %v: missing %s", exposed, want)
 			}
 		}
-		if entry != `["/node"]` {
-			t.Errorf(`ENTRYPOINT %s, want ["/node"]`, entry)
+		if entry != `["/bayeux-node"]` {
+			t.Errorf(`ENTRYPOINT %s, want ["/bayeux-node"]`, entry)
 		}
 	})
 }

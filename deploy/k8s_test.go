@@ -521,20 +521,20 @@ func TestK8sNodeDeployment(t *testing.T) {
 			t.Fatalf("terminationGracePeriodSeconds %v, want 30", tg)
 		}
 		// preStop runs the node binary itself (distroless: no shell, no
-		// sleep): "/node sleep <d>", the ENTRYPOINT path of the Dockerfile.
+		// sleep): "/bayeux-node sleep <d>", the ENTRYPOINT path of the Dockerfile.
 		if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil {
 			t.Fatalf("no preStop exec hook: %+v", c.Lifecycle)
 		}
 		cmd := c.Lifecycle.PreStop.Exec.Command
-		if len(cmd) != 3 || cmd[0] != "/node" || cmd[1] != "sleep" {
-			t.Fatalf("preStop %v, want [/node sleep <duration>]", cmd)
+		if len(cmd) != 3 || cmd[0] != "/bayeux-node" || cmd[1] != "sleep" {
+			t.Fatalf("preStop %v, want [/bayeux-node sleep <duration>]", cmd)
 		}
 		sleep, err := time.ParseDuration(cmd[2])
 		if err != nil || sleep <= 0 {
 			t.Fatalf("preStop sleep %q: %v", cmd[2], err)
 		}
-		if !strings.Contains(readFile(t, "Dockerfile"), `ENTRYPOINT ["/node"]`) {
-			t.Errorf("the Dockerfile's ENTRYPOINT is not /node, which preStop runs")
+		if !strings.Contains(readFile(t, "Dockerfile"), `ENTRYPOINT ["/bayeux-node"]`) {
+			t.Errorf("the Dockerfile's ENTRYPOINT is not /bayeux-node, which preStop runs")
 		}
 		grace := m.configMaps[nodeName].Data["BAYEUX_SHUTDOWN_GRACE"]
 		g, err := time.ParseDuration(grace)

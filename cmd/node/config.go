@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -13,8 +14,15 @@ import (
 	"github.com/bayeux-cluster/bayeux/pkg/cluster"
 )
 
-// config is every setting of the node, filled from flags and BAYEUX_* env.
+// config is every setting of the node, filled from flags, BAYEUX_*
+// environment variables and the --config file (configsrc.go).
 type config struct {
+	ConfigFile  string // --config
+	PrintConfig bool   // --print-config
+	Version     bool   // --version
+
+	flags *flag.FlagSet // the flags bound to these fields (--print-config reads them)
+
 	Listen         string
 	Path           string
 	Timeout        time.Duration
@@ -64,16 +72,16 @@ type config struct {
 	IdleTimeout       time.Duration
 }
 
-// envName maps a flag name to its environment variable.
-func envName(flagName string) string {
-	return "BAYEUX_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
-// parseConfig parses args, using env (BAYEUX_*) for flags not given.
-func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
-	c := &config{}
-	fs := flag.NewFlagSet("node", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// newFlagSet defines every flag of the node on c, with its default. Each
+// flag's name is also its config-file key and, through envName, its
+// environment variable.
+func newFlagSet(c *config) *flag.FlagSet {
+	fs := flag.NewFlagSet("bayeux-node", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported in one line by parseConfig; --help prints usage
+	fs.Usage = func() {}
+	fs.StringVar(&c.ConfigFile, "config", "", "YAML (.yaml, .yml) or TOML (.toml) file of settings, keyed by flag name (e.g. max-interval: 10s); precedence: flag > BAYEUX_* environment > file > default")
+	fs.BoolVar(&c.PrintConfig, "print-config", false, "print the effective configuration (YAML, secrets redacted) and exit")
+	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
 	fs.StringVar(&c.Listen, "listen", ":8080", "HTTP listen address")
 	fs.StringVar(&c.Path, "path", "/cometd", "URL path of the Bayeux endpoint")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Second, "how long a /meta/connect is held")
@@ -126,29 +134,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", 30*time.Second, "time allowed to read a whole request, body included (not the held connect that follows)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
 	fs.DurationVar(&c.WSFrameTimeout, "ws-frame-timeout", 30*time.Second, "time allowed to send the rest of a websocket frame once it started (a client idle between frames is not affected)")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: node [flags]\nEvery flag may also be set with its BAYEUX_* environment variable (e.g. --listen: %s).\n\n", envName("listen"))
-		fs.PrintDefaults()
-	}
-	// Environment first, so that explicit flags override it.
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if v := getenv(envName(f.Name)); v != "" && envErr == nil {
-			if err := f.Value.Set(v); err != nil {
-				envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return nil, envErr
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	return c, c.validate()
+	return fs
 }
 
 func (c *config) validate() error {
@@ -182,8 +168,12 @@ func (c *config) validate() error {
 	if c.ReadHeaderTimeout <= 0 || c.ReadTimeout <= 0 || c.IdleTimeout <= 0 || c.WSFrameTimeout <= 0 {
 		return fmt.Errorf("--read-header-timeout, --read-timeout, --idle-timeout and --ws-frame-timeout must be positive")
 	}
-	if c.Redis != "" && !strings.HasPrefix(c.Redis, "redis://") && !strings.HasPrefix(c.Redis, "rediss://") && !cluster.IsClusterURL(c.Redis) {
-		return fmt.Errorf("--redis %q: want a redis://, rediss:// or redis+cluster:// URL", redactURL(c.Redis))
+	if err := checkRedisURL(c.Redis); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
 	switch c.LogFormat {
 	case "text", "json":
@@ -193,12 +183,41 @@ func (c *config) validate() error {
 	return nil
 }
 
-// redactURL hides the password of a URL in messages.
-func redactURL(s string) string {
-	if u, err := url.Parse(s); err == nil {
-		return u.Redacted()
+// redisURLForms is what --redis accepts, for messages.
+const redisURLForms = "redis://[user:password@]host:port[/db], rediss:// (TLS), or redis+cluster://host:port,host:port (rediss+cluster:// for TLS)"
+
+// checkRedisURL rejects a --redis value that is not a URL of a known
+// scheme, naming what was given (password hidden) and what is expected.
+func checkRedisURL(s string) error {
+	if s == "" || cluster.IsClusterURL(s) { // a cluster URL lists several hosts: parsed at start
+		return nil
 	}
-	return "(unparsable URL)"
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		hint := ""
+		if !strings.Contains(s, "://") {
+			hint = fmt.Sprintf(" (did you mean redis://%s?)", redactUserinfo(s))
+		}
+		return fmt.Errorf("--redis %q is not a Redis URL: want %s%s", redactUserinfo(s), redisURLForms, hint)
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return fmt.Errorf("--redis %q: unknown scheme %q: want %s", u.Redacted(), u.Scheme, redisURLForms)
+	}
+	return nil
+}
+
+// redactUserinfo hides whatever precedes the last @ of a URL-like string
+// (a password), whether or not the string parses as a URL.
+func redactUserinfo(s string) string {
+	at := strings.LastIndex(s, "@")
+	if at < 0 {
+		return s
+	}
+	start := 0
+	if i := strings.Index(s[:at], "://"); i >= 0 {
+		start = i + len("://")
+	}
+	return s[:start] + "xxxxx" + s[at:]
 }
 
 func (c *config) origins() []string { return splitList(c.Origins) }
@@ -231,5 +250,3 @@ func splitList(s string) []string {
 	}
 	return out
 }
-
-var flagHelp = flag.ErrHelp

@@ -114,7 +114,7 @@ func StartNodeVia(t testing.TB, prefix []string, env []string, args ...string) *
 	}
 	argv := append(append(append([]string(nil), prefix...), bin), args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(NodeEnviron(), env...)
 	ownGroup(cmd)
 	n := &Node{Cmd: cmd, Log: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = n.Log
@@ -167,6 +167,20 @@ func StartNodeVia(t testing.TB, prefix []string, env []string, args ...string) *
 	i := strings.Index(n.URL[hostStart:], "/")
 	n.Base = n.URL[:hostStart+i]
 	return n
+}
+
+// NodeEnviron is this process's environment without its BAYEUX_*
+// variables: those of the test harness (BAYEUX_TEST_RACE, ...) are no
+// settings, and a node refuses a BAYEUX_* variable it does not know. A
+// test passes a node its settings explicitly.
+func NodeEnviron() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "BAYEUX_") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 func tail(s string, n int) string {

@@ -325,10 +325,10 @@ func (b *Broker) handOff(ctx context.Context) error {
 	for _, s := range all {
 		b.removeSession(s, errMoved)
 	}
-	b.log.Info("sessions handed off", "sessions", len(states), "err", err)
 	if err != nil {
 		return fmt.Errorf("hand off %d sessions: %w", len(states), err)
 	}
+	b.log.Info("sessions handed off", "sessions", len(states))
 	return nil
 }
 

@@ -201,7 +201,7 @@ func (b *Broker) forward(ctx context.Context, node string, req *ForwardedRequest
 			return nil, false
 		}
 		if b.draining.Err() == nil {
-			b.log.Warn("forward to session owner failed", "node", node, "err", err)
+			b.log.Warn("forward to session owner failed", "owner", node, "err", err)
 		}
 	}
 	clientID := clientIDOf(msgs)

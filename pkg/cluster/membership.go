@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/bayeux-cluster/bayeux/internal/logbridge"
 )
 
 // ProtocolVersion is the node-to-node protocol version carried in gossip
@@ -121,7 +123,7 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 		mc.Keyring = kr
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
-	mc.Logger = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
+	mc.Logger = logbridge.Memberlist(cfg.Logger) // memberlist's [LEVEL] lines at their level, through slog
 	mc.Delegate = (*delegate)(m)
 	mc.Events = (*events)(m)
 	var ft *faultyTransport
@@ -251,11 +253,11 @@ func (m *Membership) Leave(timeout time.Duration) error {
 func (m *Membership) set(n *memberlist.Node, alive bool) {
 	var meta Meta
 	if err := json.Unmarshal(n.Meta, &meta); err != nil || meta.Tag == "" {
-		m.log.Warn("gossip: member without valid metadata", "node", n.Name)
+		m.log.Warn("gossip: member without valid metadata", "peer", n.Name)
 		return
 	}
 	if meta.Proto != ProtocolVersion {
-		m.log.Warn("gossip: member speaks another protocol version; not routing to it", "node", n.Name, "version", meta.Proto)
+		m.log.Warn("gossip: member speaks another protocol version; not routing to it", "peer", n.Name, "version", meta.Proto)
 		alive = false
 	}
 	m.mu.Lock()
@@ -278,7 +280,7 @@ func (m *Membership) set(n *memberlist.Node, alive bool) {
 	if m.cfg.Observer != nil {
 		m.cfg.Observer.Members(live)
 	}
-	m.log.Info("membership change", "node", meta.ID, "tag", meta.Tag, "alive", alive)
+	m.log.Info("membership change", "peer", meta.ID, "tag", meta.Tag, "alive", alive)
 }
 
 // delegate provides node metadata; it carries no user messages.

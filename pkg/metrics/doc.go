@@ -37,6 +37,7 @@
 //	redis_errors_total{op}                     counter: failed Redis publish / history commands
 //	grpc_forwards_total{result}                counter: requests forwarded to a session's owner
 //	gossip_members                             gauge: live cluster nodes, self included
+//	build_info{version,revision,go_version}    gauge: 1, labelled with the running build (BuildInfo)
 //
 // Not exported: a publish-to-deliver latency histogram. It would need a
 // timestamp carried on every publication (engine.Publication has none, and

@@ -213,6 +213,19 @@ func (m *Metrics) Gap() { m.gaps.Inc() }
 // DeliveryLatency implements broker.Observer.
 func (m *Metrics) DeliveryLatency(seconds float64) { m.latency.Observe(seconds) }
 
+// BuildInfo registers bayeux_build_info{version,revision,go_version}, a
+// gauge of 1 naming the running build (the Prometheus convention for
+// joining a version onto other series).
+func (m *Metrics) BuildInfo(version, revision, goVersion string) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help:        "Always 1; its labels name the running build: version, VCS revision and Go version.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "go_version": goVersion},
+	})
+	g.Set(1)
+	m.reg.MustRegister(g)
+}
+
 // QueuedMessages registers bayeux_queued_messages, computed at scrape time
 // by f: messages waiting in the sessions' queues, unacknowledged batches
 // included.

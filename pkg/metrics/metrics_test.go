@@ -166,3 +166,14 @@ func TestNoAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per event batch, want 0", allocs)
 	}
 }
+
+func TestBuildInfo(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	m.BuildInfo("v0.1.0", "abc123", "go1.26.0")
+	for _, l := range []struct{ name, value string }{{"version", "v0.1.0"}, {"revision", "abc123"}, {"go_version", "go1.26.0"}} {
+		if v, ok := value(t, reg, "bayeux_build_info", l.name, l.value); !ok || v != 1 {
+			t.Errorf("bayeux_build_info{%s=%q} = %v, %v; want 1", l.name, l.value, v, ok)
+		}
+	}
+}
