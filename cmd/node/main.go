@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/grpclog"
 
 	"github.com/bayeux-cluster/bayeux/internal/buildinfo"
 	"github.com/bayeux-cluster/bayeux/internal/logbridge"
@@ -84,10 +85,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 			c.NodeID = defaultNodeID()
 		}
 		log = log.With("node", c.NodeID)
-		// go-redis has one process-wide logger: set once, here, before any
-		// client exists, so its lines use the node's format and level.
-		redis.SetLogger(logbridge.Redis(log.With("component", "go-redis")))
 	}
+	routeLibraryLogs(log)
 	n, err := newNode(ctx, c, log)
 	if err != nil {
 		return err
@@ -117,6 +116,16 @@ func newLogger(c *config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// routeLibraryLogs sends the logs of the libraries through log: go-redis,
+// gRPC and the standard log package each have one process-wide logger,
+// set here once, before any client or server exists (memberlist takes its
+// logger per instance, in pkg/cluster).
+func routeLibraryLogs(log *slog.Logger) {
+	redis.SetLogger(logbridge.Redis(log.With("component", "go-redis")))
+	grpclog.SetLoggerV2(logbridge.GRPC(log.With("component", "grpc")))
+	slog.SetDefault(log) // also the standard log package's output
 }
 
 func lookupEnv(environ []string, key string) string {

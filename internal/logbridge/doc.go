@@ -10,6 +10,9 @@
 //     lines are parsed for memberlist's "[LEVEL] memberlist: " prefix:
 //     [DEBUG], [INFO], [WARN] and [ERR] become slog's levels and the prefix
 //     is dropped from the message.
+//   - GRPC implements grpclog.LoggerV2 (installed with grpclog.SetLoggerV2,
+//     process-global, once at start): gRPC's info and warning lines are
+//     DEBUG (its own default logger hides them), its errors ERROR.
 //
 // Neither holds state of its own beyond the *slog.Logger it is given.
 package logbridge

@@ -55,3 +55,31 @@ func TestRedis(t *testing.T) {
 		t.Fatalf("got %v", rec)
 	}
 }
+
+func TestGRPCLevels(t *testing.T) {
+	tests := []struct {
+		log   func(*GRPCLogger)
+		level string
+		msg   string
+	}{
+		{func(g *GRPCLogger) { g.Infof("[core] Channel #%d created", 1) }, "DEBUG", "[core] Channel #1 created"},
+		{func(g *GRPCLogger) { g.Warningln("[core] dial failed") }, "DEBUG", "[core] dial failed"},
+		{func(g *GRPCLogger) { g.Errorf("[transport] %s", "broken") }, "ERROR", "[transport] broken"},
+	}
+	for _, tt := range tests {
+		var buf bytes.Buffer
+		g := GRPC(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		tt.log(g)
+		var rec map[string]any
+		if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+			t.Fatalf("not one JSON line: %q: %v", buf.String(), err)
+		}
+		if rec["level"] != tt.level || rec["msg"] != tt.msg {
+			t.Errorf("got %v, want %s %q", rec, tt.level, tt.msg)
+		}
+	}
+	var buf bytes.Buffer
+	if g := GRPC(slog.New(slog.NewJSONHandler(&buf, nil))); g.V(2) {
+		t.Error("verbose gRPC logging enabled at INFO")
+	}
+}
