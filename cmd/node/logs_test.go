@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -64,7 +65,7 @@ func TestLogsAreStructured(t *testing.T) {
 				}
 			}
 			msg, _ := rec["msg"].(string)
-			if strings.HasPrefix(msg, "[") || strings.HasPrefix(msg, "memberlist:") || strings.HasPrefix(msg, "redis:") {
+			if libraryPrefix.MatchString(msg) {
 				t.Errorf("node %d: library prefix kept in the message: %s", i, line)
 			}
 			comp, _ := rec["component"].(string)
@@ -75,6 +76,10 @@ func TestLogsAreStructured(t *testing.T) {
 		}
 	}
 }
+
+// libraryPrefix matches what the libraries put before their messages:
+// memberlist's level and name, go-redis's name, gRPC's component.
+var libraryPrefix = regexp.MustCompile(`^(\[(DEBUG|INFO|WARN|ERR|ERROR|core|transport)\]|memberlist:|redis:)`)
 
 // decodeStrict decodes one JSON object, refusing a repeated key at any
 // level.

@@ -49,11 +49,11 @@ type node struct {
 
 // newNode loads the key material and builds the engine, the broker and
 // the HTTP routes; nothing listens yet.
-func newNode(ctx context.Context, c *config, log *slog.Logger) (n *node, err error) {
-	n = &node{c: c, log: log, mux: http.NewServeMux(), ready: make(chan struct{})}
+func newNode(ctx context.Context, c *config, log *slog.Logger) (_ *node, err error) {
+	n := &node{c: c, log: log, mux: http.NewServeMux(), ready: make(chan struct{})}
 	defer func() {
 		if err != nil {
-			n.close()
+			n.close() // what was built before the error
 		}
 	}()
 	if n.sec, err = loadSecurity(c); err != nil { // before anything needs closing

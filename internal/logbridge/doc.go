@@ -12,7 +12,8 @@
 //     is dropped from the message.
 //   - GRPC implements grpclog.LoggerV2 (installed with grpclog.SetLoggerV2,
 //     process-global, once at start): gRPC's info and warning lines are
-//     DEBUG (its own default logger hides them), its errors ERROR.
+//     DEBUG (its own default logger hides them), its errors ERROR; its
+//     "[core] " prefix becomes the attribute subsystem=core.
 //
 // Neither holds state of its own beyond the *slog.Logger it is given.
 package logbridge

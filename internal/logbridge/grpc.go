@@ -18,11 +18,21 @@ type GRPCLogger struct{ l *slog.Logger }
 // GRPC returns gRPC's logger writing to l.
 func GRPC(l *slog.Logger) *GRPCLogger { return &GRPCLogger{l: l} }
 
+// log writes one gRPC line; gRPC's "[core] " component prefix becomes the
+// attribute subsystem=core.
 func (g *GRPCLogger) log(level slog.Level, msg string) {
 	ctx := context.Background()
-	if g.l.Enabled(ctx, level) {
-		g.l.Log(ctx, level, strings.TrimSpace(msg))
+	if !g.l.Enabled(ctx, level) {
+		return
 	}
+	msg = strings.TrimSpace(msg)
+	if rest, ok := strings.CutPrefix(msg, "["); ok {
+		if sub, text, ok := strings.Cut(rest, "] "); ok && !strings.ContainsAny(sub, " []") {
+			g.l.Log(ctx, level, text, "subsystem", sub)
+			return
+		}
+	}
+	g.l.Log(ctx, level, msg)
 }
 
 func (g *GRPCLogger) Info(args ...any)   { g.log(slog.LevelDebug, fmt.Sprint(args...)) }

@@ -62,9 +62,10 @@ func TestGRPCLevels(t *testing.T) {
 		level string
 		msg   string
 	}{
-		{func(g *GRPCLogger) { g.Infof("[core] Channel #%d created", 1) }, "DEBUG", "[core] Channel #1 created"},
-		{func(g *GRPCLogger) { g.Warningln("[core] dial failed") }, "DEBUG", "[core] dial failed"},
-		{func(g *GRPCLogger) { g.Errorf("[transport] %s", "broken") }, "ERROR", "[transport] broken"},
+		{func(g *GRPCLogger) { g.Infof("[core] [Channel #%d] created", 1) }, "DEBUG", "[Channel #1] created"},
+		{func(g *GRPCLogger) { g.Warningln("[core] dial failed") }, "DEBUG", "dial failed"},
+		{func(g *GRPCLogger) { g.Errorf("[transport] %s", "broken") }, "ERROR", "broken"},
+		{func(g *GRPCLogger) { g.Error("no component") }, "ERROR", "no component"},
 	}
 	for _, tt := range tests {
 		var buf bytes.Buffer
