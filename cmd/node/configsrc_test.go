@@ -164,6 +164,8 @@ func TestRedact(t *testing.T) {
 	}{
 		{"auth-jwt-hmac-secret-file", "/run/secret", "/run/secret"}, // a path, not the secret
 		{"api-token", "t0k3n", redacted},
+		{"api-key", "k3y", redacted},
+		{"gossip-key-file", "/etc/bayeux/gossip.key", "/etc/bayeux/gossip.key"},
 		{"redis", "rediss+cluster://u:p@a:1,b:2", "rediss+cluster://xxxxx@a:1,b:2"},
 		{"redis", "redis://r:6379", "redis://r:6379"},
 		{"listen", ":8080", ":8080"},

@@ -51,14 +51,14 @@ func settingOf(f *flag.Flag) any {
 }
 
 // redact hides what a setting may hold of a secret: the whole value of a
-// setting named like a secret (a token, a password; not a file naming
-// one), and the credentials and secret-looking query parameters of a URL.
+// setting named like a secret (a token, a password, a key; not a file
+// naming one), and the credentials and secret-looking query parameters of a URL.
 func redact(name string, v any) any {
 	s, ok := v.(string)
 	if !ok || s == "" {
 		return v
 	}
-	if !strings.HasSuffix(name, "-file") && containsAny(name, "secret", "password", "token") {
+	if !strings.HasSuffix(name, "-file") && containsAny(name, "secret", "password", "token", "key") {
 		return redacted
 	}
 	if !strings.Contains(s, "://") {
