@@ -21,6 +21,9 @@ import (
 type Broker struct {
 	cfg Config
 	log *slog.Logger
+
+	peerLostAt atomic.Int64 // unix ns of the last peer loss: the expiry grace (grace.go)
+
 	eng engine.Engine
 	idx *subIndex
 	obs Observer // nil: no observer
@@ -308,7 +311,7 @@ func (b *Broker) sweep(now time.Time) {
 	var expired []*Session
 	b.sessionsMu.RLock()
 	for _, s := range b.sessions {
-		if s.expired(now, b.cfg.MaxInterval) {
+		if s.expired(now, b.expiryInterval) {
 			expired = append(expired, s)
 		}
 	}

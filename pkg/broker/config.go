@@ -25,6 +25,10 @@ type Config struct {
 	Interval time.Duration
 	// MaxInterval is how long a session lives without a connect (default 10s).
 	MaxInterval time.Duration
+	// PeerLossGrace is added to MaxInterval for sessions' expiry during
+	// the PeerLossGrace after a peer is lost (Broker.PeerLost; default 60s,
+	// negative disables): see grace.go.
+	PeerLossGrace time.Duration
 	// MultipleClientsInterval is the polling interval advised to a second
 	// session of the same browser over HTTP (default 2s).
 	MultipleClientsInterval time.Duration
@@ -127,6 +131,11 @@ func (c *Config) setDefaults() error {
 	def(&c.MaxInterval, 10*time.Second)
 	def(&c.MultipleClientsInterval, 2*time.Second)
 	def(&c.DrainJitter, 2*time.Second)
+	if c.PeerLossGrace == 0 {
+		c.PeerLossGrace = time.Minute
+	} else if c.PeerLossGrace < 0 {
+		c.PeerLossGrace = 0
+	}
 	if c.ReorderWindow == 0 {
 		c.ReorderWindow = 2 * time.Second
 	}

@@ -568,10 +568,10 @@ func (s *Session) touch() {
 
 // expired reports whether the session has had no held connect for longer
 // than maxInterval.
-func (s *Session) expired(now time.Time, maxInterval time.Duration) bool {
+func (s *Session) expired(now time.Time, maxInterval func(lastActive time.Time) time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.closed != nil || (s.waiter == nil && now.Sub(s.lastActive) > maxInterval)
+	return s.closed != nil || (s.waiter == nil && now.Sub(s.lastActive) > maxInterval(s.lastActive))
 }
 
 // QueueLen returns the number of messages waiting (including unacked).

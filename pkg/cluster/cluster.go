@@ -109,8 +109,11 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 		Fast:     cfg.FastGossip,
 		Logger:   cfg.Logger.With("component", "gossip"),
 		Observer: cfg.Observer,
-		Faults:   cfg.GossipFaults,
-		Keys:     cfg.GossipKeys,
+		// Sessions outlast the clients' back-off against the lost peer
+		// that the balancer keeps sending requests to (broker grace.go).
+		OnPeerLost: func() { b.PeerLost(time.Now()) },
+		Faults:     cfg.GossipFaults,
+		Keys:       cfg.GossipKeys,
 	})
 	if err != nil {
 		c.grpc.Stop()

@@ -63,6 +63,9 @@ type MembershipConfig struct {
 	Logger *slog.Logger
 	// Observer, if not nil, is told the number of live nodes on every change.
 	Observer Observer
+	// OnPeerLost, if not nil, is called (outside any lock) when another
+	// node leaves, failed or drained.
+	OnPeerLost func()
 	// Faults, if not nil, lets tests cut this node's gossip off (see
 	// GossipFaults). Never set in production.
 	Faults *GossipFaults
@@ -279,6 +282,9 @@ func (m *Membership) set(n *memberlist.Node, alive bool) {
 	m.mu.Unlock()
 	if m.cfg.Observer != nil {
 		m.cfg.Observer.Members(live)
+	}
+	if !alive && meta.ID != m.cfg.Self.ID && m.cfg.OnPeerLost != nil {
+		m.cfg.OnPeerLost()
 	}
 	m.log.Info("membership change", "peer", meta.ID, "tag", meta.Tag, "alive", alive)
 }
