@@ -53,6 +53,9 @@ type config struct {
 	Retention    string
 	AdviceHosts  string
 	DrainJitter  time.Duration
+	// ReorderWindow and PeerLossGrace: see broker.Config.
+	ReorderWindow time.Duration
+	PeerLossGrace time.Duration
 
 	Auth auth.Options // --auth-* and --acl-file
 
@@ -109,6 +112,8 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.SessionTTL, "session-ttl", 0, "how long a session record outlives its owner, for adoption (cluster mode; default 3 x max-interval)")
 	fs.StringVar(&c.AdviceHosts, "advice-hosts", "", "comma-separated host:port list advised (advice.hosts) to clients moved off a draining node")
 	fs.DurationVar(&c.DrainJitter, "drain-jitter", 2*time.Second, "upper bound of the random reconnect interval advised when a draining node moves its clients")
+	fs.DurationVar(&c.ReorderWindow, "reorder-window", 2*time.Second, "how long a message waits for the ones its client numbered before it, sent on concurrent requests (negative: no reordering)")
+	fs.DurationVar(&c.PeerLossGrace, "peer-loss-grace", time.Minute, "added to --max-interval for sessions whose clients go quiet around the loss of a peer (negative: none)")
 	fs.BoolVar(&c.GossipFast, "gossip-fast", false, "short gossip timers: faster failure detection on a quiet LAN (tests)")
 	fs.StringVar(&c.Auth.JWTHMACSecretFile, "auth-jwt-hmac-secret-file", "", "file holding the HMAC secret (>= 32 bytes) verifying HS256/384/512 handshake tokens (ext.authToken)")
 	fs.StringVar(&c.Auth.JWTPublicKeyFile, "auth-jwt-public-key-file", "", "PEM RSA or ECDSA public key verifying RS256/384/512 or ES256/384/512 handshake tokens (ext.authToken)")

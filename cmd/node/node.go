@@ -167,6 +167,8 @@ func (n *node) newBroker() error {
 		CookieSecure:          c.CookieSecure || n.sec.httpTLS != nil,
 		Hosts:                 splitList(c.AdviceHosts),
 		DrainJitter:           c.DrainJitter,
+		ReorderWindow:         c.ReorderWindow,
+		PeerLossGrace:         c.PeerLossGrace,
 		Extensions:            exts,
 		Policy:                policy,
 		Observer:              n.met,
