@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/channel"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/internal/netpoll"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
 
@@ -58,13 +58,13 @@ type Broker struct {
 	lastRefresh time.Time   // sweeper goroutine only
 	refreshing  atomic.Bool // a Refresh is running
 
-	poller           *readPoller  // parks idle sockets without a goroutine (poll_linux.go)
-	lingering        atomic.Int32 // websocket writers waiting for more work (transport_ws.go)
-	lingeringReaders atomic.Int32 // websocket readers waiting for more bytes (transport_ws.go)
+	poller           *netpoll.Poller // parks idle sockets without a goroutine
+	lingering        atomic.Int32    // websocket writers waiting for more work (transport_ws.go)
+	lingeringReaders atomic.Int32    // websocket readers waiting for more bytes (transport_ws.go)
 	wsMu             sync.Mutex
 	wsConns          map[*wsConn]context.CancelFunc
-	parked           map[*parkedPoll]struct{}   // long-polls held without a goroutine (transport_park.go)
-	reservers        map[*http.Server]*reserver // serve connections handed back after a parked poll
+	parked           map[*parkedPoll]struct{} // long-polls held without a goroutine (transport_park.go)
+	reservers        netpoll.Reservers        // serve connections handed back after a parked poll
 
 	shuttingDown atomic.Bool
 	// draining ends (at Shutdown) the held connects this node forwards to
@@ -91,7 +91,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{
-		poller:   newReadPoller(),
+		poller:   netpoll.NewPoller(),
 		cfg:      cfg,
 		log:      cfg.Logger,
 		eng:      cfg.Engine,
@@ -109,7 +109,6 @@ func New(cfg Config) (*Broker, error) {
 		supported:       map[string]bool{},
 		wsConns:         map[*wsConn]context.CancelFunc{},
 		parked:          map[*parkedPoll]struct{}{},
-		reservers:       map[*http.Server]*reserver{},
 		lastRefresh:     time.Now(), // records are written with a full TTL
 	}
 	b.draining, b.stopForwards = context.WithCancel(context.Background())

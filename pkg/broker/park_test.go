@@ -41,7 +41,7 @@ func rawReply(t *testing.T, c net.Conn, br *bufio.Reader) (*http.Response, []msg
 // parkAfter after they arrived), where parking is possible.
 func (tb *testBroker) wantParked(t *testing.T, n int) {
 	t.Helper()
-	if !tb.poller.available() {
+	if !tb.poller.Available() {
 		return
 	}
 	eventually(t, 2*time.Second, func() error {

@@ -3,13 +3,12 @@ package broker
 import (
 	"bytes"
 	"context"
-	"errors"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/bayeux-cluster/bayeux/pkg/broker/internal/netpoll"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
 
@@ -18,10 +17,10 @@ import (
 // bufio.Reader, a 4 KB bufio.Writer, a 2 KB response buffer and the
 // request's state. parkLongPoll takes such a connection out of net/http
 // instead: it hijacks it, waits without a goroutine (the session and a
-// timer kick it; the readPoller reports a client that goes away), writes
+// timer kick it; the netpoll.Poller reports a client that goes away), writes
 // the HTTP response itself, then waits, again without a goroutine, for
 // the client's next request and hands the connection back to an
-// http.Server configured like the one it came from (reserver). Requests
+// http.Server configured like the one it came from (netpoll.Reservers). Requests
 // that cannot be parked this way (TLS, HTTP/2, HTTP/1.0, Connection:
 // close, no epoll) are held by their handler as before.
 
@@ -31,8 +30,8 @@ import (
 // once, by whoever moves it out of the phase.
 type parkedPoll struct {
 	b      *Broker
-	lc     *leanConn
-	rs     *reserver
+	lc     *netpoll.Conn
+	rs     *netpoll.Reserver
 	hc     *heldConnect
 	head   []byte // status line and header fields, without Content-Length
 	timer  *time.Timer
@@ -54,11 +53,11 @@ const (
 // connection is taken over (the handler must return without writing).
 // replies are written before the connect's reply.
 func (b *Broker) parkLongPoll(w http.ResponseWriter, r *http.Request, hc *heldConnect, replies []*protocol.Reply) bool {
-	if hc.immediate || len(replies) > 0 || r.ProtoMajor != 1 || r.ProtoMinor == 0 || r.Close || r.TLS != nil || !b.poller.available() {
+	if hc.immediate || len(replies) > 0 || r.ProtoMajor != 1 || r.ProtoMinor == 0 || r.Close || r.TLS != nil || !b.poller.Available() {
 		return false
 	}
 	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
-	rs := b.reserverFor(srv)
+	rs := b.reservers.For(srv, !b.shuttingDown.Load())
 	if rs == nil || hc.s.hasDeliveries() {
 		return false
 	}
@@ -67,7 +66,7 @@ func (b *Broker) parkLongPoll(w http.ResponseWriter, r *http.Request, hc *heldCo
 	var head bytes.Buffer
 	head.WriteString("HTTP/1.1 200 OK\r\n")
 	_ = h.Write(&head)
-	lc, err := hijackLean(w)
+	lc, err := netpoll.Hijack(w)
 	if err != nil {
 		h.Del("Content-Type")
 		return false
@@ -83,7 +82,7 @@ func (b *Broker) parkLongPoll(w http.ResponseWriter, r *http.Request, hc *heldCo
 	}
 	p.mu.Lock()
 	if p.phase == parkHolding {
-		if id, ok := b.poller.park(lc.rc, p); ok {
+		if id, ok := b.poller.Park(lc.RawConn(), p); ok {
 			p.pollID = id
 		}
 	}
@@ -122,9 +121,9 @@ func (p *parkedPoll) idleExpired() {
 	}
 }
 
-// readable: while holding, the client sent bytes or went away; while
+// Readable (netpoll.Readable): while holding, the client sent bytes or went away; while
 // idle, its next request is arriving.
-func (p *parkedPoll) readable() {
+func (p *parkedPoll) Readable() {
 	p.mu.Lock()
 	p.pollID = 0
 	switch p.phase {
@@ -146,7 +145,7 @@ func (p *parkedPoll) readable() {
 	var one [1]byte
 	n, err := p.lc.Conn.Read(one[:])
 	if n > 0 { // pipelined: keep it for the next request (no more watching)
-		p.lc.pre = append(p.lc.pre, one[0])
+		p.lc.Unread(one[:])
 	}
 	p.mu.Lock()
 	if p.phase != parkChecking { // ended meanwhile (Shutdown)
@@ -186,7 +185,7 @@ func (p *parkedPoll) finish(deliver bool) {
 	msg = time.Now().UTC().AppendFormat(msg, http.TimeFormat)
 	msg = append(append(msg, "\r\n\r\n"...), body...)
 	p.head = nil
-	_ = p.lc.SetWriteDeadline(time.Now().Add(p.rs.writeTimeout()))
+	_ = p.lc.SetWriteDeadline(time.Now().Add(p.rs.WriteTimeout(wsWriteTimeout)))
 	_, err := p.lc.Conn.Write(msg)
 	_ = p.lc.SetWriteDeadline(time.Time{})
 	if err != nil || b.shuttingDown.Load() {
@@ -201,12 +200,12 @@ func (p *parkedPoll) finish(deliver bool) {
 	}
 	p.phase = parkIdle
 	p.timer = nil
-	if idle := p.rs.idleTimeout(); idle > 0 {
+	if idle := p.rs.IdleTimeout(); idle > 0 {
 		p.timer = time.AfterFunc(idle, p.idleExpired)
 	}
 	parked := false
-	if len(p.lc.pre) == 0 {
-		if id, ok := p.b.poller.park(p.lc.rc, p); ok {
+	if !p.lc.Buffered() {
+		if id, ok := p.b.poller.Park(p.lc.RawConn(), p); ok {
 			p.pollID, parked = id, true
 		}
 	}
@@ -225,7 +224,7 @@ func (p *parkedPoll) finish(deliver bool) {
 // handBack gives the connection to the reserver for its next request.
 func (p *parkedPoll) handBack() {
 	p.b.trackParked(p, false)
-	if !p.rs.inject(p.lc) {
+	if !p.rs.Inject(p.lc) {
 		_ = p.lc.Close()
 	}
 }
@@ -253,7 +252,7 @@ func (p *parkedPoll) unpark() {
 	p.pollID = 0
 	p.mu.Unlock()
 	if id != 0 {
-		p.b.poller.cancel(id)
+		p.b.poller.Cancel(id)
 	}
 }
 
@@ -314,185 +313,5 @@ func (b *Broker) closeParked(ctx context.Context) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	b.wsMu.Lock()
-	all := make([]*reserver, 0, len(b.reservers))
-	for srv, rs := range b.reservers {
-		if rs.srv == srv { // each once (a reserver is also its own key)
-			all = append(all, rs)
-		}
-	}
-	b.wsMu.Unlock()
-	for _, rs := range all {
-		rs.shutdown(ctx)
-	}
+	b.reservers.Shutdown(ctx)
 }
-
-// reserver serves connections handed back after a parked long-poll, with
-// the handler and limits of the http.Server they were accepted by. Its
-// Serve loop runs only while connections are being handed in.
-type reserver struct {
-	srv *http.Server
-	l   *injectListener
-}
-
-// reserverFor returns the reserver for connections of srv (nil: srv is
-// unknown, do not park).
-func (b *Broker) reserverFor(srv *http.Server) *reserver {
-	if srv == nil {
-		return nil
-	}
-	b.wsMu.Lock()
-	defer b.wsMu.Unlock()
-	if rs := b.reservers[srv]; rs != nil {
-		return rs
-	}
-	if b.shuttingDown.Load() {
-		return nil
-	}
-	h := srv.Handler
-	if h == nil {
-		h = http.DefaultServeMux
-	}
-	clone := &http.Server{
-		Handler:           h,
-		ReadTimeout:       srv.ReadTimeout,
-		ReadHeaderTimeout: srv.ReadHeaderTimeout,
-		WriteTimeout:      srv.WriteTimeout,
-		IdleTimeout:       srv.IdleTimeout,
-		MaxHeaderBytes:    srv.MaxHeaderBytes,
-		ErrorLog:          srv.ErrorLog,
-	}
-	rs := &reserver{srv: clone, l: &injectListener{ready: make(chan struct{}, 1)}}
-	rs.l.srv = clone
-	b.reservers[srv], b.reservers[clone] = rs, rs
-	return rs
-}
-
-func (rs *reserver) idleTimeout() time.Duration {
-	if rs.srv.IdleTimeout > 0 {
-		return rs.srv.IdleTimeout
-	}
-	return rs.srv.ReadTimeout
-}
-
-func (rs *reserver) writeTimeout() time.Duration {
-	if rs.srv.WriteTimeout > 0 {
-		return rs.srv.WriteTimeout
-	}
-	return wsWriteTimeout
-}
-
-// inject queues c for the reserver's Serve loop (starting it if needed);
-// false if the reserver is shut down.
-func (rs *reserver) inject(c net.Conn) bool {
-	l := rs.l
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return false
-	}
-	l.queue = append(l.queue, c)
-	start := !l.serving
-	l.serving = true
-	l.mu.Unlock()
-	signal(l.ready)
-	if start {
-		go l.serve()
-	}
-	return true
-}
-
-func (rs *reserver) shutdown(ctx context.Context) {
-	rs.l.mu.Lock()
-	rs.l.closed = true
-	queued := rs.l.queue
-	rs.l.queue = nil
-	rs.l.mu.Unlock()
-	for _, c := range queued {
-		_ = c.Close()
-	}
-	if err := rs.srv.Shutdown(ctx); err != nil {
-		_ = rs.srv.Close()
-	}
-}
-
-// injectListener is the reserver's listener: Accept returns handed-in
-// connections and, after 100 ms without any, an error that ends the
-// Serve loop (restarted by the next inject), so no goroutine waits for
-// connections that may never come.
-type injectListener struct {
-	srv     *http.Server
-	mu      sync.Mutex
-	queue   []net.Conn
-	serving bool
-	closed  bool
-	ready   chan struct{} // cap 1: queue may be non-empty
-}
-
-var errInjectIdle = errors.New("broker: no connection handed back for a while")
-
-const injectIdle = 100 * time.Millisecond
-
-func (l *injectListener) serve() {
-	for {
-		err := l.srv.Serve(l)
-		if !errors.Is(err, http.ErrServerClosed) {
-			return // errInjectIdle: serving is false again
-		}
-		l.mu.Lock()
-		l.closed, l.serving = true, false
-		queued := l.queue
-		l.queue = nil
-		l.mu.Unlock()
-		for _, c := range queued {
-			_ = c.Close()
-		}
-		return
-	}
-}
-
-func (l *injectListener) Accept() (net.Conn, error) {
-	t := time.NewTimer(injectIdle)
-	defer t.Stop()
-	for {
-		l.mu.Lock()
-		if len(l.queue) > 0 {
-			c := l.queue[0]
-			l.queue[0] = nil
-			l.queue = l.queue[1:]
-			l.mu.Unlock()
-			return c, nil
-		}
-		if l.closed {
-			l.serving = false
-			l.mu.Unlock()
-			return nil, net.ErrClosed
-		}
-		l.mu.Unlock()
-		select {
-		case <-l.ready:
-		case <-t.C:
-			l.mu.Lock()
-			idle := len(l.queue) == 0
-			if idle {
-				l.serving = false
-			}
-			l.mu.Unlock()
-			if idle {
-				return nil, errInjectIdle
-			}
-			t.Reset(injectIdle)
-		}
-	}
-}
-
-// Close is called by http.Server.Serve when it returns; the listener
-// stays usable for the next Serve (shutdown closes it for good).
-func (l *injectListener) Close() error { return nil }
-
-func (l *injectListener) Addr() net.Addr { return injectAddr{} }
-
-type injectAddr struct{}
-
-func (injectAddr) Network() string { return "handed-back" }
-func (injectAddr) String() string  { return "handed-back" }

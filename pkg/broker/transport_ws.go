@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bayeux-cluster/bayeux/pkg/broker/internal/netpoll"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/wsframe"
 )
@@ -22,7 +23,7 @@ const wsWriteTimeout = 10 * time.Second
 // wsConn is one websocket. It has no goroutine of its own while idle:
 //
 //   - Reading: a goroutine reads and processes frames while bytes arrive,
-//     then parks the socket in the broker's readPoller and ends; the poller
+//     then parks the socket in the broker's netpoll.Poller and ends; the poller
 //     starts a new one when the socket turns readable. Where parking is not
 //     possible (TLS, no epoll) the goroutine stays blocked in the read.
 //     At most one reading goroutine exists at a time, so frames are
@@ -40,11 +41,11 @@ const wsWriteTimeout = 10 * time.Second
 // terminate ends the socket once, from whichever side fails first.
 //
 // Framing is the broker's own (package wsframe): frames are read straight
-// from the leanConn and written with one syscall each, header and payload
+// from the netpoll.Conn and written with one syscall each, header and payload
 // in one buffer, with no per-connection library state.
 type wsConn struct {
 	b      *Broker
-	lc     *leanConn
+	lc     *netpoll.Conn
 	rd     wsframe.Reader // used by the reading goroutine only
 	rdl    time.Time      // read deadline set on the socket (reader only)
 	info   RequestInfo
@@ -96,7 +97,7 @@ func (b *Broker) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	h.Set("Connection", "Upgrade")
 	h.Set("Sec-WebSocket-Accept", wsframe.AcceptKey(key))
 	w.WriteHeader(http.StatusSwitchingProtocols)
-	lc, err := hijackLean(w) // flushes the 101 response
+	lc, err := netpoll.Hijack(w) // flushes the 101 response
 	if err != nil {
 		b.log.Debug("websocket hijack failed", "err", err)
 		return
@@ -116,8 +117,9 @@ func (b *Broker) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	go conn.readFrames()
 }
 
-// readable is called by the poller when the parked socket has bytes.
-func (conn *wsConn) readable() { conn.readFrames() }
+// Readable (netpoll.Readable) is called by the poller when the parked
+// socket has bytes.
+func (conn *wsConn) Readable() { conn.readFrames() }
 
 // readFrames reads and processes frames until the socket has no more bytes
 // buffered, then parks it (or, if it cannot, keeps reading).
@@ -131,9 +133,9 @@ func (conn *wsConn) readFrames() {
 	for {
 		// The next frame's first byte may take any time (an idle client);
 		// the rest of the frame has WebSocketFrameTimeout.
-		if !conn.lc.buffered() {
+		if !conn.lc.Buffered() {
 			conn.rdl = time.Time{}
-			if !conn.lc.fill(time.Time{}) {
+			if !conn.lc.Fill(time.Time{}) {
 				conn.terminate() // EOF or a socket error
 				return
 			}
@@ -171,7 +173,7 @@ func (conn *wsConn) readFrames() {
 				return
 			}
 		}
-		if conn.lc.buffered() || conn.awaitBytes() {
+		if conn.lc.Buffered() || conn.awaitBytes() {
 			continue
 		}
 		if conn.park() {
@@ -196,7 +198,7 @@ const (
 // parked after the linger.
 func (conn *wsConn) awaitBytes() bool {
 	b := conn.b
-	if conn.lc.rc == nil { // not parkable: the caller's read blocks anyway
+	if conn.lc.RawConn() == nil { // not parkable: the caller's read blocks anyway
 		return false
 	}
 	if b.lingeringReaders.Add(1) > maxLingeringReaders {
@@ -204,7 +206,7 @@ func (conn *wsConn) awaitBytes() bool {
 		return false
 	}
 	defer b.lingeringReaders.Add(-1)
-	got := conn.lc.fill(time.Now().Add(wsReaderLinger))
+	got := conn.lc.Fill(time.Now().Add(wsReaderLinger))
 	conn.rdl = time.Time{} // fill moved the deadline: armRead sets it again
 	return got
 }
@@ -245,7 +247,7 @@ func (conn *wsConn) closeLocked(code wsframe.StatusCode, reason string) {
 // park hands the idle socket to the poller; false means the caller must
 // keep reading itself.
 func (conn *wsConn) park() bool {
-	if conn.lc.rc == nil {
+	if conn.lc.RawConn() == nil {
 		return false
 	}
 	conn.mu.Lock()
@@ -253,7 +255,7 @@ func (conn *wsConn) park() bool {
 	if conn.dead {
 		return false
 	}
-	id, ok := conn.b.poller.park(conn.lc.rc, conn)
+	id, ok := conn.b.poller.Park(conn.lc.RawConn(), conn)
 	if ok {
 		conn.pollID = id
 	}
@@ -415,7 +417,7 @@ func (conn *wsConn) terminate() {
 	conn.mu.Unlock()
 	signal(conn.more) // a lingering writer ends now
 	if id != 0 {
-		conn.b.poller.cancel(id)
+		conn.b.poller.Cancel(id)
 	}
 	conn.cancel()
 	if hc != nil {

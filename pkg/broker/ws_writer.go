@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/internal/netpoll"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/wsframe"
 )
@@ -50,7 +51,7 @@ func (conn *wsConn) kick() {
 // a goroutine to do it. Whatever would block is left to a writer
 // goroutine (flushOnce's inline mode). Call it with no lock held.
 func (conn *wsConn) flushInline() {
-	if conn.lc.rc == nil || !conn.flush.CompareAndSwap(0, flushRunning) {
+	if conn.lc.RawConn() == nil || !conn.flush.CompareAndSwap(0, flushRunning) {
 		conn.kick() // a writer runs (it is told there is more), or TLS
 		return
 	}
@@ -275,7 +276,7 @@ func (conn *wsConn) closeFromWriter(code wsframe.StatusCode, reason string) {
 // buffer leaves the tail to the writer goroutine. The caller must be the
 // writer (own flushRunning).
 func (conn *wsConn) writeNow(f []byte) ([]byte, error) {
-	n, err := writeNonBlocking(conn.lc.rc, f)
+	n, err := netpoll.WriteNonBlocking(conn.lc.RawConn(), f)
 	switch {
 	case err != nil:
 		return nil, err

@@ -1,4 +1,4 @@
-package broker
+package netpoll
 
 import (
 	"net"
@@ -11,7 +11,7 @@ import (
 // Memory of a long-lived connection (a websocket, a parked long-poll)
 // matters more than its speed: net/http keeps a 4 KB bufio.Reader and a
 // 4 KB bufio.Writer per connection and hands both over on Hijack. A
-// leanConn replaces them: reads borrow a pooled buffer only while bytes
+// Conn replaces them: reads borrow a pooled buffer only while bytes
 // are waiting, and writes go straight to the socket (the websocket writer
 // builds each frame in one buffer).
 
@@ -19,7 +19,7 @@ const leanReadBuf = 4 << 10
 
 var leanBufPool = sync.Pool{New: func() any { b := make([]byte, leanReadBuf); return &b }}
 
-// leanConn wraps a hijacked connection. Reads are served from pre (bytes
+// Conn wraps a hijacked connection. Reads are served from pre (bytes
 // net/http had buffered), then from a pooled buffer filled by one read of
 // the socket and returned to the pool as soon as it is drained. Writes are
 // the socket's.
@@ -27,7 +27,7 @@ var leanBufPool = sync.Pool{New: func() any { b := make([]byte, leanReadBuf); re
 // Concurrency: the read side (Read, buffered) is used by one reader at a
 // time and the write side (Write) by one writer at a time; the two sides
 // share nothing.
-type leanConn struct {
+type Conn struct {
 	net.Conn
 	pre []byte
 	buf *[]byte // pooled, holding buf[off:end] unread; nil when drained
@@ -36,8 +36,8 @@ type leanConn struct {
 	rc  syscall.RawConn // nil: not parkable (TLS, or not a socket)
 }
 
-func newLeanConn(c net.Conn, pre []byte) *leanConn {
-	lc := &leanConn{Conn: c, pre: pre}
+func newConn(c net.Conn, pre []byte) *Conn {
+	lc := &Conn{Conn: c, pre: pre}
 	if sc, ok := c.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			lc.rc = rc
@@ -46,7 +46,7 @@ func newLeanConn(c net.Conn, pre []byte) *leanConn {
 	return lc
 }
 
-func (lc *leanConn) Read(p []byte) (int, error) {
+func (lc *Conn) Read(p []byte) (int, error) {
 	if len(lc.pre) > 0 {
 		n := copy(p, lc.pre)
 		lc.pre = lc.pre[n:]
@@ -76,13 +76,13 @@ func (lc *leanConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// fill waits until deadline for bytes and buffers what one read returns;
+// Fill waits until deadline for bytes and buffers what one read returns;
 // it reports whether it got any. A timeout, or any other error, reports
 // false and leaves the connection as it was (the error shows again on the
 // next read) except for its read deadline, which stays at deadline: the
 // caller sets the next one. Call it only from the reader, with nothing
 // buffered.
-func (lc *leanConn) fill(deadline time.Time) bool {
+func (lc *Conn) Fill(deadline time.Time) bool {
 	if lc.SetReadDeadline(deadline) != nil {
 		return false
 	}
@@ -96,19 +96,18 @@ func (lc *leanConn) fill(deadline time.Time) bool {
 	return true
 }
 
-// buffered reports whether bytes were read from the socket and not yet
-// consumed. Call it only from
-// the reader, between reads.
-func (lc *leanConn) buffered() bool {
+// Buffered reports whether bytes were read from the socket and not yet
+// consumed. Call it only from the reader, between reads.
+func (lc *Conn) Buffered() bool {
 	return len(lc.pre) > 0 || lc.buf != nil
 }
 
-// hijackLean takes the connection from net/http (any response header
-// written so far is flushed) and wraps it in a leanConn that first replays
+// Hijack takes the connection from net/http (any response header
+// written so far is flushed) and wraps it in a Conn that first replays
 // the bytes already read past the request: those in net/http's reader and,
-// when the connection had been handed back to net/http (reserver), those
-// still in the previous leanConn, which it replaces.
-func hijackLean(w http.ResponseWriter) (*leanConn, error) {
+// when the connection had been handed back to net/http (Reservers), those
+// still in the previous Conn, which it replaces.
+func Hijack(w http.ResponseWriter) (*Conn, error) {
 	c, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return nil, err
@@ -118,7 +117,7 @@ func hijackLean(w http.ResponseWriter) (*leanConn, error) {
 		b, _ := brw.Reader.Peek(n)
 		pre = append(pre, b...)
 	}
-	if old, ok := c.(*leanConn); ok {
+	if old, ok := c.(*Conn); ok {
 		pre = append(pre, old.pre...)
 		if old.buf != nil {
 			pre = append(pre, (*old.buf)[old.off:old.end]...)
@@ -127,5 +126,13 @@ func hijackLean(w http.ResponseWriter) (*leanConn, error) {
 		}
 		c = old.Conn
 	}
-	return newLeanConn(c, pre), nil
+	return newConn(c, pre), nil
 }
+
+// RawConn returns the socket for Poller.Park and WriteNonBlocking; nil when
+// the connection cannot be parked (TLS, or not a socket).
+func (lc *Conn) RawConn() syscall.RawConn { return lc.rc }
+
+// Unread puts bytes read from the socket directly (lc.Conn.Read) back in
+// front of what Read returns next. Call it only from the reader.
+func (lc *Conn) Unread(p []byte) { lc.pre = append(lc.pre, p...) }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package broker
+package netpoll
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 	"syscall"
 )
 
-// readPoller lets an idle connection wait for its next bytes without a
+// Poller lets an idle connection wait for its next bytes without a
 // goroutine: one shared epoll instance watches every parked socket and
 // starts a goroutine for a socket only when it turns readable (data, EOF or
 // error). Go's own netpoller keeps its registration of the same socket;
@@ -16,40 +16,37 @@ import (
 // so bytes that arrived before the registration are reported at once).
 //
 // Contract: a socket is parked by at most one caller at a time; the caller
-// owns the socket until its readable method runs (on a new goroutine, at
-// most once per park) or until it calls cancel. Closing a parked socket
+// owns the socket until its Readable method runs (on a new goroutine, at
+// most once per park) or until it calls Cancel. Closing a parked socket
 // removes it from the epoll set (the kernel does that on close); the owner
-// must still call cancel to drop its entry here.
+// must still call Cancel to drop its entry here.
 //
-// Each Broker has one. Its epoll instance and goroutine exist only while
+// A server has one. Its epoll instance and goroutine exist only while
 // something is parked: the loop closes the instance when it ends.
-type readPoller struct {
+type Poller struct {
 	mu      sync.Mutex
 	epfd    int // -1: not created yet (or closed); -2: epoll unavailable
 	running bool
 	next    uint64
-	waiting map[uint64]readable
+	waiting map[uint64]Readable
 }
 
-// readable is what a parked socket's owner implements: readable is called
-// on a new goroutine once the socket has bytes, EOF or an error.
-type readable interface{ readable() }
-
-func newReadPoller() *readPoller { return &readPoller{epfd: -1, waiting: map[uint64]readable{}} }
+// NewPoller returns a Poller; it opens nothing until a socket is parked.
+func NewPoller() *Poller { return &Poller{epfd: -1, waiting: map[uint64]Readable{}} }
 
 // pollWaitMillis bounds one epoll_wait, so that the poller goroutine ends
 // soon after the last socket leaves (no goroutine outlives its sockets).
 const pollWaitMillis = 100
 
-// available reports whether sockets can be parked (epoll works here).
-func (p *readPoller) available() bool {
+// Available reports whether sockets can be parked (epoll works here).
+func (p *Poller) Available() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.openLocked()
 }
 
 // openLocked creates the epoll instance if there is none; p.mu held.
-func (p *readPoller) openLocked() bool {
+func (p *Poller) openLocked() bool {
 	if p.epfd == -1 {
 		fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 		if err != nil {
@@ -60,10 +57,10 @@ func (p *readPoller) openLocked() bool {
 	return p.epfd >= 0
 }
 
-// park registers rc. It returns the id to cancel with, or ok=false if
+// Park registers rc. It returns the id to cancel with, or ok=false if
 // parking is not possible (no epoll, or the socket is already closed): the
 // caller must then read (block) itself.
-func (p *readPoller) park(rc syscall.RawConn, r readable) (id uint64, ok bool) {
+func (p *Poller) Park(rc syscall.RawConn, r Readable) (id uint64, ok bool) {
 	p.mu.Lock()
 	if !p.openLocked() {
 		p.mu.Unlock()
@@ -90,14 +87,14 @@ func (p *readPoller) park(rc syscall.RawConn, r readable) (id uint64, ok bool) {
 		}
 	})
 	if err != nil || ctlErr != nil {
-		p.cancel(id)
+		p.Cancel(id)
 		return 0, false
 	}
 	return id, true
 }
 
-// cancel drops a parked entry; a readiness event for it is then ignored.
-func (p *readPoller) cancel(id uint64) {
+// Cancel drops a parked entry; a readiness event for it is then ignored.
+func (p *Poller) Cancel(id uint64) {
 	p.mu.Lock()
 	delete(p.waiting, id)
 	p.mu.Unlock()
@@ -112,9 +109,9 @@ func eventID(ev *syscall.EpollEvent) uint64 {
 }
 
 // loop dispatches readiness events until nothing is parked.
-func (p *readPoller) loop(epfd int) {
+func (p *Poller) loop(epfd int) {
 	var events [128]syscall.EpollEvent
-	var ready []readable
+	var ready []Readable
 	for {
 		n, err := syscall.EpollWait(epfd, events[:], pollWaitMillis)
 		if err != nil && !errors.Is(err, syscall.EINTR) {
@@ -140,16 +137,16 @@ func (p *readPoller) loop(epfd int) {
 		}
 		p.mu.Unlock()
 		for _, r := range ready {
-			go r.readable()
+			go r.Readable()
 		}
 		clear(ready)
 	}
 }
 
-// writeNonBlocking writes p to the socket with one write(2), without
+// WriteNonBlocking writes p to the socket with one write(2), without
 // waiting: it returns how much the socket took (0 if its buffer is full).
 // The caller must be the socket's only writer.
-func writeNonBlocking(rc syscall.RawConn, p []byte) (int, error) {
+func WriteNonBlocking(rc syscall.RawConn, p []byte) (int, error) {
 	var n int
 	var werr error
 	if err := rc.Control(func(fd uintptr) { n, werr = syscall.Write(int(fd), p) }); err != nil {

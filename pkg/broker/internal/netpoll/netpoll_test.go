@@ -1,0 +1,277 @@
+package netpoll
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+type readableFunc func()
+
+func (f readableFunc) Readable() { f() }
+
+func TestPollerReportsReadableOnce(t *testing.T) {
+	p := NewPoller()
+	if !p.Available() {
+		t.Skip("no epoll on this system: parking is disabled by design")
+	}
+	tests := []struct {
+		name   string
+		before bool // bytes arrive before the park
+		close  bool // the peer goes away instead of writing
+	}{
+		{"bytes after park", false, false},
+		{"bytes before park", true, false},
+		{"peer closes", false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client, server := tcpPair(t)
+			lc := newConn(server, nil)
+			if tt.before {
+				client.Write([]byte("x"))
+			}
+			var calls atomic.Int32
+			fired := make(chan struct{}, 4)
+			if _, ok := p.Park(lc.RawConn(), readableFunc(func() { calls.Add(1); fired <- struct{}{} })); !ok {
+				t.Fatal("park failed")
+			}
+			switch {
+			case tt.close:
+				client.Close()
+			case !tt.before:
+				client.Write([]byte("x"))
+			}
+			select {
+			case <-fired:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Readable not called")
+			}
+			client.Write([]byte("y")) // not parked any more: no second call
+			deadline := time.Now().Add(300 * time.Millisecond)
+			for time.Now().Before(deadline) {
+				if calls.Load() != 1 {
+					t.Fatalf("Readable called %d times, want 1", calls.Load())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
+
+func TestPollerCancel(t *testing.T) {
+	p := NewPoller()
+	if !p.Available() {
+		t.Skip("no epoll on this system: parking is disabled by design")
+	}
+	client, server := tcpPair(t)
+	lc := newConn(server, nil)
+	var calls atomic.Int32
+	id, ok := p.Park(lc.RawConn(), readableFunc(func() { calls.Add(1) }))
+	if !ok {
+		t.Fatal("park failed")
+	}
+	p.Cancel(id)
+	client.Write([]byte("x"))
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if calls.Load() != 0 {
+			t.Fatal("Readable called after Cancel")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The poller's goroutine ends once nothing is parked.
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		p.mu.Lock()
+		running := p.running
+		p.mu.Unlock()
+		if !running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("poller goroutine still running with nothing parked")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestConnReadsPreThenSocket(t *testing.T) {
+	client, server := tcpPair(t)
+	lc := newConn(server, []byte("ab"))
+	if !lc.Buffered() {
+		t.Fatal("pre bytes not reported as buffered")
+	}
+	client.Write([]byte("cdef"))
+	got := make([]byte, 0, 6)
+	buf := make([]byte, 3)
+	for len(got) < 6 {
+		n, err := lc.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if string(got) != "abcdef" {
+		t.Fatalf("read %q, want abcdef", got)
+	}
+	if lc.Buffered() {
+		t.Fatal("drained conn reports buffered bytes")
+	}
+	lc.Unread([]byte("z"))
+	if n, _ := lc.Read(buf); string(buf[:n]) != "z" {
+		t.Fatalf("after Unread read %q, want z", buf[:n])
+	}
+}
+
+func TestConnFill(t *testing.T) {
+	client, server := tcpPair(t)
+	lc := newConn(server, nil)
+	if lc.Fill(time.Now().Add(20 * time.Millisecond)) {
+		t.Fatal("Fill reported bytes on a silent socket")
+	}
+	client.Write([]byte("hello"))
+	if !lc.Fill(time.Now().Add(10 * time.Second)) {
+		t.Fatal("Fill missed bytes")
+	}
+	if !lc.Buffered() {
+		t.Fatal("filled conn not buffered")
+	}
+	_ = lc.SetReadDeadline(time.Time{})
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(lc, b); err != nil || string(b) != "hello" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+}
+
+func TestWriteNonBlocking(t *testing.T) {
+	client, server := tcpPair(t)
+	lc := newConn(server, nil)
+	if lc.RawConn() == nil {
+		t.Fatal("TCP conn without RawConn")
+	}
+	n, err := WriteNonBlocking(lc.RawConn(), []byte("ping"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 { // non-Linux: nothing written, by design
+		t.Skip("WriteNonBlocking is Linux-only")
+	}
+	b := make([]byte, n)
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(client, b); err != nil || string(b) != "ping"[:n] {
+		t.Fatalf("read %q, %v", b, err)
+	}
+}
+
+// TestReserverServesHandedBackConn hijacks a connection after one request,
+// hands it back, and sees the next request on it served by the copy of
+// the server.
+func TestReserverServesHandedBackConn(t *testing.T) {
+	var rr Reservers
+	var served atomic.Int32
+	srv := &http.Server{IdleTimeout: 3 * time.Second}
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		if r.URL.Path != "/hijack" {
+			io.WriteString(w, "served "+r.URL.Path)
+			return
+		}
+		rs := rr.For(r.Context().Value(http.ServerContextKey).(*http.Server), true)
+		lc, err := Hijack(w)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		lc.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+		if !rs.Inject(lc) {
+			t.Error("inject refused")
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for _, path := range []string{"/hijack", "/next", "/hijack", "/last"} {
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := "ok"
+		if path != "/hijack" {
+			want = "served " + path
+		}
+		if string(body) != want {
+			t.Fatalf("%s: body %q, want %q", path, body, want)
+		}
+	}
+	if served.Load() != 4 {
+		t.Fatalf("served %d requests, want 4", served.Load())
+	}
+	if rs := rr.For(srv, false); rs == nil || rs.IdleTimeout() != 3*time.Second || rs.WriteTimeout(time.Minute) != time.Minute {
+		t.Fatalf("reserver limits not copied from the server")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rr.Shutdown(ctx)
+	if rr.For(srv, false).Inject(nopConn{}) {
+		t.Fatal("inject accepted after Shutdown")
+	}
+	if rr.For(nil, true) != nil {
+		t.Fatal("reserver for an unknown server")
+	}
+}
+
+type nopConn struct{ net.Conn }
+
+func TestInjectAddr(t *testing.T) {
+	l := &injectListener{}
+	if a := l.Addr(); a.Network() != "handed-back" || !strings.Contains(a.String(), "handed-back") {
+		t.Fatalf("addr %v", a)
+	}
+}
