@@ -86,15 +86,9 @@ func (b *Broker) adopt(ctx context.Context, st *SessionState) (*Session, error) 
 	}
 	b.sessions[st.ID] = s
 	b.sessionsMu.Unlock()
-	if s.browserID != "" {
-		b.browsersMu.Lock()
-		b.browserSessions[s.browserID]++
-		b.browsersMu.Unlock()
-	}
-	if b.obs != nil {
-		b.obs.SessionOpened(s.transport)
-		b.obs.SessionAdopted()
-	}
+	s.browserLease, _ = b.lim.browserSessions.acquire(s.browserID, 0) // counted, never refused
+	b.obs.SessionOpened(s.transport)
+	b.obs.SessionAdopted()
 	b.metrics.adopted.Add(1)
 	for _, p := range st.Subs {
 		if err := b.idx.add(ctx, s, p); err != nil {
@@ -247,9 +241,7 @@ func (s *Session) matches(ch string) bool {
 // and the gap metric counts it.
 func (b *Broker) lostMessages(s *Session, ch string) {
 	b.metrics.gaps.Add(1)
-	if b.obs != nil {
-		b.obs.Gap()
-	}
+	b.obs.Gap()
 	b.log.Warn("unrecoverable gap for adopted session", "session", s.id, "channel", ch)
 	s.mu.Lock()
 	s.closeLocked(protocol.NewError(protocol.CodeMessagesLost, "Messages lost; handshake again", ch))

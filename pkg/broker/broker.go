@@ -26,18 +26,12 @@ type Broker struct {
 
 	eng engine.Engine
 	idx *subIndex
-	obs Observer // nil: no observer
+	obs Observer // never nil: nopObserver when none is configured
 
 	sessionsMu sync.RWMutex
 	sessions   map[string]*Session
 
-	ipMu       sync.Mutex
-	ipSessions map[string]int // client address -> live sessions
-	ipHeld     map[string]int // client address -> held connects
-
-	browsersMu      sync.Mutex
-	browsers        map[string]int // browser id -> held HTTP connects
-	browserSessions map[string]int // browser id -> live sessions
+	lim limits // per-address and per-browser counts
 
 	servicesMu sync.RWMutex
 	services   map[string]ServiceHandler // by pattern
@@ -58,13 +52,11 @@ type Broker struct {
 	lastRefresh time.Time   // sweeper goroutine only
 	refreshing  atomic.Bool // a Refresh is running
 
-	poller           *netpoll.Poller // parks idle sockets without a goroutine
-	lingering        atomic.Int32    // websocket writers waiting for more work (transport_ws.go)
-	lingeringReaders atomic.Int32    // websocket readers waiting for more bytes (transport_ws.go)
-	wsMu             sync.Mutex
-	wsConns          map[*wsConn]context.CancelFunc
-	parked           map[*parkedPoll]struct{} // long-polls held without a goroutine (transport_park.go)
-	reservers        netpoll.Reservers        // serve connections handed back after a parked poll
+	poller           *netpoll.Poller   // parks idle sockets without a goroutine
+	lingering        atomic.Int32      // websocket writers waiting for more work (transport_ws.go)
+	lingeringReaders atomic.Int32      // websocket readers waiting for more bytes (transport_ws.go)
+	conns            connRegistry      // websockets and parked long-polls, for Shutdown
+	reservers        netpoll.Reservers // serve connections handed back after a parked poll
 
 	shuttingDown atomic.Bool
 	// draining ends (at Shutdown) the held connects this node forwards to
@@ -98,18 +90,15 @@ func New(cfg Config) (*Broker, error) {
 		obs:      cfg.Observer,
 		idx:      newSubIndex(cfg.Engine),
 		sessions: map[string]*Session{},
-		browsers: map[string]int{},
 
-		tombs:      map[string]tomb{},
-		ipSessions: map[string]int{},
-		ipHeld:     map[string]int{},
+		tombs: map[string]tomb{},
 
-		browserSessions: map[string]int{},
-		services:        map[string]ServiceHandler{},
-		supported:       map[string]bool{},
-		wsConns:         map[*wsConn]context.CancelFunc{},
-		parked:          map[*parkedPoll]struct{}{},
-		lastRefresh:     time.Now(), // records are written with a full TTL
+		services:    map[string]ServiceHandler{},
+		supported:   map[string]bool{},
+		lastRefresh: time.Now(), // records are written with a full TTL
+	}
+	if b.obs == nil {
+		b.obs = nopObserver{}
 	}
 	b.draining, b.stopForwards = context.WithCancel(context.Background())
 	for _, t := range cfg.Transports {
@@ -184,9 +173,7 @@ func (b *Broker) Publish(ctx context.Context, name string, data json.RawMessage)
 		return engine.Position{}, errors.New("publish: data is not valid JSON")
 	}
 	p, err := b.eng.Publish(ctx, name, protocol.AppendPublication(nil, name, data, nil, nil))
-	if b.obs != nil {
-		b.obs.Publish(err == nil)
-	}
+	b.obs.Publish(err == nil)
 	if err != nil {
 		return engine.Position{}, fmt.Errorf("publish %s: %w", name, err)
 	}
@@ -259,18 +246,11 @@ func (b *Broker) removeSession(s *Session, reason *protocol.Error) {
 		delete(b.sessions, s.id)
 	}
 	b.sessionsMu.Unlock()
-	if removed && b.obs != nil {
+	if removed {
 		b.obs.SessionClosed(s.info.Transport)
 	}
 	if removed {
-		b.ipCount(b.ipSessions, s.ip, -1, 0)
-	}
-	if removed && s.browserID != "" {
-		b.browsersMu.Lock()
-		if b.browserSessions[s.browserID]--; b.browserSessions[s.browserID] <= 0 {
-			delete(b.browserSessions, s.browserID)
-		}
-		b.browsersMu.Unlock()
+		s.releaseLimits()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -392,7 +372,7 @@ func (h *engineHandler) OnPublication(p *engine.Publication) {
 	b := (*Broker)(h)
 	n := b.idx.fanout(p, withReplayID)
 	b.metrics.deliveries.Add(int64(n))
-	if b.obs != nil && n > 0 {
+	if n > 0 {
 		b.obs.Deliveries(n)
 	}
 }
@@ -404,9 +384,7 @@ func (h *engineHandler) OnPublication(p *engine.Publication) {
 func (h *engineHandler) OnGap(ch string, from, to engine.Position) {
 	b := (*Broker)(h)
 	b.metrics.gaps.Add(1)
-	if b.obs != nil {
-		b.obs.Gap()
-	}
+	b.obs.Gap()
 	sessions := b.idx.affected(ch)
 	b.log.Warn("unrecoverable gap", "channel", ch, "from", from.Offset, "to", to.Offset, "sessions", len(sessions))
 	reason := protocol.NewError(protocol.CodeMessagesLost, "Messages lost; handshake again", ch)

@@ -54,20 +54,3 @@ func hostOf(addr string) string {
 	}
 	return addr
 }
-
-// ipCount adds delta to m[ip] under b.ipMu; with limit > 0 and delta > 0 it
-// refuses (false) when the count is already at limit.
-func (b *Broker) ipCount(m map[string]int, ip string, delta, limit int) bool {
-	if ip == "" {
-		return true
-	}
-	b.ipMu.Lock()
-	defer b.ipMu.Unlock()
-	if delta > 0 && limit > 0 && m[ip] >= limit {
-		return false
-	}
-	if m[ip] += delta; m[ip] <= 0 {
-		delete(m, ip)
-	}
-	return true
-}

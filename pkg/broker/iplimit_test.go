@@ -37,9 +37,7 @@ func TestHeldConnectsPerIP(t *testing.T) {
 		go func() { done <- tb.connect(t, id, nil) }()
 	}
 	eventually(t, 5*time.Second, func() error {
-		tb.ipMu.Lock()
-		defer tb.ipMu.Unlock()
-		if n := tb.ipHeld["127.0.0.1"]; n != 2 {
+		if n := tb.lim.ipHeld.count("127.0.0.1"); n != 2 {
 			return fmt.Errorf("%d held", n)
 		}
 		return nil
@@ -54,9 +52,7 @@ func TestHeldConnectsPerIP(t *testing.T) {
 	post(t, nil, tb.url, []msg{{"channel": "/meta/disconnect", "clientId": ids[0]}})
 	<-done
 	eventually(t, 5*time.Second, func() error {
-		tb.ipMu.Lock()
-		defer tb.ipMu.Unlock()
-		if n := tb.ipHeld["127.0.0.1"]; n != 1 {
+		if n := tb.lim.ipHeld.count("127.0.0.1"); n != 1 {
 			return fmt.Errorf("%d held", n)
 		}
 		return nil

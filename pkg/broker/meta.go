@@ -23,7 +23,7 @@ var errDisconnected = protocol.NewError(protocol.CodeUnknownClient, "Disconnecte
 // all or nothing: every name is validated and authorized before any takes
 // effect.
 func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message, on bool) *protocol.Reply {
-	if on && b.obs != nil {
+	if on {
 		b.obs.Subscribe()
 	}
 	r := protocol.ReplyTo(m)
@@ -150,54 +150,48 @@ func (b *Broker) disconnect(s *Session, m *protocol.Message) *protocol.Reply {
 
 // publish handles a publish from a client: to a /service/ channel (handled
 // locally, never broadcast) or to a broadcast channel (through the engine).
-func (b *Broker) publish(ctx context.Context, s *Session, m *protocol.Message) *protocol.Reply {
-	r := protocol.ReplyTo(m)
+func (b *Broker) publish(ctx context.Context, s *Session, m *protocol.Message) (r *protocol.Reply, rateLimited bool) {
+	r = protocol.ReplyTo(m)
 	if protocol.IsMeta(m.Channel) {
 		r.Fail(protocol.NewError(protocol.CodeInvalidChannel, "Unknown meta channel or publish to a meta channel", m.Channel))
-		return r
+		return r, false
 	}
 	if err := validatePublishChannel(m.Channel); err != nil {
 		r.Fail(err)
-		return r
+		return r, false
 	}
 	if len(m.Data) == 0 {
 		r.Fail(protocol.NewError(protocol.CodeBadRequest, "Missing data", m.Channel))
-		return r
+		return r, false
 	}
 	if !s.takeToken(b.cfg.PublishRate, b.cfg.PublishBurst) {
 		r.Fail(protocol.NewError(protocol.CodeTooMany, "Publish rate exceeded", m.Channel))
-		return r
+		return r, true
 	}
 	if protocol.IsService(m.Channel) {
 		if h := b.service(m.Channel); h != nil {
 			if err := h(ctx, s, m); err != nil {
 				r.Fail(err)
-				return r
+				return r, false
 			}
 		}
 		r.Succeed()
-		return r
+		return r, false
 	}
 	if err := b.cfg.Policy.CanPublish(ctx, s, m.Channel, m); err != nil {
-		if b.obs != nil {
-			b.obs.Publish(false)
-		}
+		b.obs.Publish(false)
 		r.Fail(err)
-		return r
+		return r, false
 	}
 	payload := protocol.AppendPublication(make([]byte, 0, 32+len(m.Channel)+len(m.Data)), m.Channel, m.Data, nil, nil)
 	if _, err := b.eng.Publish(ctx, m.Channel, payload); err != nil {
-		if b.obs != nil {
-			b.obs.Publish(false)
-		}
+		b.obs.Publish(false)
 		b.log.Warn("publish failed", "channel", m.Channel, "err", err)
 		r.Fail(protocol.NewError(protocol.CodeServerUnavailable, "Publish failed: backplane unavailable", m.Channel))
-		return r
+		return r, false
 	}
 	b.metrics.publishes.Add(1)
-	if b.obs != nil {
-		b.obs.Publish(true)
-	}
+	b.obs.Publish(true)
 	r.Succeed()
-	return r
+	return r, false
 }

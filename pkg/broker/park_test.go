@@ -45,9 +45,7 @@ func (tb *testBroker) wantParked(t *testing.T, n int) {
 		return
 	}
 	eventually(t, 2*time.Second, func() error {
-		tb.wsMu.Lock()
-		got := len(tb.parked)
-		tb.wsMu.Unlock()
+		got := len(tb.conns.parkedPolls())
 		if got != n {
 			return fmt.Errorf("%d long-polls parked, want %d", got, n)
 		}

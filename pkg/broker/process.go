@@ -2,13 +2,11 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
 	"slices"
 	"strconv"
 	"time"
 
-	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
 
@@ -28,24 +26,12 @@ type result struct {
 	connect   *heldConnect
 	session   *Session // the session the request acted for, if any
 	handshook bool     // a new session was created
+	refused   int      // publishes refused for their rate (see throttle)
 }
 
-// heldConnect is a /meta/connect in progress.
-type heldConnect struct {
-	s         *Session
-	m         *protocol.Message
-	reply     *protocol.Reply
-	w         *waiter
-	timeout   time.Duration
-	immediate bool   // reply without holding
-	browserID string // counted in Broker.browsers while held
-	ip        string // counted in Broker.ipHeld while held
-	held      bool   // reported to the Observer as held until finishConnect
-}
-
-// process handles every message of a request except the waiting part of a
-// /meta/connect, which the transport performs (HTTP blocks, websocket holds
-// it in its writer) before calling completeConnect.
+// process handles every message of a request served here (Broker.serve)
+// except the waiting part of a /meta/connect: that comes back as
+// result.connect, a heldConnect the transport holds until it is due.
 func (b *Broker) process(ctx context.Context, req *request) *result {
 	res := &result{}
 	crossed := false // a connect of a session disconnected moments ago
@@ -141,7 +127,7 @@ func (b *Broker) processMessage(ctx context.Context, req *request, res *result, 
 	}
 	if m.Channel == protocol.ChannelConnect {
 		if res.connect != nil { // two connects in one request: end the first
-			b.finishConnect(res.connect, false) // observes its reply
+			res.connect.answer(false) // observes its reply
 			res.replies = append(res.replies, res.connect.reply)
 		}
 		hc, r := b.connect(ctx, req, s, m)
@@ -162,7 +148,10 @@ func (b *Broker) processMessage(ctx context.Context, req *request, res *result, 
 	case protocol.ChannelDisconnect:
 		r = b.disconnect(s, m)
 	default:
-		r = b.publish(ctx, s, m)
+		var limited bool
+		if r, limited = b.publish(ctx, s, m); limited {
+			res.refused++
+		}
 	}
 	b.outgoing(ctx, s, m, r)
 	b.observeReply(r)
@@ -223,9 +212,7 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 			r.Advice.Interval = protocol.Int64(1000 + rand.Int64N(2000))
 		}
 		b.outgoing(ctx, nil, m, r)
-		if b.obs != nil {
-			b.obs.Handshake(false)
-		}
+		b.obs.Handshake(false)
 		return r, nil
 	}
 	if b.shuttingDown.Load() {
@@ -262,39 +249,30 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 		}
 		return fail(err, protocol.ReconnectNone)
 	}
-	ip := hostOf(req.info.RemoteAddr)
-	if !b.ipCount(b.ipSessions, ip, 1, b.cfg.MaxSessionsPerIP) {
+	ipLease, ok := b.lim.ipSessions.acquire(hostOf(req.info.RemoteAddr), b.cfg.MaxSessionsPerIP)
+	if !ok {
 		r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many sessions from this address", strconv.Itoa(b.cfg.MaxSessionsPerIP)))
 		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(10000)}
 		b.outgoing(ctx, nil, m, r)
 		return r, nil
 	}
-	if req.browserID != "" && b.cfg.MaxSessionsPerBrowser > 0 {
-		b.browsersMu.Lock()
-		full := b.browserSessions[req.browserID] >= b.cfg.MaxSessionsPerBrowser
-		if !full {
-			b.browserSessions[req.browserID]++
-		}
-		b.browsersMu.Unlock()
-		if full {
-			b.ipCount(b.ipSessions, ip, -1, 0)
-			r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many sessions for this browser", strconv.Itoa(b.cfg.MaxSessionsPerBrowser)))
-			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(10000)}
-			b.outgoing(ctx, nil, m, r)
-			return r, nil
-		}
+	browserLease, ok := b.lim.browserSessions.acquire(req.browserID, b.cfg.MaxSessionsPerBrowser)
+	if !ok {
+		ipLease.release()
+		r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many sessions for this browser", strconv.Itoa(b.cfg.MaxSessionsPerBrowser)))
+		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(10000)}
+		b.outgoing(ctx, nil, m, r)
+		return r, nil
 	}
 	s := newSession(b, req.info, req.browserID)
-	s.ip = ip
+	s.ipLease, s.browserLease = ipLease, browserLease
 	s.seq.Start(m.ID)
 	b.sessionsMu.Lock()
 	b.sessions[s.id] = s
 	b.sessionsMu.Unlock()
 	b.metrics.handshakes.Add(1)
-	if b.obs != nil {
-		b.obs.SessionOpened(req.info.Transport)
-		b.obs.Handshake(true)
-	}
+	b.obs.SessionOpened(req.info.Transport)
+	b.obs.Handshake(true)
 	r.ClientID = s.id
 	r.Succeed()
 	r.Advice = &protocol.Advice{
@@ -333,9 +311,7 @@ func major(v string) int {
 // means it was answered at once (an error).
 func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *protocol.Message) (*heldConnect, *protocol.Reply) {
 	b.metrics.connects.Add(1)
-	if b.obs != nil {
-		b.obs.Connect()
-	}
+	b.obs.Connect()
 	r := protocol.ReplyTo(m)
 	r.ClientID = s.id
 	if m.ConnectionType == "" {
@@ -361,118 +337,40 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 		b.outgoing(ctx, s, m, r)
 		return nil, r
 	}
-	hc := &heldConnect{s: s, m: m, reply: r, timeout: timeout}
+	hc := &heldConnect{b: b, s: s, m: m, reply: r, timeout: timeout, pushed: req.info.Transport == protocol.WebSocket}
 	first := s.markConnected()
 	if first || timeout == 0 || b.shuttingDown.Load() {
 		hc.immediate = true
 	}
 	if req.browserID != "" && req.info.Transport != protocol.WebSocket {
-		b.browsersMu.Lock()
-		if b.browsers[req.browserID] > 0 {
+		// One held HTTP connect per browser: another one (a second tab)
+		// is answered at once with multiple-clients advice.
+		multiple := b.lim.browserHeld.count(req.browserID) > 0
+		if !multiple && !hc.immediate {
+			hc.browser, multiple = b.lim.browserHeld.acquire(req.browserID, 1)
+			multiple = !multiple
+		}
+		if multiple {
 			hc.immediate = true
 			r.Advice.MultipleClients = true
 			r.Advice.Interval = b.ms(b.cfg.MultipleClientsInterval)
-		} else if !hc.immediate {
-			hc.browserID = req.browserID
-			b.browsers[req.browserID]++
 		}
-		b.browsersMu.Unlock()
 	}
 	if !hc.immediate && req.info.Transport != protocol.WebSocket {
-		ip := hostOf(req.info.RemoteAddr)
-		if !b.ipCount(b.ipHeld, ip, 1, b.cfg.MaxHeldPerIP) {
-			if hc.browserID != "" {
-				b.browsersMu.Lock()
-				if b.browsers[hc.browserID]--; b.browsers[hc.browserID] <= 0 {
-					delete(b.browsers, hc.browserID)
-				}
-				b.browsersMu.Unlock()
-			}
+		ipLease, ok := b.lim.ipHeld.acquire(hostOf(req.info.RemoteAddr), b.cfg.MaxHeldPerIP)
+		if !ok {
+			hc.browser.release()
 			r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many held connections from this address", strconv.Itoa(b.cfg.MaxHeldPerIP)))
 			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(1000)}
 			b.outgoing(ctx, s, m, r)
 			return nil, r
 		}
-		hc.ip = ip
+		hc.ip = ipLease
 	}
 	hc.w = s.beginConnect(req.info.Transport)
-	if !hc.immediate && b.obs != nil {
+	if !hc.immediate {
 		hc.held = true
 		b.obs.HeldConnect(1)
 	}
 	return hc, nil
-}
-
-// finishConnect ends a held connect: it fills the reply and returns the
-// deliveries to write before it. deliver=false (the client went away)
-// leaves queued messages for the next connect. drop reports that the debug
-// API asked to lose this reply.
-func (b *Broker) finishConnect(hc *heldConnect, deliver bool) (pubs []*engine.Publication, drop bool) {
-	if hc.browserID != "" {
-		b.browsersMu.Lock()
-		if b.browsers[hc.browserID]--; b.browsers[hc.browserID] <= 0 {
-			delete(b.browsers, hc.browserID)
-		}
-		b.browsersMu.Unlock()
-		hc.browserID = ""
-	}
-	if hc.held {
-		hc.held = false
-		b.obs.HeldConnect(-1)
-	}
-	if hc.ip != "" {
-		b.ipCount(b.ipHeld, hc.ip, -1, 0)
-		hc.ip = ""
-	}
-	s, r := hc.s, hc.reply
-	var reason waitEnd
-	select {
-	case <-hc.w.done:
-		reason = hc.w.reason
-	default:
-	}
-	if reason == endNone && b.shuttingDown.Load() {
-		reason = endShutdown
-	}
-	switch reason {
-	case endClosed:
-		err := s.closedReason()
-		if err == nil {
-			err = unknownClient(s.id)
-		}
-		switch err {
-		case errMoved:
-			r.Succeed()
-			r.Advice = b.movedAdvice()
-		default:
-			r.Fail(err)
-			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectHandshake, Interval: protocol.Int64(0)}
-		}
-		s.endConnect(hc.w, false)
-	case endShutdown:
-		r.Succeed()
-		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(rand.Int64N(2000))}
-		pubs, drop = s.endConnect(hc.w, deliver)
-	case endReplaced:
-		r.Succeed()
-		s.endConnect(hc.w, false)
-	default:
-		r.Succeed()
-		pubs, drop = s.endConnect(hc.w, deliver)
-	}
-	if len(pubs) > 0 && b.store != nil && s.takeNewBatch() {
-		// The batch is durable before it is written: if this node dies the
-		// adopter knows what the client may acknowledge.
-		if err := b.save(context.Background(), s); errors.Is(err, ErrOwnershipLost) {
-			pubs, drop = nil, false
-			r.Succeed()
-			r.Advice = b.movedAdvice()
-		} else if err != nil {
-			b.log.Warn("batch state not persisted; delivering anyway", "session", s.id, "err", err)
-		}
-	}
-	b.outgoing(context.Background(), s, hc.m, r)
-	b.observeReply(r)
-	b.observeDelivered(pubs)
-	return pubs, drop
 }

@@ -29,8 +29,10 @@ type Session struct {
 	b         *Broker
 	created   time.Time
 	browserID string
-	ip        string      // client address counted in Broker.ipSessions
-	info      RequestInfo // of the handshake request
+	// Counted in Broker.lim while the session lives (released by
+	// releaseLimits when it is removed).
+	ipLease, browserLease lease
+	info                  RequestInfo // of the handshake request
 
 	subs atomic.Pointer[map[string]struct{}] // copy-on-write set of patterns
 
@@ -81,6 +83,13 @@ type Session struct {
 
 	tokens     float64   // publish token bucket
 	tokensTime time.Time // last refill
+}
+
+// releaseLimits gives back the session's counts in Broker.lim; the
+// broker calls it once, when it removes the session from its table.
+func (s *Session) releaseLimits() {
+	s.ipLease.release()
+	s.browserLease.release()
 }
 
 // takeToken spends one publish token; false means the session is over its
@@ -303,9 +312,7 @@ func (s *Session) enqueueTo(p *engine.Publication, kb *kickBatch) {
 		s.closeLocked(protocol.NewError(protocol.CodeQueueOverflow, "Session queue overflow", s.id))
 		s.mu.Unlock()
 		s.b.metrics.queueOverflows.Add(1)
-		if s.b.obs != nil {
-			s.b.obs.QueueOverflow()
-		}
+		s.b.obs.QueueOverflow()
 		s.b.reap(s)
 		return
 	}
@@ -337,7 +344,7 @@ func (s *Session) enqueueTo(p *engine.Publication, kb *kickBatch) {
 		if w := s.waiter; w != nil {
 			signal(w.wake)
 			if w.notify != nil {
-				kb.add(w.notify)
+				kb.add(holderOf(w.notify))
 			}
 		}
 		if s.push != nil {
@@ -362,6 +369,21 @@ func (kb *kickBatch) add(k kicker) {
 		return
 	}
 	kb.ks = append(kb.ks, k)
+}
+
+// holderOf returns, for a held connect, the transport that holds it when
+// that is a kicker too (a websocket: the same writer as its pushes, which
+// kickBatch then wakes once, inline), else k itself.
+func holderOf(k kicker) kicker {
+	if hc, ok := k.(*heldConnect); ok {
+		hc.mu.Lock()
+		h := hc.holder
+		hc.mu.Unlock()
+		if hk, ok := h.(kicker); ok {
+			return hk
+		}
+	}
+	return k
 }
 
 // inlineFlusher is a kicker that can do the writer's work on the caller's

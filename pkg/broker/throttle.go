@@ -3,10 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
-	"strings"
 	"time"
-
-	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
 
 // maxThrottle bounds one pause of a throttled client.
@@ -41,17 +38,6 @@ func (b *Broker) throttle(ctx context.Context, n int) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-}
-
-// rateRefused counts the replies refusing a publish for its rate.
-func rateRefused(replies []*protocol.Reply) int {
-	n := 0
-	for _, r := range replies {
-		if !r.OK() && strings.HasPrefix(r.Error, "429:") && strings.HasSuffix(r.Error, rateExceeded) {
-			n++
-		}
-	}
-	return n
 }
 
 // rateRefusedIn counts them in an encoded response (a forwarded request's,

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -238,65 +237,58 @@ func (b *Broker) serveCallbackPolling(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(appendJSONP(make([]byte, 0, len(out)+len(cb)+8), cb, out))
 }
 
-// serveHTTPMessages processes a decoded HTTP request, holding a connect if
-// it carries one, and returns the JSON response (nil if nothing must be
-// written: the client went away).
+// serveHTTPMessages serves a decoded HTTP request through Broker.serve,
+// holding its connect if it carries one, and returns the JSON response
+// (nil if nothing must be written: the client went away, or the connection
+// was taken over by a parked long-poll).
 func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, transport string, msgs []*protocol.Message, parts [][]byte) []byte {
-	cookie, _ := r.Cookie(b.cfg.BrowserCookie)
 	browserID := ""
-	if cookie != nil && cookie.Value != "" && len(cookie.Value) <= 64 {
+	if cookie, _ := r.Cookie(b.cfg.BrowserCookie); cookie != nil && cookie.Value != "" && len(cookie.Value) <= 64 {
 		browserID = cookie.Value
 	}
-	if node := b.route(r.Context(), msgs, 0); node != "" {
-		resp, ok := b.forward(r.Context(), node, &ForwardedRequest{Transport: transport, Parts: parts, BrowserID: browserID, RemoteAddr: b.clientIP(r)}, msgs)
-		if !ok {
-			return nil
-		}
-		if resp.Abort {
+	ctx := r.Context()
+	out := b.serve(ctx, &inbound{
+		info:      RequestInfo{Transport: transport, RemoteAddr: b.clientIP(r), Header: r.Header},
+		browserID: browserID,
+		msgs:      msgs,
+		parts:     parts,
+	})
+	b.throttle(ctx, out.refused) // a flooding client waits for its answer
+	res := out.res
+	if res == nil { // forwarded: the owner's response
+		if out.drop {
 			panic(http.ErrAbortHandler) // debug API: lose this reply in transit
 		}
-		b.throttle(r.Context(), rateRefusedIn(resp.Body))
-		return resp.Body
+		return out.body
 	}
-	req := &request{
-		info:      RequestInfo{Transport: transport, RemoteAddr: b.clientIP(r), Header: r.Header},
-		msgs:      msgs,
-		received:  time.Now(),
-		browserID: browserID,
-	}
-	ctx := r.Context()
-	res := b.process(ctx, req)
-	b.throttle(ctx, rateRefused(res.replies)) // a flooding client waits for its answer
-	if res.handshook && req.browserID == "" {
+	if res.handshook && browserID == "" {
 		http.SetCookie(w, &http.Cookie{
 			Name: b.cfg.BrowserCookie, Value: newBrowserID(), Path: "/",
 			HttpOnly: true, Secure: b.cfg.CookieSecure, SameSite: http.SameSiteLaxMode,
 		})
 	}
-	if hc := res.connect; hc != nil {
-		wr := waitIdle
-		if transport == protocol.LongPolling && !hc.immediate && hc.timeout > parkAfter {
-			if wr = b.awaitConnect(ctx, hc, parkAfter); wr == waitIdle {
-				hc.timeout -= parkAfter
-				if b.parkLongPoll(w, r, hc, res.replies) {
-					return nil // the connection is taken over (transport_park.go)
-				}
-			}
-		}
-		if wr == waitIdle {
-			wr = b.awaitConnect(ctx, hc, hc.timeout)
-		}
-		delivered := wr != waitGone
-		pubs, drop := b.finishConnect(hc, delivered)
-		if !delivered {
-			return nil
-		}
-		if drop {
-			panic(http.ErrAbortHandler) // debug API: lose this reply in transit
-		}
-		return appendResponse(nil, res.replies, pubs, hc.reply)
+	hc := res.connect
+	if hc == nil {
+		return appendResponse(nil, res.replies, nil, nil)
 	}
-	return appendResponse(nil, res.replies, nil, nil)
+	wr := waitIdle
+	if transport == protocol.LongPolling && !hc.immediate && hc.timeout > parkAfter {
+		if wr = hc.wait(ctx, parkAfter); wr == waitIdle && b.parkLongPoll(w, r, hc, res.replies) {
+			return nil // the connection is taken over (transport_park.go)
+		}
+	}
+	if wr == waitIdle {
+		wr = hc.wait(ctx, 0)
+	}
+	if wr == waitGone {
+		hc.cancel()
+		return nil
+	}
+	pubs, drop := hc.answer(true)
+	if drop {
+		panic(http.ErrAbortHandler) // debug API: lose this reply in transit
+	}
+	return appendResponse(nil, res.replies, pubs, hc.reply)
 }
 
 // parkAfter is how long a held long-polling connect waits in its handler
@@ -307,34 +299,6 @@ func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, trans
 // long-polling fan-out went to allocating and collecting them); an idle
 // connect is still parked within a fraction of its timeout.
 const parkAfter = 100 * time.Millisecond
-
-// waitResult is how awaitConnect ended.
-type waitResult uint8
-
-const (
-	waitDue  waitResult = iota // woken or ended: answer now
-	waitIdle                   // d passed with nothing to send
-	waitGone                   // the client went away: no reply can be delivered
-)
-
-// awaitConnect blocks until the held connect must be answered, for at
-// most d.
-func (b *Broker) awaitConnect(ctx context.Context, hc *heldConnect, d time.Duration) waitResult {
-	if hc.immediate || hc.s.hasDeliveries() {
-		return waitDue
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-hc.w.wake:
-	case <-hc.w.done:
-	case <-t.C:
-		return waitIdle
-	case <-ctx.Done():
-		return waitGone
-	}
-	return waitDue
-}
 
 func stringsToBytes(ss []string) [][]byte {
 	out := make([][]byte, len(ss))

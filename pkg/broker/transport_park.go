@@ -33,11 +33,11 @@ type parkedPoll struct {
 	lc     *netpoll.Conn
 	rs     *netpoll.Reserver
 	hc     *heldConnect
-	head   []byte // status line and header fields, without Content-Length
-	timer  *time.Timer
+	head   []byte      // status line and header fields, without Content-Length
+	timer  *time.Timer // idle: closes the connection after the server's idle timeout
 	mu     sync.Mutex
 	phase  uint8
-	kicked bool   // a kick arrived while the readable check ran
+	kicked bool   // schedule was called while the readable check ran
 	pollID uint64 // parked in the poller under this id
 }
 
@@ -71,15 +71,10 @@ func (b *Broker) parkLongPoll(w http.ResponseWriter, r *http.Request, hc *heldCo
 		h.Del("Content-Type")
 		return false
 	}
-	detachHeld(hc)
+	hc.detach()
 	p := &parkedPoll{b: b, lc: lc, rs: rs, hc: hc, head: head.Bytes()}
-	b.trackParked(p, true)
-	p.mu.Lock()
-	p.timer = time.AfterFunc(hc.timeout, p.kick)
-	p.mu.Unlock()
-	if !hc.s.watchWaiter(hc.w, p) || hc.s.hasDeliveries() {
-		p.kick() // ended or woken before it was watched
-	}
+	b.conns.trackParked(p, true)
+	hc.hold(p) // schedules p at once if the connect is due already
 	p.mu.Lock()
 	if p.phase == parkHolding {
 		if id, ok := b.poller.Park(lc.RawConn(), p); ok {
@@ -90,10 +85,10 @@ func (b *Broker) parkLongPoll(w http.ResponseWriter, r *http.Request, hc *heldCo
 	return true
 }
 
-// kick answers the held connect (woken, ended or timed out); in any other
-// phase it does nothing. It never blocks: sessions call it with their
-// lock held.
-func (p *parkedPoll) kick() {
+// schedule (connectHolder) answers the held connect (woken, ended or
+// timed out); in any other phase it does nothing. It never blocks:
+// sessions call it with their lock held.
+func (p *parkedPoll) schedule() {
 	p.mu.Lock()
 	switch p.phase {
 	case parkHolding:
@@ -168,11 +163,8 @@ func (p *parkedPoll) Readable() {
 // messages wait for its next connect), then waits for the next request.
 func (p *parkedPoll) finish(deliver bool) {
 	b := p.b
-	p.mu.Lock()
-	p.timer.Stop()
-	p.mu.Unlock()
 	p.unpark()
-	pubs, drop := b.finishConnect(p.hc, deliver)
+	pubs, drop := p.hc.answer(deliver)
 	if !deliver || drop { // drop: debug API, lose this reply in transit
 		p.end()
 		return
@@ -223,7 +215,7 @@ func (p *parkedPoll) finish(deliver bool) {
 
 // handBack gives the connection to the reserver for its next request.
 func (p *parkedPoll) handBack() {
-	p.b.trackParked(p, false)
+	p.b.conns.trackParked(p, false)
 	if !p.rs.Inject(p.lc) {
 		_ = p.lc.Close()
 	}
@@ -240,7 +232,7 @@ func (p *parkedPoll) end() {
 	}
 	p.mu.Unlock()
 	if holding {
-		p.b.finishConnect(p.hc, false)
+		p.hc.cancel()
 	}
 	p.close()
 }
@@ -259,7 +251,7 @@ func (p *parkedPoll) unpark() {
 func (p *parkedPoll) close() {
 	p.unpark()
 	_ = p.lc.Close()
-	p.b.trackParked(p, false)
+	p.b.conns.trackParked(p, false)
 }
 
 // terminate is Shutdown's: an idle connection is closed; a held one is
@@ -279,26 +271,11 @@ func (p *parkedPoll) terminate() {
 	}
 }
 
-func (b *Broker) trackParked(p *parkedPoll, on bool) {
-	b.wsMu.Lock()
-	defer b.wsMu.Unlock()
-	if on {
-		b.parked[p] = struct{}{}
-	} else {
-		delete(b.parked, p)
-	}
-}
-
 // closeParked closes idle parked connections, waits (until ctx ends) for
 // held ones to be answered, then shuts the reservers down.
 func (b *Broker) closeParked(ctx context.Context) {
 	for {
-		b.wsMu.Lock()
-		left := make([]*parkedPoll, 0, len(b.parked))
-		for p := range b.parked {
-			left = append(left, p)
-		}
-		b.wsMu.Unlock()
+		left := b.conns.parkedPolls()
 		if len(left) == 0 || ctx.Err() != nil {
 			for _, p := range left {
 				p.end()

@@ -59,10 +59,8 @@ type wsConn struct {
 	mu          sync.Mutex
 	out         [][]byte // encoded replies waiting for the writer
 	outBytes    int
-	pong        []byte // payload of the latest unanswered ping (nil: none)
-	held        *heldConnect
-	deadline    time.Time   // of held
-	timer       *time.Timer // kicks at deadline
+	pong        []byte       // payload of the latest unanswered ping (nil: none)
+	held        *heldConnect // held by this socket (it is the connectHolder)
 	session     *Session
 	closeCode   wsframe.StatusCode // non-zero: the writer closes with it after flushing
 	closeReason string
@@ -113,7 +111,7 @@ func (b *Broker) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// (even without its cancellation) would keep net/http's per-request
 	// contexts: the socket has a context of its own.
 	conn.ctx, conn.cancel = context.WithCancel(context.Background())
-	b.trackWS(conn)
+	b.conns.trackWS(conn, true)
 	go conn.readFrames()
 }
 
@@ -282,46 +280,30 @@ func (conn *wsConn) frame(data []byte) bool {
 		conn.enqueueRaw(emptyArray) // a keep-alive "[]" (sfdx-faye): answered in kind
 		return true
 	}
-	if node := b.route(ctx, msgs, 0); node != "" {
-		b.throttle(ctx, conn.forward(ctx, node, data, msgs))
-		return true
-	}
-	req := &request{info: conn.info, msgs: msgs, received: time.Now()}
-	res := b.process(ctx, req)
-	if !conn.accept(res) {
+	out := b.serve(ctx, &inbound{info: conn.info, msgs: msgs, parts: [][]byte{data}, async: conn.forwarded})
+	if out.res == nil {
+		conn.forwarded(out)
+	} else if !conn.accept(out.res) {
 		return false
 	}
 	// A flooding client's next frame waits: the socket is not read
 	// while its bucket refills.
-	b.throttle(ctx, rateRefused(res.replies))
+	b.throttle(ctx, out.refused)
 	return true
 }
 
-// forward serves a frame for a session owned by another node. A frame that
-// holds a /meta/connect is forwarded on its own goroutine (one per held
-// connect, not per message) so the socket keeps reading; other frames are
-// forwarded inline, which keeps one client's publishes in order. It returns
-// the number of publishes the owner refused for their rate (inline frames
-// only).
-func (conn *wsConn) forward(ctx context.Context, node string, data []byte, msgs []*protocol.Message) int {
-	req := &ForwardedRequest{Transport: protocol.WebSocket, Parts: [][]byte{data}, RemoteAddr: conn.info.RemoteAddr}
-	do := func() int {
-		resp, ok := conn.b.forward(ctx, node, req, msgs)
-		if !ok {
-			return 0
-		}
-		if resp.Abort {
-			_ = conn.lc.Close() // debug API: lose this reply; the socket dies
-			return 0
-		}
-		conn.enqueueRaw(resp.Body)
-		return rateRefusedIn(resp.Body)
+// forwarded writes the owner's response to a frame forwarded to the
+// session's owner (Broker.serve forwards a frame holding a /meta/connect
+// on a goroutine of its own, so that the socket keeps reading; other
+// frames inline, which keeps one client's publishes in order).
+func (conn *wsConn) forwarded(out outcome) {
+	switch {
+	case out.gone:
+	case out.drop:
+		_ = conn.lc.Close() // debug API: lose this reply; the socket dies
+	case out.body != nil:
+		conn.enqueueRaw(out.body)
 	}
-	if holdsConnect(msgs) {
-		go do()
-		return 0
-	}
-	return do()
 }
 
 // enqueueRaw hands an encoded JSON array to the writer.
@@ -358,27 +340,20 @@ func (conn *wsConn) accept(res *result) bool {
 	if hc := res.connect; hc != nil {
 		if old := conn.held; old != nil {
 			// Replaced on this socket: answer it empty now.
-			b.finishConnect(old, false)
+			old.answer(false)
 			rb := appendResponse(nil, nil, nil, old.reply)
 			conn.out = append(conn.out, rb)
 			conn.outBytes += len(rb)
 		}
 		if conn.dead {
-			b.finishConnect(hc, false) // terminate already released the socket
+			hc.cancel() // terminate already released the socket
 			return false
 		}
 		conn.held = hc
-		conn.deadline = time.Now().Add(hc.timeout)
 		if !hc.immediate {
-			detachHeld(hc)
-			// Set after the deadline: the timer cannot fire before it.
-			if conn.timer == nil {
-				conn.timer = time.AfterFunc(hc.timeout, conn.kick)
-			} else {
-				conn.timer.Reset(hc.timeout)
-			}
+			hc.detach()
 		}
-		hc.s.watchWaiter(hc.w, conn) // before the kick below evaluates it
+		hc.hold(conn) // before the kick below evaluates it
 		if conn.session != hc.s {
 			if conn.session != nil {
 				conn.session.detachPush(conn)
@@ -390,12 +365,8 @@ func (conn *wsConn) accept(res *result) bool {
 	return true
 }
 
-// detachHeld lets a connect that may be held for long keep only its own
-// message, not the request buffer it was decoded from.
-func detachHeld(hc *heldConnect) {
-	hc.m = hc.m.Detached()
-	hc.reply.ID = hc.m.ID
-}
+// schedule (connectHolder): the held connect may be due; the writer looks.
+func (conn *wsConn) schedule() { conn.kick() }
 
 // terminate ends the socket (once): it leaves the poller, cancels the
 // socket's context, ends the held connect without a reply (queued
@@ -411,9 +382,6 @@ func (conn *wsConn) terminate() {
 	conn.pollID = 0
 	hc, s := conn.held, conn.session
 	conn.held, conn.session = nil, nil
-	if conn.timer != nil {
-		conn.timer.Stop()
-	}
 	conn.mu.Unlock()
 	signal(conn.more) // a lingering writer ends now
 	if id != 0 {
@@ -421,25 +389,13 @@ func (conn *wsConn) terminate() {
 	}
 	conn.cancel()
 	if hc != nil {
-		conn.b.finishConnect(hc, false)
+		hc.cancel()
 	}
 	if s != nil {
 		s.detachPush(conn)
 	}
 	_ = conn.lc.Close()
-	conn.b.untrackWS(conn)
-}
-
-func (b *Broker) trackWS(c *wsConn) {
-	b.wsMu.Lock()
-	b.wsConns[c] = c.terminate
-	b.wsMu.Unlock()
-}
-
-func (b *Broker) untrackWS(c *wsConn) {
-	b.wsMu.Lock()
-	delete(b.wsConns, c)
-	b.wsMu.Unlock()
+	conn.b.conns.trackWS(conn, false)
 }
 
 // keptHeader returns the request header a session (or a websocket) keeps:
@@ -481,35 +437,17 @@ func (b *Broker) keptHeader(h http.Header) http.Header {
 // away (after writing what is pending) at once, so that it does not keep
 // the node until ctx ends.
 func (b *Broker) closeWebSockets(ctx context.Context) {
-	b.wsMu.Lock()
-	conns := make([]*wsConn, 0, len(b.wsConns))
-	for c := range b.wsConns {
-		conns = append(conns, c)
-	}
-	b.wsMu.Unlock()
-	for _, c := range conns {
+	for _, c := range b.conns.webSockets() {
 		c.mu.Lock()
 		c.goAway = true
 		c.mu.Unlock()
 		c.kick()
 	}
-	for {
-		b.wsMu.Lock()
-		n := len(b.wsConns)
-		b.wsMu.Unlock()
-		if n == 0 {
-			return
-		}
+	for b.conns.webSocketCount() > 0 {
 		select {
 		case <-ctx.Done():
-			b.wsMu.Lock()
-			left := make([]context.CancelFunc, 0, len(b.wsConns))
-			for _, terminate := range b.wsConns {
-				left = append(left, terminate)
-			}
-			b.wsMu.Unlock()
-			for _, terminate := range left {
-				terminate()
+			for _, c := range b.conns.webSockets() {
+				c.terminate()
 			}
 			return
 		case <-time.After(20 * time.Millisecond):

@@ -107,10 +107,8 @@ func TestWebSocketCloseLeavesQueueForNextConnect(t *testing.T) {
 	ws.recvUntil(2*time.Second, func(m []msg) bool { return find(m, "/meta/subscribe") != nil })
 	_ = ws.c.CloseNow()
 	eventually(t, 2*time.Second, func() error {
-		tb.wsMu.Lock()
-		defer tb.wsMu.Unlock()
-		if len(tb.wsConns) != 0 {
-			return fmt.Errorf("%d sockets tracked", len(tb.wsConns))
+		if n := tb.conns.webSocketCount(); n != 0 {
+			return fmt.Errorf("%d sockets tracked", n)
 		}
 		return nil
 	})

@@ -134,7 +134,7 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*eng
 		conn.mu.Unlock()
 		return pubs, false, false
 	}
-	due := conn.heldDueLocked()
+	due := conn.held != nil && conn.held.due()
 	if inline && (due || conn.closeCode != 0 || conn.goAway || conn.pong != nil) {
 		conn.mu.Unlock()
 		return pubs, true, true
@@ -150,9 +150,6 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*eng
 	if due {
 		complete = conn.held
 		conn.held = nil
-		if conn.timer != nil {
-			conn.timer.Stop()
-		}
 	}
 	conn.mu.Unlock()
 
@@ -163,7 +160,7 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*eng
 	var connectReply *protocol.Reply
 	shutdown := false
 	if complete != nil {
-		cp, drop := b.finishConnect(complete, true)
+		cp, drop := complete.answer(true)
 		if drop {
 			return pubs, false, false // debug API: lose this reply; the socket is closed
 		}
@@ -209,23 +206,6 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*eng
 		return pubs, false, false
 	}
 	return pubs, true, handoff
-}
-
-// heldDueLocked reports whether the held connect is to be answered now:
-// it replies at once, its wait ended (woken, replaced, closed), its
-// deadline passed, or (ack and replay sessions, which get no pushes)
-// messages wait.
-func (conn *wsConn) heldDueLocked() bool {
-	hc := conn.held
-	if hc == nil {
-		return false
-	}
-	select {
-	case <-hc.w.done:
-		return true
-	default:
-	}
-	return hc.immediate || !time.Now().Before(conn.deadline) || hc.s.connectDue()
 }
 
 // mergeArrays joins JSON arrays ("[a,b]", "[c]") into one array, after

@@ -1,0 +1,249 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+)
+
+// heldConnect is one /meta/connect from its arrival to its answer. It
+// owns everything about it: the limits it counts while held (released
+// once), its timeout, its registration with the session (the waiter), the
+// test of whether it is due, and answer, the one place that decides its
+// reply for every way it can end (deliveries, timeout, session end, a
+// newer connect or a forward release, drain, lost ownership, the client
+// gone). Transports hold it through connectHolder.
+//
+// Lock order: Session.mu, then heldConnect.mu (the session schedules the
+// holder with its lock held).
+type heldConnect struct {
+	b         *Broker
+	s         *Session
+	m         *protocol.Message
+	reply     *protocol.Reply
+	w         *waiter
+	timeout   time.Duration
+	immediate bool // reply without holding
+	pushed    bool // the holder pushes deliveries itself (websocket): only a session that delivers in connect replies makes it due on deliveries
+
+	browser lease // Broker.lim.browserHeld, while held
+	ip      lease // Broker.lim.ipHeld, while held
+	held    bool  // reported to the Observer as held until answered
+
+	mu       sync.Mutex
+	holder   connectHolder
+	deadline time.Time   // zero until held
+	timer    *time.Timer // schedules the holder at deadline
+	answered bool
+}
+
+// connectHolder is what a transport implements to hold a connect, in the
+// manner of CometD's AbstractServerTransport.Scheduler: the heldConnect
+// calls schedule when the connect may be due (woken by deliveries, ended,
+// timed out); the holder then checks due and answers it (answer, or
+// cancel when its client is gone) from a goroutine of its own. schedule
+// must not block: it runs with Session.mu held.
+type connectHolder interface{ schedule() }
+
+// chanHolder is the holder of a goroutine that blocks while it holds the
+// connect (the HTTP handler, the gRPC call of a forwarded request).
+type chanHolder chan struct{}
+
+func (c chanHolder) schedule() { signal(c) }
+
+// hold makes h the connect's holder (the first call starts holding: the
+// timeout runs from then on; a later one moves the connect to another
+// holder). h is scheduled at once if the connect is already due.
+func (hc *heldConnect) hold(h connectHolder) {
+	hc.mu.Lock()
+	if hc.answered {
+		hc.mu.Unlock()
+		return
+	}
+	first := hc.holder == nil
+	hc.holder = h
+	if first && !hc.immediate {
+		hc.deadline = time.Now().Add(hc.timeout)
+		// Set after the deadline: the timer cannot fire before it.
+		hc.timer = time.AfterFunc(hc.timeout, hc.schedule)
+	}
+	hc.mu.Unlock()
+	if first && !hc.s.watchWaiter(hc.w, hc) {
+		h.schedule() // ended before it was watched
+		return
+	}
+	if hc.due() {
+		h.schedule()
+	}
+}
+
+// schedule passes a wake-up (from the session or the timer) to the holder.
+func (hc *heldConnect) schedule() {
+	hc.mu.Lock()
+	h := hc.holder
+	hc.mu.Unlock()
+	if h != nil {
+		h.schedule()
+	}
+}
+
+// kick is the session's kicker: deliveries arrived, or the wait ended.
+func (hc *heldConnect) kick() { hc.schedule() }
+
+// due reports whether the connect is to be answered now: it replies at
+// once, its wait ended (replaced, session closed, shutdown), its deadline
+// passed, or messages wait for it.
+func (hc *heldConnect) due() bool {
+	if hc.immediate {
+		return true
+	}
+	select {
+	case <-hc.w.done:
+		return true
+	default:
+	}
+	hc.mu.Lock()
+	deadline := hc.deadline
+	hc.mu.Unlock()
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		return true
+	}
+	if hc.pushed {
+		// Pushed deliveries do not end it; a session that delivers only in
+		// connect replies (ack, replay) does.
+		return hc.s.connectDue()
+	}
+	return hc.s.hasDeliveries()
+}
+
+// waitResult is how wait ended.
+type waitResult uint8
+
+const (
+	waitDue  waitResult = iota // answer now
+	waitIdle                   // d passed with nothing to send
+	waitGone                   // ctx ended: the client went away
+)
+
+// wait holds the connect on the calling goroutine until it is due, ctx
+// ends, or (d > 0) d passes.
+func (hc *heldConnect) wait(ctx context.Context, d time.Duration) waitResult {
+	if hc.due() {
+		return waitDue
+	}
+	h := make(chanHolder, 1)
+	hc.hold(h)
+	var idle <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		idle = t.C
+	}
+	for {
+		select {
+		case <-h:
+			if hc.due() {
+				return waitDue
+			}
+		case <-idle:
+			if hc.due() {
+				return waitDue
+			}
+			return waitIdle
+		case <-ctx.Done():
+			return waitGone
+		}
+	}
+}
+
+// detach lets a connect that may be held for long keep only its own
+// message, not the request buffer it was decoded from.
+func (hc *heldConnect) detach() {
+	hc.m = hc.m.Detached()
+	hc.reply.ID = hc.m.ID
+}
+
+// cancel ends the connect without a reply: its client is gone, and queued
+// messages wait for the next connect.
+func (hc *heldConnect) cancel() { hc.answer(false) }
+
+// answer ends the connect, once: it fills the reply and returns the
+// deliveries to write before it (deliver=false: nothing is taken from the
+// queue). drop reports that the debug API asked to lose this reply. A
+// second call returns nothing.
+func (hc *heldConnect) answer(deliver bool) (pubs []*engine.Publication, drop bool) {
+	hc.mu.Lock()
+	if hc.answered {
+		hc.mu.Unlock()
+		return nil, false
+	}
+	hc.answered = true
+	hc.holder = nil
+	if hc.timer != nil {
+		hc.timer.Stop()
+	}
+	hc.mu.Unlock()
+	b := hc.b
+	hc.browser.release()
+	hc.ip.release()
+	if hc.held {
+		hc.held = false
+		b.obs.HeldConnect(-1)
+	}
+	s, r := hc.s, hc.reply
+	var reason waitEnd
+	select {
+	case <-hc.w.done:
+		reason = hc.w.reason
+	default:
+	}
+	if reason == endNone && b.shuttingDown.Load() {
+		reason = endShutdown
+	}
+	switch reason {
+	case endClosed:
+		err := s.closedReason()
+		if err == nil {
+			err = unknownClient(s.id)
+		}
+		switch err {
+		case errMoved:
+			r.Succeed()
+			r.Advice = b.movedAdvice()
+		default:
+			r.Fail(err)
+			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectHandshake, Interval: protocol.Int64(0)}
+		}
+		s.endConnect(hc.w, false)
+	case endShutdown:
+		r.Succeed()
+		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(rand.Int64N(2000))}
+		pubs, drop = s.endConnect(hc.w, deliver)
+	case endReplaced:
+		r.Succeed()
+		s.endConnect(hc.w, false)
+	default:
+		r.Succeed()
+		pubs, drop = s.endConnect(hc.w, deliver)
+	}
+	if len(pubs) > 0 && b.store != nil && s.takeNewBatch() {
+		// The batch is durable before it is written: if this node dies the
+		// adopter knows what the client may acknowledge.
+		if err := b.save(context.Background(), s); errors.Is(err, ErrOwnershipLost) {
+			pubs, drop = nil, false
+			r.Succeed()
+			r.Advice = b.movedAdvice()
+		} else if err != nil {
+			b.log.Warn("batch state not persisted; delivering anyway", "session", s.id, "err", err)
+		}
+	}
+	b.outgoing(context.Background(), s, hc.m, r)
+	b.observeReply(r)
+	b.observeDelivered(pubs)
+	return pubs, drop
+}

@@ -1,0 +1,204 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+)
+
+// inbound is one decoded request, as every transport (and a forwarded
+// request's gRPC call) hands it to serve.
+type inbound struct {
+	info      RequestInfo
+	browserID string // BAYEUX_BROWSER cookie; empty for websocket
+	msgs      []*protocol.Message
+	parts     [][]byte // the raw JSON texts the messages came from, forwarded as they are
+	hops      int      // forwards this request went through (0: from its client)
+	// async, if set, is how a request forwarded while it holds a
+	// /meta/connect is answered: serve forwards it on a goroutine of its
+	// own and returns at once (a websocket keeps reading meanwhile).
+	async func(outcome)
+}
+
+// outcome is what serving a request produced: the local result, or the
+// encoded response of the session's owner.
+type outcome struct {
+	res *result // processed here (nil: forwarded)
+	// Forwarded: body is the owner's response, written as it is; gone
+	// means the client went away meanwhile (write nothing); drop, that the
+	// debug API asked to lose the reply in transit.
+	body []byte
+	gone bool
+	drop bool
+	// refused counts publishes refused for their rate (see throttle).
+	refused int
+}
+
+// serve is the one entry of every request: it routes it, then forwards it
+// to the session's owner or processes it here. A /meta/connect processed
+// here comes back held (outcome.res.connect): the transport holds it.
+func (b *Broker) serve(ctx context.Context, in *inbound) outcome {
+	rt, node := b.route(ctx, in.msgs, in.hops)
+	switch rt {
+	case routeForward, routeUnavailable:
+		if rt == routeForward && in.async != nil && holdsConnect(in.msgs) {
+			go func() { in.async(b.forward(ctx, rt, node, in)) }()
+			return outcome{}
+		}
+		return b.forward(ctx, rt, node, in)
+	}
+	res := b.process(ctx, &request{info: in.info, browserID: in.browserID, msgs: in.msgs, received: time.Now()})
+	return outcome{res: res, refused: res.refused}
+}
+
+// routing is where serve sends a request.
+type routing uint8
+
+const (
+	routeLocal       routing = iota // served here (the session is, or was just adopted, here)
+	routeForward                    // to the owner node
+	routeUnavailable                // nobody can serve it now: 503 with retry advice
+)
+
+// route decides where a decoded request is served (with routeForward, the
+// node tag). A request carrying a handshake is always served here (the
+// new session is local); so is one whose session is here, or ended here
+// recently. Otherwise the Router decides (adopting the session here first
+// if it says so).
+func (b *Broker) route(ctx context.Context, msgs []*protocol.Message, hops int) (routing, string) {
+	if b.router == nil {
+		return routeLocal, ""
+	}
+	for _, m := range msgs {
+		if m.Channel == protocol.ChannelHandshake {
+			return routeLocal, ""
+		}
+	}
+	for _, m := range msgs {
+		if m.ClientID == "" {
+			continue
+		}
+		if _, ok := b.Session(m.ClientID); ok || b.tombstone(m.ClientID) != nil {
+			return routeLocal, ""
+		}
+		rt, err := b.router.Resolve(ctx, m.ClientID, hops)
+		switch {
+		case err != nil:
+			b.log.Warn("session route unknown", "session", m.ClientID, "err", err)
+			return routeUnavailable, ""
+		case rt.Unavailable:
+			return routeUnavailable, ""
+		case rt.Node != "":
+			if hops >= maxHops {
+				return routeUnavailable, ""
+			}
+			return routeForward, rt.Node
+		case rt.Adopt != nil:
+			if _, err := b.adopt(ctx, rt.Adopt); err != nil {
+				b.log.Warn("session adoption failed", "session", m.ClientID, "err", err)
+				return routeUnavailable, ""
+			}
+		}
+		return routeLocal, ""
+	}
+	return routeLocal, ""
+}
+
+// forward sends a request to node; if the node cannot be reached (or rt
+// is routeUnavailable) the client gets per-message errors with retry
+// advice, so it tries again (membership soon settles who owns the
+// session).
+func (b *Broker) forward(ctx context.Context, rt routing, node string, in *inbound) outcome {
+	if rt == routeForward {
+		req := &ForwardedRequest{Transport: in.info.Transport, Parts: in.parts, BrowserID: in.browserID, RemoteAddr: in.info.RemoteAddr, Hops: in.hops + 1}
+		resp, err := b.forwardTo(ctx, node, req, in.msgs)
+		if err == nil {
+			return outcome{body: resp.Body, drop: resp.Abort, refused: rateRefusedIn(resp.Body)}
+		}
+		if ctx.Err() != nil {
+			return outcome{gone: true}
+		}
+		if b.draining.Err() == nil {
+			b.log.Warn("forward to session owner failed", "owner", node, "err", err)
+		}
+	}
+	clientID := clientIDOf(in.msgs)
+	replies := make([]*protocol.Reply, 0, len(in.msgs))
+	for _, m := range in.msgs {
+		r := protocol.ReplyTo(m)
+		r.Fail(protocol.NewError(protocol.CodeServerUnavailable, "Session owner unavailable", clientID))
+		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(500)}
+		b.observeReply(r)
+		replies = append(replies, r)
+	}
+	return outcome{body: appendResponse(nil, replies, nil, nil)}
+}
+
+// forwardTo calls the Router. A request holding a /meta/connect is held by
+// the owner; when this node drains, the owner is asked to release it (answer
+// it at once, empty; the queue stays), and its reply comes back the normal
+// way. Cancelling the call instead could lose a reply the owner had already
+// made, with messages in it. If the owner cannot be asked, the call is
+// cancelled after releaseWait.
+func (b *Broker) forwardTo(ctx context.Context, node string, req *ForwardedRequest, msgs []*protocol.Message) (*ForwardedResponse, error) {
+	if id := clientIDOf(msgs); id != "" && holdsConnect(msgs) {
+		fctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(b.draining, func() {
+			rctx, rcancel := context.WithTimeout(context.Background(), releaseWait)
+			defer rcancel()
+			if _, err := b.router.SessionOp(rctx, node, id, OpReleaseConnect); err != nil {
+				cancel()
+				return
+			}
+			t := time.AfterFunc(releaseWait, cancel)
+			context.AfterFunc(fctx, func() { t.Stop() })
+		})()
+		ctx = fctx
+	}
+	return b.router.Forward(ctx, node, req)
+}
+
+// ServeForwarded serves a request another node forwarded to this node, the
+// session's owner, through serve like any other. A /meta/connect is held
+// by this call until it is due, or until ctx ends (then nothing is
+// delivered and the messages stay queued).
+func (b *Broker) ServeForwarded(ctx context.Context, req *ForwardedRequest) (*ForwardedResponse, error) {
+	var msgs []*protocol.Message
+	var err error
+	for _, p := range req.Parts {
+		if msgs, err = protocol.DecodeAppend(msgs, p, b.cfg.Limits); err != nil {
+			var re *protocol.RequestError
+			if errors.As(err, &re) {
+				return nil, fmt.Errorf("forwarded request: %w", re)
+			}
+			return nil, fmt.Errorf("forwarded request: %w", err)
+		}
+	}
+	out := b.serve(ctx, &inbound{
+		info:      RequestInfo{Transport: req.Transport, RemoteAddr: req.RemoteAddr},
+		browserID: req.BrowserID,
+		msgs:      msgs,
+		parts:     req.Parts,
+		hops:      req.Hops,
+	})
+	if out.res == nil {
+		if out.gone {
+			return nil, ctx.Err()
+		}
+		return &ForwardedResponse{Body: out.body, Abort: out.drop}, nil
+	}
+	res := out.res
+	if hc := res.connect; hc != nil {
+		if hc.wait(ctx, 0) == waitGone {
+			hc.cancel()
+			return nil, ctx.Err()
+		}
+		pubs, drop := hc.answer(true)
+		return &ForwardedResponse{Body: appendResponse(nil, res.replies, pubs, hc.reply), Abort: drop}, nil
+	}
+	return &ForwardedResponse{Body: appendResponse(nil, res.replies, nil, nil)}, nil
+}
