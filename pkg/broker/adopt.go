@@ -79,13 +79,9 @@ func (b *Broker) adopt(ctx context.Context, st *SessionState) (*Session, error) 
 	}
 	s.recovering = len(s.acked) > 0 || len(s.unacked) > 0
 
-	b.sessionsMu.Lock()
-	if cur, ok := b.sessions[st.ID]; ok {
-		b.sessionsMu.Unlock()
+	if cur, added := b.sessions.add(s); !added {
 		return cur, nil // adopted concurrently by another request
 	}
-	b.sessions[st.ID] = s
-	b.sessionsMu.Unlock()
 	s.browserLease, _ = b.lim.browserSessions.acquire(s.browserID, 0) // counted, never refused
 	b.obs.SessionOpened(s.transport)
 	b.obs.SessionAdopted()
@@ -257,12 +253,7 @@ func (b *Broker) refreshRecords(now time.Time) {
 		return
 	}
 	b.lastRefresh = now
-	b.sessionsMu.RLock()
-	ids := make([]string, 0, len(b.sessions))
-	for id := range b.sessions {
-		ids = append(ids, id)
-	}
-	b.sessionsMu.RUnlock()
+	ids := b.sessions.ids()
 	go func() {
 		defer b.refreshing.Store(false)
 		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.MaxInterval)
@@ -293,12 +284,7 @@ func (b *Broker) refreshRecords(now time.Time) {
 // which adopts the sessions with the same clientIds and replays from
 // history what they had not received.
 func (b *Broker) handOff(ctx context.Context) error {
-	b.sessionsMu.RLock()
-	all := make([]*Session, 0, len(b.sessions))
-	for _, s := range b.sessions {
-		all = append(all, s)
-	}
-	b.sessionsMu.RUnlock()
+	all := b.sessions.snapshot()
 	states := make([]*SessionState, 0, len(all))
 	for _, s := range all {
 		s.saveMu.Lock()

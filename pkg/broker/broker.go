@@ -28,23 +28,12 @@ type Broker struct {
 	idx *subIndex
 	obs Observer // never nil: nopObserver when none is configured
 
-	sessionsMu sync.RWMutex
-	sessions   map[string]*Session
+	sessions *sessionTable // sessions, reaping, tombstones
 
 	lim limits // per-address and per-browser counts
 
 	servicesMu sync.RWMutex
 	services   map[string]ServiceHandler // by pattern
-
-	reapMu  sync.Mutex
-	reaping []*Session
-
-	// tombs keeps, for one MaxInterval, why a session ended when the
-	// client must learn it (410 gap, 409 overflow) even if it was not
-	// holding a connect at the time: its next request gets that error
-	// instead of a bare 402.
-	tombsMu sync.Mutex
-	tombs   map[string]tomb
 
 	router Router       // nil on a single node
 	store  SessionStore // nil on a single node
@@ -89,9 +78,7 @@ func New(cfg Config) (*Broker, error) {
 		eng:      cfg.Engine,
 		obs:      cfg.Observer,
 		idx:      newSubIndex(cfg.Engine),
-		sessions: map[string]*Session{},
-
-		tombs: map[string]tomb{},
+		sessions: newSessionTable(),
 
 		services:    map[string]ServiceHandler{},
 		supported:   map[string]bool{},
@@ -183,24 +170,15 @@ func (b *Broker) Publish(ctx context.Context, name string, data json.RawMessage)
 
 // Session returns the local session with the given id.
 func (b *Broker) Session(id string) (*Session, bool) {
-	b.sessionsMu.RLock()
-	defer b.sessionsMu.RUnlock()
-	s, ok := b.sessions[id]
-	return s, ok
+	return b.sessions.get(id)
 }
 
 // QueuedMessages returns the messages waiting in every local session's
 // queue (unacknowledged batches included). It walks the sessions: for
 // scrapes, not for hot paths.
 func (b *Broker) QueuedMessages() int {
-	b.sessionsMu.RLock()
-	all := make([]*Session, 0, len(b.sessions))
-	for _, s := range b.sessions {
-		all = append(all, s)
-	}
-	b.sessionsMu.RUnlock()
 	n := 0
-	for _, s := range all {
+	for _, s := range b.sessions.snapshot() {
 		n += s.QueueLen()
 	}
 	return n
@@ -208,9 +186,7 @@ func (b *Broker) QueuedMessages() int {
 
 // Stats returns a snapshot of counters.
 func (b *Broker) Stats() Stats {
-	b.sessionsMu.RLock()
-	n := len(b.sessions)
-	b.sessionsMu.RUnlock()
+	n := b.sessions.len()
 	m := &b.metrics
 	return Stats{
 		Sessions: n, Patterns: b.idx.patterns(),
@@ -240,12 +216,7 @@ func (b *Broker) removeSession(s *Session, reason *protocol.Error) {
 	s.mu.Lock()
 	s.closeLocked(reason)
 	s.mu.Unlock()
-	b.sessionsMu.Lock()
-	removed := b.sessions[s.id] == s
-	if removed {
-		delete(b.sessions, s.id)
-	}
-	b.sessionsMu.Unlock()
+	removed := b.sessions.remove(s)
 	if removed {
 		b.obs.SessionClosed(s.info.Transport)
 	}
@@ -255,9 +226,7 @@ func (b *Broker) removeSession(s *Session, reason *protocol.Error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if removed && reason != nil && (reason == errDisconnected || reason.Code == protocol.CodeMessagesLost || reason.Code == protocol.CodeQueueOverflow) {
-		b.tombsMu.Lock()
-		b.tombs[s.id] = tomb{reason: reason, at: time.Now()}
-		b.tombsMu.Unlock()
+		b.sessions.bury(s.id, reason, time.Now())
 	}
 	if removed && b.store != nil && reason != errMoved {
 		if err := b.store.Delete(ctx, s.id); err != nil {
@@ -274,27 +243,19 @@ func (b *Broker) removeSession(s *Session, reason *protocol.Error) {
 // reap schedules removal of a session closed from a context that holds
 // index locks (fan-out); the sweeper completes it.
 func (b *Broker) reap(s *Session) {
-	b.reapMu.Lock()
-	b.reaping = append(b.reaping, s)
-	b.reapMu.Unlock()
+	b.sessions.reap(s)
 }
 
 func (b *Broker) sweep(now time.Time) {
-	b.reapMu.Lock()
-	reaping := b.reaping
-	b.reaping = nil
-	b.reapMu.Unlock()
-	for _, s := range reaping {
+	for _, s := range b.sessions.takeReaped() {
 		b.removeSession(s, s.closedReason())
 	}
 	var expired []*Session
-	b.sessionsMu.RLock()
-	for _, s := range b.sessions {
+	for _, s := range b.sessions.snapshot() {
 		if s.expired(now, b.expiryInterval) {
 			expired = append(expired, s)
 		}
 	}
-	b.sessionsMu.RUnlock()
 	for _, s := range expired {
 		reason := s.closedReason()
 		if reason == nil {
@@ -305,30 +266,11 @@ func (b *Broker) sweep(now time.Time) {
 		b.removeSession(s, reason)
 	}
 	b.refreshRecords(now)
-	b.tombsMu.Lock()
-	for id, t := range b.tombs {
-		if now.Sub(t.at) > b.cfg.MaxInterval {
-			delete(b.tombs, id)
-		}
-	}
-	b.tombsMu.Unlock()
-}
-
-// tomb is why a session ended, kept for its client's next request.
-type tomb struct {
-	reason *protocol.Error
-	at     time.Time
+	b.sessions.forget(now, b.cfg.MaxInterval)
 }
 
 // tombstone returns why session id ended here recently, if it must be told.
-func (b *Broker) tombstone(id string) *protocol.Error {
-	b.tombsMu.Lock()
-	defer b.tombsMu.Unlock()
-	if t, ok := b.tombs[id]; ok {
-		return t.reason
-	}
-	return nil
-}
+func (b *Broker) tombstone(id string) *protocol.Error { return b.sessions.tombstone(id) }
 
 // ShuttingDown reports whether Shutdown has been called.
 func (b *Broker) ShuttingDown() bool { return b.shuttingDown.Load() }
@@ -345,13 +287,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 			b.log.Warn("drain", "err", err)
 		}
 	}
-	b.sessionsMu.RLock()
-	all := make([]*Session, 0, len(b.sessions))
-	for _, s := range b.sessions {
-		all = append(all, s)
-	}
-	b.sessionsMu.RUnlock()
-	for _, s := range all {
+	for _, s := range b.sessions.snapshot() {
 		s.mu.Lock()
 		if s.waiter != nil {
 			s.endWaiterLocked(endShutdown)

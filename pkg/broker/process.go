@@ -267,9 +267,7 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 	s := newSession(b, req.info, req.browserID)
 	s.ipLease, s.browserLease = ipLease, browserLease
 	s.seq.Start(m.ID)
-	b.sessionsMu.Lock()
-	b.sessions[s.id] = s
-	b.sessionsMu.Unlock()
+	b.sessions.add(s) // a new random id: never taken
 	b.metrics.handshakes.Add(1)
 	b.obs.SessionOpened(req.info.Transport)
 	b.obs.Handshake(true)

@@ -323,45 +323,60 @@ func (conn *wsConn) enqueueRaw(buf []byte) {
 func (conn *wsConn) accept(res *result) bool {
 	defer conn.kick()
 	b := conn.b
-	var buf []byte
+	var buf, rb []byte
 	if len(res.replies) > 0 {
 		buf = appendResponse(nil, res.replies, nil, nil)
 	}
+	hc := res.connect
+	if hc != nil {
+		// A connect held by this socket is replaced: it is answered empty
+		// now, outside conn.mu (answering runs extensions).
+		conn.mu.Lock()
+		old := conn.held
+		conn.held = nil
+		conn.mu.Unlock()
+		if old != nil {
+			old.answer(false)
+			rb = appendResponse(nil, nil, nil, old.reply)
+		}
+	}
 	conn.mu.Lock()
-	defer conn.mu.Unlock()
+	ok := !conn.dead
 	if buf != nil {
 		if conn.outBytes+len(buf) > b.maxWSPending() {
 			conn.closeLocked(wsframe.StatusPolicyViolation, "slow consumer")
-			return false
-		}
-		conn.out = append(conn.out, buf)
-		conn.outBytes += len(buf)
-	}
-	if hc := res.connect; hc != nil {
-		if old := conn.held; old != nil {
-			// Replaced on this socket: answer it empty now.
-			old.answer(false)
-			rb := appendResponse(nil, nil, nil, old.reply)
-			conn.out = append(conn.out, rb)
-			conn.outBytes += len(rb)
-		}
-		if conn.dead {
-			hc.cancel() // terminate already released the socket
-			return false
-		}
-		conn.held = hc
-		if !hc.immediate {
-			hc.detach()
-		}
-		hc.hold(conn) // before the kick below evaluates it
-		if conn.session != hc.s {
-			if conn.session != nil {
-				conn.session.detachPush(conn)
-			}
-			conn.session = hc.s
-			hc.s.attachPush(conn)
+			ok = false
+		} else {
+			conn.out = append(conn.out, buf)
+			conn.outBytes += len(buf)
 		}
 	}
+	if rb != nil {
+		conn.out = append(conn.out, rb)
+		conn.outBytes += len(rb)
+	}
+	if hc == nil {
+		conn.mu.Unlock()
+		return ok
+	}
+	if !ok { // the socket is closing or gone: nobody will answer it
+		conn.mu.Unlock()
+		hc.cancel()
+		return false
+	}
+	conn.held = hc
+	if !hc.immediate {
+		hc.detach()
+	}
+	hc.hold(conn) // before the kick below evaluates it
+	if conn.session != hc.s {
+		if conn.session != nil {
+			conn.session.detachPush(conn)
+		}
+		conn.session = hc.s
+		hc.s.attachPush(conn)
+	}
+	conn.mu.Unlock()
 	return true
 }
 
