@@ -227,6 +227,7 @@ func (n *node) routes() {
 			n.gossipFaults = &cluster.GossipFaults{}
 		}
 		registerGossipDebug(mux, n.gossipFaults)
+		_ = b.HandleDebugServices() // /service/echo: a fixed, valid pattern (cannot fail)
 		mux.Handle("/debug/bayeux/", http.StripPrefix("/debug/bayeux", b.DebugHandler()))
 		mux.HandleFunc("GET /debug/bayeux/members", func(w http.ResponseWriter, _ *http.Request) {
 			var members []cluster.Meta

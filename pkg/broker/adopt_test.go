@@ -346,7 +346,7 @@ func (r *testRouter) Forward(context.Context, string, *broker.ForwardedRequest) 
 	return nil, errors.New("test router does not forward")
 }
 
-func (r *testRouter) SessionOp(context.Context, string, string, string) (bool, error) {
+func (r *testRouter) SessionOp(context.Context, string, string, broker.SessionOpKind) (bool, error) {
 	return false, errors.New("test router does not forward")
 }
 

@@ -30,7 +30,8 @@ type Broker struct {
 
 	sessions *sessionTable // sessions, reaping, tombstones
 
-	lim limits // per-address and per-browser counts
+	lim    limits      // per-address and per-browser counts
+	faults debugFaults // armed by the debug API only
 
 	servicesMu sync.RWMutex
 	services   map[string]ServiceHandler // by pattern

@@ -49,6 +49,9 @@ func newTestBroker(t *testing.T, mutate func(*Config)) *testBroker {
 	mux := http.NewServeMux()
 	mux.Handle("/cometd", b)
 	mux.Handle("/cometd/", b)
+	if err := b.HandleDebugServices(); err != nil {
+		t.Fatal(err)
+	}
 	mux.Handle("/debug/bayeux/", http.StripPrefix("/debug/bayeux", b.DebugHandler()))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {

@@ -174,8 +174,10 @@ func (hc *heldConnect) cancel() { hc.answer(false) }
 
 // answer ends the connect, once: it fills the reply and returns the
 // deliveries to write before it (deliver=false: nothing is taken from the
-// queue). drop reports that the debug API asked to lose this reply. A
-// second call returns nothing.
+// queue). drop reports that the debug API asked to lose this reply
+// (debugFaults): the holder then loses it the way its transport can (a
+// connection closed, a forwarded call failed). A second call returns
+// nothing.
 func (hc *heldConnect) answer(deliver bool) (pubs []*engine.Publication, drop bool) {
 	hc.mu.Lock()
 	if hc.answered {
@@ -223,14 +225,15 @@ func (hc *heldConnect) answer(deliver bool) (pubs []*engine.Publication, drop bo
 	case endShutdown:
 		r.Succeed()
 		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(rand.Int64N(2000))}
-		pubs, drop = s.endConnect(hc.w, deliver)
+		pubs = s.endConnect(hc.w, deliver)
 	case endReplaced:
 		r.Succeed()
 		s.endConnect(hc.w, false)
 	default:
 		r.Succeed()
-		pubs, drop = s.endConnect(hc.w, deliver)
+		pubs = s.endConnect(hc.w, deliver)
 	}
+	drop = len(pubs) > 0 && b.faults.takeDrop(s.id)
 	if len(pubs) > 0 && b.store != nil && s.takeNewBatch() {
 		// The batch is durable before it is written: if this node dies the
 		// adopter knows what the client may acknowledge.

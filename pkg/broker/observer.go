@@ -72,24 +72,7 @@ func (b *Broker) observeReply(r *protocol.Reply) {
 	if r == nil || r.Successful == nil || *r.Successful {
 		return
 	}
-	b.obs.Error(errorCode(r.Error))
-}
-
-// errorCode parses the leading three-digit code of a Bayeux error string
-// ("402:id:Unknown client"), or returns 0.
-func errorCode(s string) int {
-	if len(s) < 3 {
-		return 0
-	}
-	n := 0
-	for i := 0; i < 3; i++ {
-		c := s[i]
-		if c < '0' || c > '9' {
-			return 0
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n
+	b.obs.Error(r.ErrorCode())
 }
 
 // nopObserver is the Observer of a broker configured without one.

@@ -22,7 +22,7 @@ type Router interface {
 	// then keeps the undelivered messages queued.
 	Forward(ctx context.Context, node string, req *ForwardedRequest) (*ForwardedResponse, error)
 	// SessionOp applies op (see Broker.SessionOp) on node.
-	SessionOp(ctx context.Context, node, clientID, op string) (bool, error)
+	SessionOp(ctx context.Context, node, clientID string, op SessionOpKind) (bool, error)
 }
 
 // Route is where a request for a session this node does not hold goes.
@@ -43,19 +43,23 @@ type Route struct {
 // (the session moved while the request was on its way).
 const maxHops = 2
 
+// SessionOpKind names an operation on one session (Broker.SessionOp); its
+// value is the name the debug API and the node-to-node API carry.
+type SessionOpKind string
+
 // Session operations.
 const (
-	OpExpire          = "expire"            // end the session as if swept
-	OpDropNextConnect = "drop-next-connect" // debug: lose the next connect reply carrying messages
+	OpExpire          SessionOpKind = "expire"            // end the session as if swept
+	OpDropNextConnect SessionOpKind = "drop-next-connect" // debug: lose the next connect reply carrying messages
 	// OpReleaseConnect answers the session's held connect at once, empty
 	// (its messages stay queued): a draining node forwarding it asks this,
 	// so that the reply travels back the normal way.
-	OpReleaseConnect = "release-connect"
+	OpReleaseConnect SessionOpKind = "release-connect"
 )
 
 // SessionOp applies op to the session clientID wherever it lives (through
 // the Router when another node owns it). It reports whether it existed.
-func (b *Broker) SessionOp(ctx context.Context, clientID, op string) (bool, error) {
+func (b *Broker) SessionOp(ctx context.Context, clientID string, op SessionOpKind) (bool, error) {
 	if _, ok := b.Session(clientID); !ok && b.router != nil {
 		rt, err := b.router.Resolve(ctx, clientID, 0)
 		switch {
@@ -73,16 +77,14 @@ func (b *Broker) SessionOp(ctx context.Context, clientID, op string) (bool, erro
 }
 
 // LocalSessionOp applies op to a session of this node.
-func (b *Broker) LocalSessionOp(clientID, op string) (bool, error) {
+func (b *Broker) LocalSessionOp(clientID string, op SessionOpKind) (bool, error) {
 	switch op {
 	case OpExpire:
 		return b.ExpireSession(clientID), nil
 	case OpDropNextConnect:
-		s, ok := b.Session(clientID)
+		_, ok := b.Session(clientID)
 		if ok {
-			s.mu.Lock()
-			s.dropNext = true
-			s.mu.Unlock()
+			b.faults.armDrop(clientID)
 		}
 		return ok, nil
 	case OpReleaseConnect:
@@ -110,8 +112,10 @@ type ForwardedRequest struct {
 
 // ForwardedResponse is the owner's answer: the JSON array to write.
 type ForwardedResponse struct {
-	Body  []byte
-	Abort bool // lose the reply in transit (debug API)
+	Body []byte
+	// RateRefused counts the request's publishes the owner refused for
+	// their rate: the receiving node paces its client by them (throttle).
+	RateRefused int
 }
 
 // SetCluster installs the cluster router and session store. It must be

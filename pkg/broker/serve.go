@@ -28,11 +28,9 @@ type inbound struct {
 type outcome struct {
 	res *result // processed here (nil: forwarded)
 	// Forwarded: body is the owner's response, written as it is; gone
-	// means the client went away meanwhile (write nothing); drop, that the
-	// debug API asked to lose the reply in transit.
+	// means the client went away meanwhile (write nothing).
 	body []byte
 	gone bool
-	drop bool
 	// refused counts publishes refused for their rate (see throttle).
 	refused int
 }
@@ -116,7 +114,7 @@ func (b *Broker) forward(ctx context.Context, rt routing, node string, in *inbou
 		req := &ForwardedRequest{Transport: in.info.Transport, Parts: in.parts, BrowserID: in.browserID, RemoteAddr: in.info.RemoteAddr, Hops: in.hops + 1}
 		resp, err := b.forwardTo(ctx, node, req, in.msgs)
 		if err == nil {
-			return outcome{body: resp.Body, drop: resp.Abort, refused: rateRefusedIn(resp.Body)}
+			return outcome{body: resp.Body, refused: resp.RateRefused}
 		}
 		if ctx.Err() != nil {
 			return outcome{gone: true}
@@ -189,7 +187,7 @@ func (b *Broker) ServeForwarded(ctx context.Context, req *ForwardedRequest) (*Fo
 		if out.gone {
 			return nil, ctx.Err()
 		}
-		return &ForwardedResponse{Body: out.body, Abort: out.drop}, nil
+		return &ForwardedResponse{Body: out.body, RateRefused: out.refused}, nil
 	}
 	res := out.res
 	if hc := res.connect; hc != nil {
@@ -198,7 +196,12 @@ func (b *Broker) ServeForwarded(ctx context.Context, req *ForwardedRequest) (*Fo
 			return nil, ctx.Err()
 		}
 		pubs, drop := hc.answer(true)
-		return &ForwardedResponse{Body: appendResponse(nil, res.replies, pubs, hc.reply), Abort: drop}, nil
+		if drop {
+			// Debug API: the reply is lost on its way; the forwarding
+			// node answers its client 503 (owner unavailable).
+			return nil, ErrReplyDropped
+		}
+		return &ForwardedResponse{Body: appendResponse(nil, res.replies, pubs, hc.reply), RateRefused: res.refused}, nil
 	}
-	return &ForwardedResponse{Body: appendResponse(nil, res.replies, nil, nil)}, nil
+	return &ForwardedResponse{Body: appendResponse(nil, res.replies, nil, nil), RateRefused: res.refused}, nil
 }

@@ -53,7 +53,6 @@ type Session struct {
 	implicit  bool // with ack: a connect acknowledges every earlier batch (replay without the ack extension)
 	unacked   []ackBatch
 	lastBatch int64
-	dropNext  bool // debug: lose the next connect reply that carries messages
 
 	// Cluster mode (Broker.store set): acked holds, per concrete channel,
 	// the position up to which the client has everything (acknowledged in
@@ -492,20 +491,16 @@ func (s *Session) hasDeliveries() bool {
 
 // endConnect detaches w (if still current) and takes what it delivers. In
 // acked mode the queue becomes a new batch and every unacked batch is
-// resent (LastBatch is the id to report). drop is true when the debug API
-// asked to lose this reply.
-func (s *Session) endConnect(w *waiter, deliver bool) (pubs []*engine.Publication, drop bool) {
+// resent (LastBatch is the id to report).
+func (s *Session) endConnect(w *waiter, deliver bool) (pubs []*engine.Publication) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.waiter == w {
 		s.waiter = nil
 	}
 	s.lastActive = time.Now()
-	if s.closed != nil || !deliver {
-		return nil, false
-	}
-	if s.lost {
-		return nil, false
+	if s.closed != nil || !deliver || s.lost {
+		return nil
 	}
 	if !s.ack {
 		pubs = s.queue
@@ -525,11 +520,7 @@ func (s *Session) endConnect(w *waiter, deliver bool) (pubs []*engine.Publicatio
 			pubs = append(pubs, b.pubs...)
 		}
 	}
-	if len(pubs) > 0 && s.dropNext {
-		s.dropNext = false
-		drop = true
-	}
-	return pubs, drop
+	return pubs
 }
 
 // takePushed drains the queue for a websocket push (not acked mode).

@@ -1,17 +1,12 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"time"
 )
 
 // maxThrottle bounds one pause of a throttled client.
 const maxThrottle = time.Second
-
-// rateExceeded ends the error of a publish refused by the session's token
-// bucket ("429:<channel>:Publish rate exceeded").
-const rateExceeded = ":Publish rate exceeded"
 
 // throttleDelay is how long a transport stops reading from (or answering)
 // a client whose request had n publishes refused by the publish rate limit:
@@ -38,10 +33,4 @@ func (b *Broker) throttle(ctx context.Context, n int) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-}
-
-// rateRefusedIn counts them in an encoded response (a forwarded request's,
-// answered by the session's owner).
-func rateRefusedIn(body []byte) int {
-	return bytes.Count(body, []byte(rateExceeded+`"`))
 }

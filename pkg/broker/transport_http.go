@@ -256,9 +256,6 @@ func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, trans
 	b.throttle(ctx, out.refused) // a flooding client waits for its answer
 	res := out.res
 	if res == nil { // forwarded: the owner's response
-		if out.drop {
-			panic(http.ErrAbortHandler) // debug API: lose this reply in transit
-		}
 		return out.body
 	}
 	if res.handshook && browserID == "" {
@@ -286,9 +283,22 @@ func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, trans
 	}
 	pubs, drop := hc.answer(true)
 	if drop {
-		panic(http.ErrAbortHandler) // debug API: lose this reply in transit
+		dropConnection(w) // debug API: lose this reply in transit
+		return nil
 	}
 	return appendResponse(nil, res.replies, pubs, hc.reply)
+}
+
+// dropConnection closes the request's connection without a response (the
+// debug API's lost reply). Where the connection cannot be taken from
+// net/http (HTTP/2), the reply is lost as a forwarded one is: a 503.
+func dropConnection(w http.ResponseWriter) {
+	c, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		httpError(w, http.StatusServiceUnavailable, protocol.NewError(protocol.CodeServerUnavailable, "Reply lost (debug API)"))
+		return
+	}
+	_ = c.Close()
 }
 
 // parkAfter is how long a held long-polling connect waits in its handler

@@ -297,11 +297,7 @@ func (conn *wsConn) frame(data []byte) bool {
 // on a goroutine of its own, so that the socket keeps reading; other
 // frames inline, which keeps one client's publishes in order).
 func (conn *wsConn) forwarded(out outcome) {
-	switch {
-	case out.gone:
-	case out.drop:
-		_ = conn.lc.Close() // debug API: lose this reply; the socket dies
-	case out.body != nil:
+	if !out.gone && out.body != nil {
 		conn.enqueueRaw(out.body)
 	}
 }

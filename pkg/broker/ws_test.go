@@ -80,10 +80,9 @@ func TestWebSocketAckDeliversOnlyInConnectReplies(t *testing.T) {
 
 func TestWebSocketDropNextConnectClosesSocketAndKeepsMessages(t *testing.T) {
 	tb, ws, id := ackedWebSocket(t, "/drop")
-	s, _ := tb.Session(id)
-	s.mu.Lock()
-	s.dropNext = true
-	s.mu.Unlock()
+	if ok, err := tb.LocalSessionOp(id, OpDropNextConnect); !ok || err != nil {
+		t.Fatalf("arm drop: %v %v", ok, err)
+	}
 	ws.send(msg{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket"})
 	pub := tb.handshake(t, nil)
 	tb.publish(t, pub, "/drop", "lost-once")

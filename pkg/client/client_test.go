@@ -44,6 +44,9 @@ func newBrokerWith(t *testing.T, mod func(*broker.Config)) *server {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
+	if err := b.HandleDebugServices(); err != nil {
+		t.Fatal(err)
+	}
 	mux.Handle("/debug/bayeux/", http.StripPrefix("/debug/bayeux", b.DebugHandler()))
 	mux.Handle("/cometd", b)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -218,7 +218,7 @@ func (c *Cluster) Forward(ctx context.Context, node string, req *broker.Forwarde
 		return nil, fmt.Errorf("forward to %s (%s): %w", owner.ID, owner.GRPC, err)
 	}
 	c.observeForward(ForwardOK)
-	return &broker.ForwardedResponse{Body: resp.GetBody(), Abort: resp.GetAbort()}, nil
+	return &broker.ForwardedResponse{Body: resp.GetBody(), RateRefused: int(resp.GetRateRefused())}, nil
 }
 
 func (c *Cluster) observeForward(result string) {
@@ -228,7 +228,7 @@ func (c *Cluster) observeForward(result string) {
 }
 
 // SessionOp implements broker.Router.
-func (c *Cluster) SessionOp(ctx context.Context, node, clientID, op string) (bool, error) {
+func (c *Cluster) SessionOp(ctx context.Context, node, clientID string, op broker.SessionOpKind) (bool, error) {
 	owner, ok := c.mem.Alive(node)
 	if !ok {
 		return false, nil
@@ -237,7 +237,7 @@ func (c *Cluster) SessionOp(ctx context.Context, node, clientID, op string) (boo
 	if err != nil {
 		return false, err
 	}
-	resp, err := client.SessionOp(ctx, &clusterv1.SessionOpRequest{ProtocolVersion: ProtocolVersion, ClientId: clientID, Op: op})
+	resp, err := client.SessionOp(ctx, &clusterv1.SessionOpRequest{ProtocolVersion: ProtocolVersion, ClientId: clientID, Op: string(op)})
 	if err != nil {
 		return false, fmt.Errorf("session op on %s: %w", owner.ID, err)
 	}

@@ -46,16 +46,19 @@ func (s *nodeServer) Process(ctx context.Context, req *clusterv1.ProcessRequest)
 		if ctx.Err() != nil {
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
+		if errors.Is(err, broker.ErrReplyDropped) {
+			return nil, status.Error(codes.Aborted, err.Error())
+		}
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	return &clusterv1.ProcessResponse{Body: resp.Body, Abort: resp.Abort}, nil
+	return &clusterv1.ProcessResponse{Body: resp.Body, RateRefused: uint32(resp.RateRefused)}, nil
 }
 
 func (s *nodeServer) SessionOp(_ context.Context, req *clusterv1.SessionOpRequest) (*clusterv1.SessionOpResponse, error) {
 	if req.GetProtocolVersion() != ProtocolVersion {
 		return nil, status.Errorf(codes.FailedPrecondition, "protocol version %d not supported (want %d)", req.GetProtocolVersion(), ProtocolVersion)
 	}
-	found, err := s.b.LocalSessionOp(req.GetClientId(), req.GetOp())
+	found, err := s.b.LocalSessionOp(req.GetClientId(), broker.SessionOpKind(req.GetOp()))
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}

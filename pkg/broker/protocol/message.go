@@ -155,6 +155,8 @@ type Reply struct {
 	Advice                   *Advice         `json:"advice,omitempty"`
 	Data                     json.RawMessage `json:"data,omitempty"`
 	Ext                      map[string]any  `json:"ext,omitempty"`
+
+	code int // of the Error set by Fail (not encoded)
 }
 
 // SetExt sets ext[name] = v, creating the map.
@@ -174,7 +176,31 @@ var (
 func (r *Reply) Succeed() { r.Successful = &trueVal; r.Error = "" }
 
 // Fail marks the reply failed with err.
-func (r *Reply) Fail(err *Error) { r.Successful = &falseVal; r.Error = err.String() }
+func (r *Reply) Fail(err *Error) {
+	r.Successful, r.Error, r.code = &falseVal, err.String(), err.Code
+}
+
+// ErrorCode returns the Bayeux code of a failed reply's error: the one
+// Fail set, or, for an error written into Error directly (an extension),
+// its leading three digits; 0 if there is none.
+func (r *Reply) ErrorCode() int {
+	if r.code != 0 {
+		return r.code
+	}
+	s := r.Error
+	if len(s) < 3 {
+		return 0
+	}
+	n := 0
+	for i := 0; i < 3; i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
 
 // OK reports whether the reply is marked successful.
 func (r *Reply) OK() bool { return r.Successful != nil && *r.Successful }

@@ -29,8 +29,10 @@ type SessionOpRequest struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	ProtocolVersion uint32                 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	ClientId        string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	// "expire" (end the session as if swept) or "drop-next-connect" (test
-	// only: lose the next connect reply carrying messages).
+	// "expire" (end the session as if swept), "release-connect" (answer
+	// its held connect at once, empty: a draining node forwarding it asks
+	// this) or "drop-next-connect" (debug API only: lose the next connect
+	// reply carrying messages; the owner then fails the forwarded call).
 	Op            string `protobuf:"bytes,3,opt,name=op,proto3" json:"op,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -237,8 +239,9 @@ type ProcessResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The JSON array to write to the client.
 	Body []byte `protobuf:"bytes,1,opt,name=body,proto3" json:"body,omitempty"`
-	// Lose the reply in transit (test-only debug API).
-	Abort         bool `protobuf:"varint,2,opt,name=abort,proto3" json:"abort,omitempty"`
+	// Publishes in the request the owner refused for their rate: the
+	// receiving node paces its client by them.
+	RateRefused   uint32 `protobuf:"varint,3,opt,name=rate_refused,json=rateRefused,proto3" json:"rate_refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -280,11 +283,11 @@ func (x *ProcessResponse) GetBody() []byte {
 	return nil
 }
 
-func (x *ProcessResponse) GetAbort() bool {
+func (x *ProcessResponse) GetRateRefused() uint32 {
 	if x != nil {
-		return x.Abort
+		return x.RateRefused
 	}
-	return false
+	return 0
 }
 
 var File_cluster_v1_cluster_proto protoreflect.FileDescriptor
@@ -307,10 +310,10 @@ const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"browser_id\x18\x05 \x01(\tR\tbrowserId\x12\x1f\n" +
 	"\vremote_addr\x18\x06 \x01(\tR\n" +
 	"remoteAddr\x12\x12\n" +
-	"\x04hops\x18\a \x01(\rR\x04hops\";\n" +
+	"\x04hops\x18\a \x01(\rR\x04hops\"U\n" +
 	"\x0fProcessResponse\x12\x12\n" +
-	"\x04body\x18\x01 \x01(\fR\x04body\x12\x14\n" +
-	"\x05abort\x18\x02 \x01(\bR\x05abort2\xb0\x01\n" +
+	"\x04body\x18\x01 \x01(\fR\x04body\x12!\n" +
+	"\frate_refused\x18\x03 \x01(\rR\vrateRefusedJ\x04\b\x02\x10\x03R\x05abort2\xb0\x01\n" +
 	"\x04Node\x12P\n" +
 	"\aProcess\x12!.bayeux.cluster.v1.ProcessRequest\x1a\".bayeux.cluster.v1.ProcessResponse\x12V\n" +
 	"\tSessionOp\x12#.bayeux.cluster.v1.SessionOpRequest\x1a$.bayeux.cluster.v1.SessionOpResponseBAZ?github.com/bayeux-cluster/bayeux/api/proto/cluster/v1;clusterv1b\x06proto3"
