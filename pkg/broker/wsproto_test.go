@@ -181,7 +181,14 @@ func TestWebSocketProtocol(t *testing.T) {
 // frame goes to the writer goroutine, and once the client reads again it
 // gets every message, in order, in well-formed frames.
 func TestWebSocketSubscriberStopsReading(t *testing.T) {
-	tb := newTestBroker(t, func(c *Config) { c.MaxQueueMessages = 10000; c.MaxQueueBytes = 64 << 20 })
+	tb := newTestBroker(t, func(c *Config) {
+		c.MaxQueueMessages, c.MaxQueueBytes = 10000, 64<<20
+		// The session must outlive a slow run (publishing under -race on a
+		// loaded machine takes seconds): this test sends no connect after
+		// the held one, which would otherwise time out and let the session
+		// expire mid-stream.
+		c.Timeout, c.MaxInterval = time.Minute, time.Minute
+	})
 	addr := strings.TrimPrefix(tb.srv.URL, "http://")
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
