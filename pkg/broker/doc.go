@@ -2,11 +2,28 @@
 // subscriptions, fan-out, extensions, and the long-polling, callback-polling
 // and websocket transports, exposed as an http.Handler.
 //
+// Structure (docs/architecture.md, sections 2 to 4):
+//   - One request path: every transport decodes a request once and hands it
+//     to Broker.serve (serve.go), which routes it, then forwards it to the
+//     session's owner (Router) or processes it here (process.go). A request
+//     forwarded by another node (ServeForwarded) goes through serve too.
+//     Transports only read requests, hold connects and write bytes.
+//   - One held connect: a /meta/connect that is not answered at once is a
+//     heldConnect (held.go), which owns its limits, timeout, due test and
+//     its one answer; transports hold it through connectHolder (schedule),
+//     and every way a held connect ends is decided in heldConnect.answer.
+//   - State with its own lock: the session table (sessions.go), the limits
+//     (limits.go: counts taken as leases), the connection registry
+//     (conns.go), each session (session.go).
+//   - Socket machinery free of Bayeux lives in internal/netpoll.
+//
 // Contracts:
 //   - Concurrency: every exported method of Broker and Session is safe for
-//     concurrent use. Lock order is Broker.sessionsMu, then subIndex.opMu,
-//     then subIndex.mu, then Session.mu; no lock is held while calling an
-//     Extension, a Policy or a service handler.
+//     concurrent use. Locks are taken in one order (docs/architecture.md,
+//     "Lock order"): subIndex.opMu, subIndex.mu, wsConn.mu, Session.saveMu,
+//     Session.mu, parkedPoll.mu, heldConnect.mu; the session table, limit,
+//     registry and poller locks are leaves. No lock is held while calling an
+//     Extension, a Policy, a service handler or the SessionStore.
 //   - Ordering: a session receives the publications of one channel in the
 //     order the Engine assigned their offsets. Replies to one request are
 //     written in the order of its messages, deliveries before the
@@ -16,8 +33,10 @@
 //   - Bounds: every session queue is bounded (messages and bytes); a session
 //     whose queue overflows is terminated and told so (error 409 with
 //     reconnect "handshake" advice), never left silently behind.
-//   - Cluster seam: the Engine carries publications between nodes; the
-//     Router (set by package cluster) forwards requests for sessions owned
-//     by other nodes, which serve them with ServeForwarded. Transports only
-//     frame bytes and know neither.
+//   - Cluster seam: the broker defines what it needs (Engine, Router,
+//     SessionStore) and package cluster implements it; the cluster calls
+//     the broker back only through ServeForwarded, LocalSessionOp and
+//     SetCluster. Transports know neither side.
+//   - Test hooks: the debug API (DebugHandler, HandleDebugServices) arms
+//     faults (debug.go); nothing test-only travels between nodes.
 package broker

@@ -33,8 +33,9 @@ type SessionStore interface {
 	Release(ctx context.Context, states []*SessionState) error
 }
 
-// ErrNotAdopted is returned by Broker.Adopt when the state cannot become a
-// local session (the node is shutting down, or the id is already local).
+// ErrNotAdopted is returned by the broker's adoption (adopt.go) when the
+// state cannot become a local session (the node is shutting down, or the
+// id is already local).
 var ErrNotAdopted = errors.New("broker: session not adopted")
 
 // SessionState is the durable part of a session. Positions are per

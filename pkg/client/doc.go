@@ -85,4 +85,13 @@
 // every goroutine and waits for them; after Close returns no goroutine of
 // the client is left (idle HTTP connections of Config.HTTPClient are
 // closed too).
+//
+// # Files
+//
+// client.go (Client, Dial, Close), config.go (Config and its defaults),
+// wire.go (reply decoding, incoming dispatch, one request over the
+// negotiated transport), subscribe.go (Publish, Subscribe, Unsubscribe,
+// replay positions), connect.go (handshake, the connect loop and its
+// advice, the dispatcher), transport.go and transport_jsonp.go (the three
+// transports).
 package client

@@ -42,13 +42,31 @@ type Config struct {
 	GossipKeys [][]byte
 }
 
+// Broker is everything this package calls on the broker: the one narrow
+// interface of the seam (*broker.Broker implements it). The other way,
+// the broker calls this package only through the interfaces it defines
+// (broker.Router, broker.SessionStore, engine.Engine).
+type Broker interface {
+	// Config gives the broker's IDPrefix (it must be the node tag).
+	Config() broker.Config
+	// SetCluster installs the router and session store, before serving.
+	SetCluster(broker.Router, broker.SessionStore)
+	// ShuttingDown reports a drain in progress (adoption is then refused).
+	ShuttingDown() bool
+	// ServeForwarded and LocalSessionOp serve what peers forward (rpc.go).
+	ServeForwarded(context.Context, *broker.ForwardedRequest) (*broker.ForwardedResponse, error)
+	LocalSessionOp(clientID string, op broker.SessionOpKind) (bool, error)
+}
+
+var _ Broker = (*broker.Broker)(nil)
+
 // Cluster joins a broker to its peers: it serves the Node gRPC API, keeps
 // membership, and routes requests for sessions owned elsewhere (it is the
 // broker's Router).
 type Cluster struct {
 	cfg   Config
 	log   *slog.Logger
-	b     *broker.Broker
+	b     Broker
 	tag   string
 	mem   *Membership
 	grpc  *grpc.Server
@@ -62,7 +80,7 @@ var _ broker.Router = (*Cluster)(nil)
 // Start starts the gRPC server and gossip for b (whose Config.IDPrefix must
 // be NodeTag(cfg.NodeID)) and installs itself as b's Router. Joining the
 // seeds continues in the background until it succeeds or ctx ends.
-func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) {
+func Start(ctx context.Context, cfg Config, b Broker) (*Cluster, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

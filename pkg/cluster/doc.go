@@ -14,7 +14,15 @@
 //     session: the owner's tag is the clientId's prefix, so any node serves
 //     any request of any session without sticky load balancing.
 //
+// The seam with the broker runs one way: the broker defines the interfaces
+// (engine.Engine, broker.Router, broker.SessionStore) and this package
+// implements them (Redis, Cluster with Resolve in resolve.go, SessionStore);
+// it calls the broker only to serve what peers forward (ServeForwarded,
+// LocalSessionOp, in rpc.go) and to install itself (SetCluster).
+//
 // Concurrency: every exported method is safe for concurrent use. Memberlist
 // delegates only update a map under a short lock and never block. The Redis
-// subscriber delivers to the broker from one goroutine, in Redis order.
+// subscriber delivers to the broker from one reader goroutine per pub/sub
+// connection (one on a single Redis; one per partition on Redis Cluster),
+// each in its connection's order.
 package cluster
