@@ -315,6 +315,13 @@ func (r *runner) traffic(ctx context.Context, res Result) (Result, error) {
 	window := time.Duration(end.UnixNano() - r.measure.Load())
 	res.WindowSeconds = secs(window)
 
+	return r.tally(res, perChannel, window), nil
+}
+
+// tally adds the subscribers' and publishers' counts and latencies of the
+// measurement window to res.
+func (r *runner) tally(res Result, perChannel []int64, window time.Duration) Result {
+	cfg := r.cfg
 	var measured, pubMeasured int64
 	nSamples := 0
 	for _, s := range r.subs {
@@ -343,5 +350,5 @@ func (r *runner) traffic(ctx context.Context, res Result) (Result, error) {
 	if res.ServerCPUSeconds > 0 {
 		res.DeliveriesPerServerCPUSec = float64(measured) / res.ServerCPUSeconds
 	}
-	return res, nil
+	return res
 }

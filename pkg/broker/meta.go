@@ -34,27 +34,11 @@ func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message,
 	}
 	sub := m.Subscription
 	r.Subscription = &sub
-	var broadcast []string
 	replayReq := s.takeReplayRequest()
-	for _, name := range m.Subscription.Names {
-		if _, _, err := channel.Parse(name); err != nil {
-			r.Fail(protocol.NewError(protocol.CodeInvalidChannel, "Invalid channel: "+err.Error(), name))
-			return r
-		}
-		if protocol.IsMeta(name) {
-			r.Fail(protocol.NewError(protocol.CodeInvalidChannel, "Cannot subscribe to a meta channel", name))
-			return r
-		}
-		if protocol.IsService(name) {
-			continue // direct deliveries reach the session anyway; never broadcast
-		}
-		if on {
-			if err := b.cfg.Policy.CanSubscribe(ctx, s, name, m); err != nil {
-				r.Fail(err)
-				return r
-			}
-		}
-		broadcast = append(broadcast, name)
+	broadcast, perr := b.subscribable(ctx, s, m, on)
+	if perr != nil {
+		r.Fail(perr)
+		return r
 	}
 	if on && s.subCount()+len(broadcast) > b.cfg.MaxSubscriptions {
 		r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many subscriptions", strconv.Itoa(b.cfg.MaxSubscriptions)))
@@ -146,6 +130,31 @@ func (b *Broker) disconnect(s *Session, m *protocol.Message) *protocol.Reply {
 	r.ClientID = s.id
 	r.Succeed()
 	return r
+}
+
+// subscribable validates (and, subscribing, authorizes) every name of a
+// subscribe or unsubscribe, all before any takes effect: it returns the
+// broadcast ones (service channels need no subscription).
+func (b *Broker) subscribable(ctx context.Context, s *Session, m *protocol.Message, on bool) ([]string, *protocol.Error) {
+	var broadcast []string
+	for _, name := range m.Subscription.Names {
+		if _, _, err := channel.Parse(name); err != nil {
+			return nil, protocol.NewError(protocol.CodeInvalidChannel, "Invalid channel: "+err.Error(), name)
+		}
+		if protocol.IsMeta(name) {
+			return nil, protocol.NewError(protocol.CodeInvalidChannel, "Cannot subscribe to a meta channel", name)
+		}
+		if protocol.IsService(name) {
+			continue // direct deliveries reach the session anyway; never broadcast
+		}
+		if on {
+			if err := b.cfg.Policy.CanSubscribe(ctx, s, name, m); err != nil {
+				return nil, err
+			}
+		}
+		broadcast = append(broadcast, name)
+	}
+	return broadcast, nil
 }
 
 // publish handles a publish from a client: to a /service/ channel (handled

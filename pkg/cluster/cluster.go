@@ -53,6 +53,8 @@ type Broker interface {
 	SetCluster(broker.Router, broker.SessionStore)
 	// ShuttingDown reports a drain in progress (adoption is then refused).
 	ShuttingDown() bool
+	// PeerLost tells the broker that a peer left (its expiry grace).
+	PeerLost(now time.Time)
 	// ServeForwarded and LocalSessionOp serve what peers forward (rpc.go).
 	ServeForwarded(context.Context, *broker.ForwardedRequest) (*broker.ForwardedResponse, error)
 	LocalSessionOp(clientID string, op broker.SessionOpKind) (bool, error)
