@@ -29,7 +29,7 @@ type heldConnect struct {
 	w         *waiter
 	timeout   time.Duration
 	immediate bool // reply without holding
-	pushed    bool // the holder pushes deliveries itself (websocket): only a session that delivers in connect replies makes it due on deliveries
+	pushed    bool // set by a holder that pushes deliveries itself (a websocket, not a forwarded websocket request): only a session that delivers in connect replies makes it due on deliveries
 
 	browser lease // Broker.lim.browserHeld, while held
 	ip      lease // Broker.lim.ipHeld, while held

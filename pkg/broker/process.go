@@ -335,7 +335,7 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 		b.outgoing(ctx, s, m, r)
 		return nil, r
 	}
-	hc := &heldConnect{b: b, s: s, m: m, reply: r, timeout: timeout, pushed: req.info.Transport == protocol.WebSocket}
+	hc := &heldConnect{b: b, s: s, m: m, reply: r, timeout: timeout}
 	first := s.markConnected()
 	if first || timeout == 0 || b.shuttingDown.Load() {
 		hc.immediate = true

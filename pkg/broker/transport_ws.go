@@ -364,7 +364,8 @@ func (conn *wsConn) accept(res *result) bool {
 	if !hc.immediate {
 		hc.detach()
 	}
-	hc.hold(conn) // before the kick below evaluates it
+	hc.pushed = true // this socket pushes deliveries: they do not end the connect
+	hc.hold(conn)    // before the kick below evaluates it
 	if conn.session != hc.s {
 		if conn.session != nil {
 			conn.session.detachPush(conn)
