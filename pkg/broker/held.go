@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
@@ -19,8 +20,8 @@ import (
 // newer connect or a forward release, drain, lost ownership, the client
 // gone). Transports hold it through connectHolder.
 //
-// Lock order: Session.mu, then heldConnect.mu (the session schedules the
-// holder with its lock held).
+// Lock order: Session.mu, then heldConnect.mu; scheduling the holder
+// (from the session, with its lock held) takes no lock.
 type heldConnect struct {
 	b         *Broker
 	s         *Session
@@ -35,12 +36,19 @@ type heldConnect struct {
 	ip      lease // Broker.lim.ipHeld, while held
 	held    bool  // reported to the Observer as held until answered
 
+	// holder and deadline are read lock-free on the delivery path (every
+	// enqueue schedules the holder): holder is replaced as a whole, the
+	// deadline (unix ns, 0 until held) is set once.
+	holder   atomic.Pointer[holderRef]
+	deadline atomic.Int64
+
 	mu       sync.Mutex
-	holder   connectHolder
-	deadline time.Time   // zero until held
 	timer    *time.Timer // schedules the holder at deadline
 	answered bool
 }
+
+// holderRef boxes a connectHolder for atomic replacement.
+type holderRef struct{ h connectHolder }
 
 // connectHolder is what a transport implements to hold a connect, in the
 // manner of CometD's AbstractServerTransport.Scheduler: the heldConnect
@@ -65,10 +73,9 @@ func (hc *heldConnect) hold(h connectHolder) {
 		hc.mu.Unlock()
 		return
 	}
-	first := hc.holder == nil
-	hc.holder = h
+	first := hc.holder.Swap(&holderRef{h}) == nil
 	if first && !hc.immediate {
-		hc.deadline = time.Now().Add(hc.timeout)
+		hc.deadline.Store(time.Now().Add(hc.timeout).UnixNano())
 		// Set after the deadline: the timer cannot fire before it.
 		hc.timer = time.AfterFunc(hc.timeout, hc.schedule)
 	}
@@ -84,11 +91,8 @@ func (hc *heldConnect) hold(h connectHolder) {
 
 // schedule passes a wake-up (from the session or the timer) to the holder.
 func (hc *heldConnect) schedule() {
-	hc.mu.Lock()
-	h := hc.holder
-	hc.mu.Unlock()
-	if h != nil {
-		h.schedule()
+	if r := hc.holder.Load(); r != nil {
+		r.h.schedule()
 	}
 }
 
@@ -107,10 +111,7 @@ func (hc *heldConnect) due() bool {
 		return true
 	default:
 	}
-	hc.mu.Lock()
-	deadline := hc.deadline
-	hc.mu.Unlock()
-	if !deadline.IsZero() && !time.Now().Before(deadline) {
+	if d := hc.deadline.Load(); d != 0 && time.Now().UnixNano() >= d {
 		return true
 	}
 	if hc.pushed {
@@ -185,7 +186,7 @@ func (hc *heldConnect) answer(deliver bool) (pubs []*engine.Publication, drop bo
 		return nil, false
 	}
 	hc.answered = true
-	hc.holder = nil
+	hc.holder.Store(nil)
 	if hc.timer != nil {
 		hc.timer.Stop()
 	}

@@ -375,11 +375,10 @@ func (kb *kickBatch) add(k kicker) {
 // kickBatch then wakes once, inline), else k itself.
 func holderOf(k kicker) kicker {
 	if hc, ok := k.(*heldConnect); ok {
-		hc.mu.Lock()
-		h := hc.holder
-		hc.mu.Unlock()
-		if hk, ok := h.(kicker); ok {
-			return hk
+		if r := hc.holder.Load(); r != nil {
+			if hk, ok := r.h.(kicker); ok {
+				return hk
+			}
 		}
 	}
 	return k
