@@ -31,6 +31,7 @@ type config struct {
 	MaxQueue       int
 	MaxRequest     int64
 	WSFrameTimeout time.Duration
+	WSCompression  bool
 	Origins        string
 	LogLevel       string
 	LogFormat      string
@@ -138,6 +139,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers (slowloris defence)")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", 30*time.Second, "time allowed to read a whole request, body included (not the held connect that follows)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
+	fs.BoolVar(&c.WSCompression, "ws-compression", true, "negotiate permessage-deflate with websocket clients that offer it (no context takeover; --max-request-bytes bounds the decompressed size)")
 	fs.DurationVar(&c.WSFrameTimeout, "ws-frame-timeout", 30*time.Second, "time allowed to send the rest of a websocket frame once it started (a client idle between frames is not affected)")
 	return fs
 }

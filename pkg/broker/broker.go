@@ -14,6 +14,7 @@ import (
 	"github.com/bayeux-cluster/bayeux/pkg/broker/channel"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/wsframe"
 )
 
 // Broker is a Bayeux server. Create it with New, start it with Run, mount it
@@ -66,6 +67,8 @@ type Broker struct {
 	parked           map[*parkedPoll]struct{}   // long-polls held without a goroutine (transport_park.go)
 	reservers        map[*http.Server]*reserver // serve connections handed back after a parked poll
 
+	wsDeflate *wsframe.Deflate // websocket compression; nil: off (ws_deflate.go)
+
 	shuttingDown atomic.Bool
 	// draining ends (at Shutdown) the held connects this node forwards to
 	// their owners, so that their HTTP requests and sockets can close.
@@ -111,6 +114,8 @@ func New(cfg Config) (*Broker, error) {
 		parked:          map[*parkedPoll]struct{}{},
 		reservers:       map[*http.Server]*reserver{},
 		lastRefresh:     time.Now(), // records are written with a full TTL
+
+		wsDeflate: newWSDeflate(cfg),
 	}
 	b.draining, b.stopForwards = context.WithCancel(context.Background())
 	for _, t := range cfg.Transports {

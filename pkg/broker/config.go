@@ -49,6 +49,11 @@ type Config struct {
 	// messages its client numbered before it when they travel on other,
 	// concurrent requests (default 2s; negative disables). See sequencer.
 	ReorderWindow time.Duration
+	// DisableWebSocketCompression turns off permessage-deflate, which is
+	// otherwise negotiated with every client offering it (RFC 7692,
+	// without context takeover; the message size limit applies to the
+	// decompressed size).
+	DisableWebSocketCompression bool
 	// MaxQueueMessages and MaxQueueBytes bound a session's queue, unacked
 	// batches included (defaults 10,000 and 16 MiB). Overflow terminates the
 	// session with error 409 and handshake advice.
