@@ -57,13 +57,14 @@ const maxControlPayload = 125
 // Reader reads the frames a client sends. It is not safe for concurrent
 // use; its state between calls is a fragmented message in progress.
 type Reader struct {
-	r      io.Reader
-	limit  int
-	hdr    [12]byte
-	frag   []byte   // fragments of the message in progress, unmasked
-	fragOp Opcode   // OpText or OpBinary while a fragmented message is open
-	fragZ  bool     // the message in progress is compressed
-	dfl    *Deflate // permessage-deflate negotiated (nil: RSV1 is an error)
+	r       io.Reader
+	limit   int
+	hdr     [12]byte
+	frag    []byte   // fragments of the message in progress, unmasked
+	fragOp  Opcode   // OpText or OpBinary while a fragmented message is open
+	fragZ   bool     // the message in progress is compressed
+	checked int      // bytes of frag checked to be UTF-8 (text, not compressed)
+	dfl     *Deflate // permessage-deflate negotiated (nil: RSV1 is an error)
 }
 
 // NewReader reads from r; limit bounds a data message's size in bytes
@@ -195,13 +196,48 @@ func (r *Reader) ReadMessage() (Opcode, []byte, error) {
 			return 0, nil, unexpected(err)
 		}
 		maskBytes(key, r.frag[start:])
+		// Text is checked fragment by fragment, so that invalid UTF-8
+		// fails the connection before the message ends ("fail fast").
+		if r.fragOp == OpText && !r.fragZ && !r.checkUTF8(fin) {
+			return 0, nil, notUTF8()
+		}
 		if !fin {
 			continue
 		}
 		p, mop := r.frag, r.fragOp
-		r.frag, r.fragOp = nil, 0
+		r.frag, r.fragOp, r.checked = nil, 0, 0
+		if mop == OpText && !r.fragZ {
+			return mop, p, nil // checked above
+		}
 		return r.complete(mop, p)
 	}
+}
+
+// checkUTF8 checks the fragments of a text message received since the
+// last call, up to the last whole code point unless final: a code point
+// may continue in the next fragment.
+func (r *Reader) checkUTF8(final bool) bool {
+	p := r.frag[r.checked:]
+	end := len(p)
+	if !final {
+		for k := 1; k <= utf8.UTFMax-1 && k <= len(p); k++ {
+			if b := p[len(p)-k]; b < utf8.RuneSelf || b >= 0xc0 { // not a continuation byte
+				if !utf8.FullRune(p[len(p)-k:]) { // the start of a valid sequence, cut short
+					end = len(p) - k
+				}
+				break
+			}
+		}
+	}
+	if !utf8.Valid(p[:end]) {
+		return false
+	}
+	r.checked += end
+	return true
+}
+
+func notUTF8() error {
+	return &CloseError{Code: StatusInvalidPayload, Reason: "text message is not UTF-8"}
 }
 
 // wireLimit is the largest number of payload bytes a message may take on
@@ -234,7 +270,7 @@ func (r *Reader) complete(op Opcode, p []byte) (Opcode, []byte, error) {
 		}
 	}
 	if op == OpText && !utf8.Valid(p) {
-		return 0, nil, &CloseError{Code: StatusInvalidPayload, Reason: "text message is not UTF-8"}
+		return 0, nil, notUTF8()
 	}
 	return op, p, nil
 }
