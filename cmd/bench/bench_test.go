@@ -49,7 +49,7 @@ func TestPercentile(t *testing.T) {
 }
 
 func TestPayloadRoundTrip(t *testing.T) {
-	b := appendPayload(nil, 3, 123456, 1764000000123456789)
+	b := appendPayload(nil, 3, 123456, 1764000000123456789, "")
 	pl, ok := parsePayload(b)
 	if !ok || pl != (payload{3, 123456, 1764000000123456789}) {
 		t.Fatalf("parse %s = %+v %v", b, pl, ok)

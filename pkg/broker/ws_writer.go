@@ -186,7 +186,7 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*eng
 			}
 			buf = mergeArrays(out, last)
 		}
-		f := conn.frameText(buf, len(out) == 0 && connectReply == nil && len(pubs) == 1)
+		f := conn.frameText(buf, out, pubs)
 		var err error
 		if inline {
 			conn.rest, err = conn.writeNow(f)

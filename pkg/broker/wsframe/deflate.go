@@ -91,12 +91,12 @@ func windowBits(v string) (int, bool) {
 
 // Thresholds of the write side.
 const (
-	// minCompress is the smallest payload worth compressing: below it the
+	// MinCompress is the smallest message worth compressing: below it the
 	// deflate block overhead eats the gain.
-	minCompress = 128
-	// sharedCacheBytes bounds the memory of a Deflate's shared-frame
-	// cache (payloads and frames); sharedCacheEntries bounds its entries;
-	// a payload over maxSharedPayload is not cached.
+	MinCompress = 128
+	// sharedCacheBytes bounds the memory of a Deflate's shared-segment
+	// cache (payloads and segments); sharedCacheEntries bounds its
+	// entries; a payload over maxSharedPayload is not cached.
 	sharedCacheBytes   = 4 << 20
 	sharedCacheEntries = 1024
 	maxSharedPayload   = 64 << 10
@@ -105,8 +105,16 @@ const (
 // Deflate compresses server messages and decompresses client ones for
 // every connection that negotiated permessage-deflate: a pool of flate
 // writers and readers, taken for one message at a time, and a small cache
-// of frames whose content is shared by many connections (a publication
-// fanned out), which are compressed once. It is safe for concurrent use.
+// of compressed segments whose content many connections send (a
+// publication fanned out), which are compressed once. It is safe for
+// concurrent use.
+//
+// A message is compressed as a series of segments, each a deflate stream
+// of its own ended by a sync flush (an empty stored block, 00 00 ff ff):
+// their concatenation is one valid deflate stream, since no segment
+// refers back into another, so a segment cached for one connection's
+// message can be used in another's (RFC 7692 section 7.2.1; the receiver
+// has no context to keep anyway).
 type Deflate struct {
 	level   int
 	writers sync.Pool // *compressor
@@ -114,14 +122,14 @@ type Deflate struct {
 	seed    maphash.Seed
 
 	mu    sync.Mutex
-	cache map[uint64]*sharedFrame
+	cache map[uint64]*sharedSegment
 	order []uint64 // cache keys, oldest first
-	bytes int      // payload and frame bytes in cache
+	bytes int      // payload and segment bytes in cache
 }
 
-type sharedFrame struct {
-	payload []byte // the uncompressed content (never modified)
-	frame   []byte // the frame sent for it
+type sharedSegment struct {
+	payload []byte // the uncompressed content (a copy)
+	seg     []byte // compressed, ending with 00 00 ff ff
 }
 
 type compressor struct {
@@ -143,76 +151,108 @@ func (s *sliceWriter) Write(p []byte) (int, error) {
 }
 
 // NewDeflate returns a Deflate compressing at flate.BestSpeed: JSON
-// compresses about as well as at higher levels for a fraction of the CPU
-// (docs/benchmarks.md).
+// compresses about as well as at higher levels for a fraction of the CPU.
 func NewDeflate() *Deflate {
-	return &Deflate{level: flate.BestSpeed, seed: maphash.MakeSeed(), cache: map[uint64]*sharedFrame{}}
+	return &Deflate{level: flate.BestSpeed, seed: maphash.MakeSeed(), cache: map[uint64]*sharedSegment{}}
 }
 
-// Frame turns buf (MaxHeaderLen reserved bytes, then a payload, as for
-// the package-level Frame) into one final frame of op, compressed (RSV1
-// set) when that makes it smaller. The result may be buf itself framed in
-// place, or a new buffer.
-//
-// shared says the same payload is likely framed for many connections
-// (one publication pushed to each subscriber): its frame is then looked
-// up in, and kept in, a bounded cache, so that it is compressed once.
-// The caller must not modify buf afterwards, nor the returned frame.
-func (d *Deflate) Frame(buf []byte, op Opcode, shared bool) []byte {
-	payload := buf[MaxHeaderLen:]
-	if len(payload) < minCompress {
-		return Frame(buf, op)
-	}
-	if !shared || len(payload) > maxSharedPayload {
-		return d.frame(buf, op)
-	}
-	key := maphash.Bytes(d.seed, payload)
-	d.mu.Lock()
-	if e := d.cache[key]; e != nil && bytes.Equal(e.payload, payload) {
-		d.mu.Unlock()
-		return e.frame
-	}
-	d.mu.Unlock()
-	f := d.frame(buf, op)
-	d.remember(key, &sharedFrame{payload: payload, frame: f})
-	return f
-}
-
-// frame compresses buf's payload into a new frame, or frames buf in place
-// if compression does not make it smaller.
-func (d *Deflate) frame(buf []byte, op Opcode) []byte {
-	payload := buf[MaxHeaderLen:]
+// appendSegment appends p compressed and sync-flushed to dst.
+func (d *Deflate) appendSegment(dst, p []byte) []byte {
 	c, _ := d.writers.Get().(*compressor)
 	if c == nil {
 		c = &compressor{}
 		c.w, _ = flate.NewWriter(&c.out, d.level) // the level is valid
 	}
-	c.out.b = ReserveHeader(make([]byte, 0, MaxHeaderLen+len(payload)/2+64))
+	c.out.b = dst
 	c.w.Reset(&c.out)
-	_, _ = c.w.Write(payload) // a sliceWriter never fails
+	_, _ = c.w.Write(p) // a sliceWriter never fails
 	_ = c.w.Flush()
-	out := c.out.b
+	dst = c.out.b
 	c.out.b = nil
 	d.writers.Put(c)
-	// Flush ends with an empty stored block, 00 00 ff ff, which the
-	// receiver adds back (RFC 7692 section 7.2.1).
-	out = out[:len(out)-4]
-	if len(out)-MaxHeaderLen >= len(payload) {
-		return Frame(buf, op)
+	return dst
+}
+
+// Message is one compressed message being built: bytes added with Own
+// are compressed for this message, content added with Shared is
+// compressed once for every message that has it. Build with
+// Deflate.Message, then Own and Shared in order, then Frame.
+type Message struct {
+	d       *Deflate
+	buf     []byte // MaxHeaderLen reserved bytes, then the segments so far
+	pending []byte // Own bytes not yet compressed
+}
+
+// Message starts a message; sizeHint is its uncompressed size, roughly.
+func (d *Deflate) Message(sizeHint int) *Message {
+	return &Message{d: d, buf: ReserveHeader(make([]byte, 0, MaxHeaderLen+sizeHint/2+64))}
+}
+
+// Own adds bytes of this message only.
+func (m *Message) Own(p ...byte) { m.pending = append(m.pending, p...) }
+
+// Shared adds content likely sent in many messages (a publication): its
+// compressed segment is taken from, or added to, the Deflate's bounded
+// cache. The caller may reuse p afterwards.
+func (m *Message) Shared(p []byte) {
+	if len(p) > maxSharedPayload {
+		m.pending = append(m.pending, p...)
+		return
+	}
+	m.flush()
+	d := m.d
+	key := maphash.Bytes(d.seed, p)
+	d.mu.Lock()
+	e := d.cache[key]
+	d.mu.Unlock()
+	if e == nil || !bytes.Equal(e.payload, p) {
+		e = &sharedSegment{payload: bytes.Clone(p), seg: d.appendSegment(nil, p)}
+		d.remember(key, e)
+	}
+	m.buf = append(m.buf, e.seg...)
+}
+
+// Cached reports whether content p has a compressed segment in the cache.
+func (d *Deflate) Cached(p []byte) bool {
+	key := maphash.Bytes(d.seed, p)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.cache[key]
+	return e != nil && bytes.Equal(e.payload, p)
+}
+
+func (m *Message) flush() {
+	if len(m.pending) > 0 {
+		m.buf = m.d.appendSegment(m.buf, m.pending)
+		m.pending = m.pending[:0]
+	}
+}
+
+// Frame ends the message and returns it as one final compressed (RSV1)
+// frame of op.
+func (m *Message) Frame(op Opcode) []byte {
+	m.flush()
+	// The last sync flush's 00 00 ff ff is left for the receiver to add
+	// back (RFC 7692 section 7.2.1); an empty message is one empty block.
+	out := m.buf
+	if len(out) > MaxHeaderLen {
+		out = out[:len(out)-4]
+	} else {
+		out = append(out, 0x00)
 	}
 	f := Frame(out, op)
 	f[0] |= rsv1
 	return f
 }
 
-// remember adds a shared frame to the cache, evicting the oldest entries
-// beyond its bounds.
-func (d *Deflate) remember(key uint64, e *sharedFrame) {
-	size := len(e.payload) + len(e.frame)
+// remember adds a shared segment to the cache, evicting the oldest
+// entries beyond its bounds.
+func (d *Deflate) remember(key uint64, e *sharedSegment) {
+	size := len(e.payload) + len(e.seg)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if old := d.cache[key]; old != nil {
-		d.bytes -= len(old.payload) + len(old.frame)
+		d.bytes -= len(old.payload) + len(old.seg)
 	} else {
 		d.order = append(d.order, key)
 	}
@@ -222,7 +262,7 @@ func (d *Deflate) remember(key uint64, e *sharedFrame) {
 		k := d.order[0]
 		d.order = d.order[1:]
 		if old := d.cache[k]; old != nil {
-			d.bytes -= len(old.payload) + len(old.frame)
+			d.bytes -= len(old.payload) + len(old.seg)
 			delete(d.cache, k)
 		}
 	}

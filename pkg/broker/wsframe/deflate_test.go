@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"encoding/binary"
 	"errors"
+	"hash/maphash"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -145,63 +146,79 @@ func readServerFrame(t testing.TB, f []byte) (compressed bool, payload []byte) {
 	return true, out
 }
 
-func TestDeflateFrame(t *testing.T) {
+// build compresses parts into one message, the odd ones shared.
+func build(d *Deflate, parts ...[]byte) []byte {
+	m := d.Message(0)
+	for i, p := range parts {
+		if i%2 == 1 {
+			m.Shared(p)
+		} else {
+			m.Own(p...)
+		}
+	}
+	return m.Frame(OpText)
+}
+
+func TestDeflateMessage(t *testing.T) {
 	d := NewDeflate()
-	json := []byte(`[` + strings.Repeat(`{"channel":"/quotes/ACME","data":{"bid":101.5,"ask":101.7}},`, 30) + `{}]`)
+	pub := []byte(strings.Repeat(`{"channel":"/quotes/ACME","data":{"bid":101.5,"ask":101.7}},`, 30) + `{}`)
 	random := make([]byte, 4000)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range random {
 		random[i] = byte(rng.Uint32())
 	}
 	cases := []struct {
-		name     string
-		payload  []byte
-		wantComp bool
+		name  string
+		parts [][]byte
 	}{
-		{"small stays plain", []byte(`[{"channel":"/meta/connect","successful":true}]`), false},
-		{"JSON compressed", json, true},
-		{"large JSON compressed", bytes.Repeat(json, 100), true},
-		{"incompressible stays plain", random, false},
+		{"empty", nil},
+		{"own only", [][]byte{pub}},
+		{"one shared", [][]byte{[]byte("["), pub, []byte("]")}},
+		{"shared, own, shared", [][]byte{[]byte("["), pub, []byte(`,{"id":"7","successful":true},`), pub, []byte("]")}},
+		{"incompressible shared", [][]byte{[]byte("["), random, []byte("]")}},
+		{"large", [][]byte{bytes.Repeat(pub, 100), pub, bytes.Repeat(pub, 50)}},
 	}
 	for _, c := range cases {
-		for _, shared := range []bool{false, true} {
-			buf := append(ReserveHeader(nil), c.payload...)
-			f := d.Frame(buf, OpText, shared)
-			comp, got := readServerFrame(t, f)
-			if comp != c.wantComp || !bytes.Equal(got, c.payload) {
-				t.Fatalf("%s (shared %v): compressed %v (want %v), round trip equal %v", c.name, shared, comp, c.wantComp, bytes.Equal(got, c.payload))
-			}
-			if f[0]&0x0f != byte(OpText) || f[0]&0x80 == 0 {
-				t.Fatalf("%s: first byte %#x", c.name, f[0])
-			}
+		f := build(d, c.parts...)
+		comp, got := readServerFrame(t, f)
+		want := bytes.Join(c.parts, nil)
+		if !comp || !bytes.Equal(got, want) {
+			t.Fatalf("%s: compressed %v, round trip equal %v", c.name, comp, bytes.Equal(got, want))
+		}
+		if f[0]&0x0f != byte(OpText) || f[0]&0x80 == 0 {
+			t.Fatalf("%s: first byte %#x", c.name, f[0])
 		}
 	}
-	// Shared frames: compressed once, the same bytes for every caller, safe
-	// under concurrency; a different payload with the same length is not
-	// confused with it.
+	// Shared content is compressed once, by whichever message comes first,
+	// safely under concurrency; content of the same length is not confused.
 	var wg sync.WaitGroup
 	frames := make([][]byte, 16)
 	for i := range frames {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			frames[i] = d.Frame(append(ReserveHeader(nil), json...), OpText, true)
+			frames[i] = build(d, []byte("["), pub, []byte("]"))
 		}()
 	}
 	wg.Wait()
-	again := d.Frame(append(ReserveHeader(nil), json...), OpText, true)
 	for _, f := range frames {
-		if !bytes.Equal(f, again) {
-			t.Fatal("shared frames differ")
+		if !bytes.Equal(f, frames[0]) {
+			t.Fatal("messages with the same shared content differ")
 		}
 	}
-	first := d.Frame(append(ReserveHeader(nil), json...), OpText, true)
-	if &first[0] != &again[0] {
-		t.Fatal("a shared frame was compressed again")
+	d.mu.Lock()
+	e := d.cache[maphash.Bytes(d.seed, pub)]
+	d.mu.Unlock()
+	if e == nil || !bytes.Equal(e.payload, pub) {
+		t.Fatal("shared content not cached")
 	}
-	other := bytes.ReplaceAll(json, []byte("ACME"), []byte("ACMF"))
-	if _, got := readServerFrame(t, d.Frame(append(ReserveHeader(nil), other...), OpText, true)); !bytes.Equal(got, other) {
-		t.Fatal("another payload got the cached frame")
+	other := bytes.ReplaceAll(pub, []byte("ACME"), []byte("ACMF"))
+	if _, got := readServerFrame(t, build(d, nil, other)); !bytes.Equal(got, other) {
+		t.Fatal("another payload got the cached segment")
+	}
+	// A JSON message compresses well.
+	if f := build(d, []byte("["), pub, []byte("]")); len(f) > len(pub)/3 {
+		t.Fatalf("%d bytes compressed to %d", len(pub), len(f))
 	}
 }
 
@@ -209,7 +226,7 @@ func TestDeflateCacheBounded(t *testing.T) {
 	d := NewDeflate()
 	for i := range 3 * sharedCacheEntries {
 		p := []byte(strings.Repeat("abcdefgh", 20) + string(rune('a'+i%26)) + strings.Repeat("x", i))
-		d.Frame(append(ReserveHeader(nil), p...), OpText, true)
+		build(d, nil, p)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -218,17 +235,30 @@ func TestDeflateCacheBounded(t *testing.T) {
 	}
 }
 
-// BenchmarkDeflateFrame compresses a 1.4 KB JSON payload (not shared).
-func BenchmarkDeflateFrame(b *testing.B) {
-	d := NewDeflate()
+// BenchmarkDeflateMessage compresses a 1.4 KB JSON message: own (every
+// byte compressed for this message) or shared (a cached publication
+// between own brackets, as a fan-out sends it).
+func BenchmarkDeflateMessage(b *testing.B) {
 	payload := []byte(strings.Repeat(`{"channel":"/chat/room/42","data":{"text":"hello there","seq":1234},"id":"17"},`, 18))
-	buf := append(ReserveHeader(nil), payload...)
-	b.SetBytes(int64(len(payload)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if f := d.Frame(buf, OpText, false); len(f) >= len(payload) {
-			b.Fatal("not compressed")
-		}
+	for _, shared := range []bool{false, true} {
+		b.Run(map[bool]string{false: "own", true: "shared"}[shared], func(b *testing.B) {
+			d := NewDeflate()
+			b.SetBytes(int64(len(payload)))
+			b.ReportAllocs()
+			for b.Loop() {
+				m := d.Message(len(payload))
+				m.Own('[')
+				if shared {
+					m.Shared(payload)
+				} else {
+					m.Own(payload...)
+				}
+				m.Own(']')
+				if f := m.Frame(OpText); len(f) >= len(payload) {
+					b.Fatal("not compressed")
+				}
+			}
+		})
 	}
 }
 
