@@ -18,8 +18,11 @@
 //     *CloseError carrying the status code to close the connection with.
 //   - Deflate holds the pooled flate compressors and decompressors of
 //     every connection that negotiated permessage-deflate (none is kept
-//     per connection between messages), and compresses a frame shared by
-//     many connections once (a bounded cache).
+//     per connection between messages). A compressed message (Message) is
+//     built from segments, each a deflate stream of its own: content many
+//     connections send (a publication) is compressed once and its segment
+//     reused from a bounded cache (Shared); the rest is compressed per
+//     message (Own).
 //   - AppendFrame, PutHeader and CloseFrame build unmasked server frames.
 //     Header space can be reserved in front of a payload that is built in
 //     place (ReserveHeader), so that a frame is written with one syscall
