@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"unsafe"
 	"time"
+	"unsafe"
 )
 
 // payload is the data of every published message.
