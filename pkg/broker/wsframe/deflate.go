@@ -181,7 +181,13 @@ type Message struct {
 	d       *Deflate
 	buf     []byte // MaxHeaderLen reserved bytes, then the segments so far
 	pending []byte // Own bytes not yet compressed
+	synced  bool   // buf ends with a sync flush's 00 00 ff ff
 }
+
+// maxStored is the longest run of own bytes sent as a stored (not
+// compressed) block: a few brackets and commas gain nothing from a
+// compressor, which costs microseconds to reset and flush.
+const maxStored = 32
 
 // Message starts a message; sizeHint is its uncompressed size, roughly.
 func (d *Deflate) Message(sizeHint int) *Message {
@@ -210,6 +216,7 @@ func (m *Message) Shared(p []byte) {
 		d.remember(key, e)
 	}
 	m.buf = append(m.buf, e.seg...)
+	m.synced = true
 }
 
 // Cached reports whether content p has a compressed segment in the cache.
@@ -222,20 +229,31 @@ func (d *Deflate) Cached(p []byte) bool {
 }
 
 func (m *Message) flush() {
-	if len(m.pending) > 0 {
+	switch n := len(m.pending); {
+	case n == 0:
+		return
+	case n <= maxStored: // a stored block: header byte, LEN, NLEN, the bytes
+		m.buf = append(m.buf, 0x00, byte(n), byte(n>>8), ^byte(n), ^byte(n>>8))
+		m.buf = append(m.buf, m.pending...)
+		m.synced = false
+	default:
 		m.buf = m.d.appendSegment(m.buf, m.pending)
-		m.pending = m.pending[:0]
+		m.synced = true
 	}
+	m.pending = m.pending[:0]
 }
 
 // Frame ends the message and returns it as one final compressed (RSV1)
 // frame of op.
 func (m *Message) Frame(op Opcode) []byte {
 	m.flush()
-	// The last sync flush's 00 00 ff ff is left for the receiver to add
-	// back (RFC 7692 section 7.2.1); an empty message is one empty block.
+	// RFC 7692 section 7.2.1: the trailing 00 00 ff ff is left out.
+	// The 00 00 ff ff the receiver appends is the LEN and NLEN of an empty
+	// stored block whose 3 header bits it expects last: a sync flush's
+	// are there already; after a stored block of ours (or nothing), a
+	// 0x00 byte starts that empty block.
 	out := m.buf
-	if len(out) > MaxHeaderLen {
+	if m.synced {
 		out = out[:len(out)-4]
 	} else {
 		out = append(out, 0x00)

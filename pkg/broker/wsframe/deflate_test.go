@@ -177,6 +177,9 @@ func TestDeflateMessage(t *testing.T) {
 		{"shared, own, shared", [][]byte{[]byte("["), pub, []byte(`,{"id":"7","successful":true},`), pub, []byte("]")}},
 		{"incompressible shared", [][]byte{[]byte("["), random, []byte("]")}},
 		{"large", [][]byte{bytes.Repeat(pub, 100), pub, bytes.Repeat(pub, 50)}},
+		{"own stored, shared, own stored", [][]byte{[]byte(`[`), pub, []byte(`,`), pub, []byte(`]`)}},
+		{"short own only (stored)", [][]byte{[]byte(`[{"a":1}]`)}},
+		{"own at the stored limit", [][]byte{bytes.Repeat([]byte("s"), maxStored), pub, bytes.Repeat([]byte("t"), maxStored+1)}},
 	}
 	for _, c := range cases {
 		f := build(d, c.parts...)
