@@ -510,3 +510,28 @@ func TestDockerignore(t *testing.T) {
 		}
 	}
 }
+
+// TestComposeNodeHealth: each node's healthcheck runs the image's own
+// binary ("bayeux-node probe", the distroless image has no curl) against
+// /readyz on its listen port, and the balancer waits for every node to be
+// healthy.
+func TestComposeNodeHealth(t *testing.T) {
+	p := loadProject(t)
+	lb := service(t, p, "lb")
+	for _, name := range []string{"node1", "node2", "node3"} {
+		s := service(t, p, name)
+		if s.HealthCheck == nil {
+			t.Errorf("%s: no healthcheck", name)
+			continue
+		}
+		test := s.HealthCheck.Test
+		port := strings.TrimPrefix(*s.Environment["BAYEUX_LISTEN"], ":")
+		want := []string{"CMD", "/bayeux-node", "probe", "http://127.0.0.1:" + port + "/readyz"}
+		if !slices.Equal(test, want) {
+			t.Errorf("%s: healthcheck %q, want %q", name, test, want)
+		}
+		if d, ok := lb.DependsOn[name]; !ok || d.Condition != "service_healthy" {
+			t.Errorf("lb depends on %s with %+v, want condition service_healthy", name, d)
+		}
+	}
+}
