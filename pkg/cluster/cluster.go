@@ -90,11 +90,6 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 	clusterv1.RegisterNodeServer(c.grpc, &nodeServer{b: b})
 	c.hs = health.NewServer()
 	healthpb.RegisterHealthServer(c.grpc, c.hs)
-	go func() {
-		if err := c.grpc.Serve(ln); err != nil {
-			c.log.Error("grpc server stopped", "err", err)
-		}
-	}()
 
 	grpcAddr, err := advertised(ln.Addr(), cfg.Advertise)
 	if err != nil {
@@ -114,9 +109,10 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 		OnPeerLost: func() { b.PeerLost(time.Now()) },
 		Faults:     cfg.GossipFaults,
 		Keys:       cfg.GossipKeys,
+		OnDepart:   func(m Meta) { c.peers.drop(m.GRPC) },
 	})
 	if err != nil {
-		c.grpc.Stop()
+		_ = ln.Close()
 		return nil, err
 	}
 	c.mem = mem
@@ -124,7 +120,16 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 	if cfg.Sessions != nil {
 		store = cfg.Sessions
 	}
+	// The router and store are installed before the gRPC server serves
+	// (starting its goroutine orders the two): a peer's forwarded request
+	// never meets a half-installed broker. Gossip only updates membership,
+	// which does not touch the broker.
 	b.SetCluster(idGuard{c}, store)
+	go func() {
+		if err := c.grpc.Serve(ln); err != nil {
+			c.log.Error("grpc server stopped", "err", err)
+		}
+	}()
 	c.hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	go func() {
 		if err := mem.Join(ctx); err != nil {

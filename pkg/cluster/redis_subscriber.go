@@ -94,6 +94,29 @@ func (rd *reader) unsubscribeQuietly(ch string) {
 	_ = rd.unsubscribe(ctx, ch)
 }
 
+// restoreIfIdle (reader goroutine) marks a lost connection that holds no
+// channel as restored as soon as Redis answers: no subscription
+// confirmation will come to say so, and nothing needs catching up.
+func (rd *reader) restoreIfIdle(ctx context.Context) {
+	rd.mu.Lock()
+	idle, ps := len(rd.want) == 0, rd.ps
+	rd.mu.Unlock()
+	if !rd.lost || !idle {
+		return
+	}
+	if ps != nil {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := ps.Ping(pctx)
+		cancel()
+		if err != nil {
+			return
+		}
+	}
+	rd.lost = false
+	rd.up.set(true)
+	rd.e.log.Info("redis pub/sub connection restored", "partition", rd.part)
+}
+
 func (rd *reader) current() *redis.PubSub {
 	rd.mu.Lock()
 	defer rd.mu.Unlock()
@@ -160,6 +183,11 @@ func (r *Redis) Run(ctx context.Context, h engine.Handler) error {
 	stop := context.AfterFunc(ctx, r.closeReaders)
 	defer stop()
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.watchHealth(ctx)
+	}()
 	for _, rd := range r.readers {
 		wg.Add(1)
 		go func() {
@@ -191,6 +219,7 @@ func (rd *reader) run(ctx context.Context, h engine.Handler) {
 		if r.cc != nil {
 			rd.reset(ctx)
 		}
+		rd.restoreIfIdle(ctx)
 		return true
 	}
 	for {

@@ -97,6 +97,26 @@ func (p *peers) client(addr string) (clusterv1.NodeClient, error) {
 	return clusterv1.NewNodeClient(c), nil
 }
 
+// drop closes the connection to addr, if any (the peer left or failed;
+// a later call to client dials again, as after a partition heals). The
+// close runs in the background: it waits for the connection's goroutines.
+func (p *peers) drop(addr string) {
+	p.mu.Lock()
+	c := p.conns[addr]
+	delete(p.conns, addr)
+	p.mu.Unlock()
+	if c != nil {
+		go func() { _ = c.Close() }()
+	}
+}
+
+// open returns the number of open peer connections.
+func (p *peers) open() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
 // prune closes connections to addresses not in live.
 func (p *peers) prune(live map[string]bool) {
 	p.mu.Lock()
