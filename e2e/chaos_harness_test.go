@@ -552,6 +552,19 @@ func readyAll(nodes []*testproc.Node, want int, d time.Duration) error {
 	})
 }
 
+// backplaneAll waits until every node in nodes is ready and reports its
+// backplane down (or up) in /readyz.
+func backplaneAll(nodes []*testproc.Node, down bool, d time.Duration) error {
+	return pollUntil(d, func() error {
+		for _, n := range nodes {
+			if err := backplaneDown(n, down); err != nil {
+				return fmt.Errorf("node %s: %w", n.Tag, err)
+			}
+		}
+		return nil
+	})
+}
+
 // membersOf returns the number of members node n reports.
 func membersOf(n *testproc.Node) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

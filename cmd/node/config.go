@@ -41,19 +41,21 @@ type config struct {
 	GCPercent      int
 	ShutdownGrace  time.Duration
 
-	Redis        string
-	NodeID       string
-	GossipListen string
-	GRPCListen   string
-	Advertise    string
-	Join         string
-	GossipFast   bool
-	HistorySize  int
-	HistoryTTL   time.Duration
-	SessionTTL   time.Duration
-	Retention    string
-	AdviceHosts  string
-	DrainJitter  time.Duration
+	Redis string
+	// RedisWaitReplicas: see --redis-wait-replicas.
+	RedisWaitReplicas int
+	NodeID            string
+	GossipListen      string
+	GRPCListen        string
+	Advertise         string
+	Join              string
+	GossipFast        bool
+	HistorySize       int
+	HistoryTTL        time.Duration
+	SessionTTL        time.Duration
+	Retention         string
+	AdviceHosts       string
+	DrainJitter       time.Duration
 	// ReorderWindow and PeerLossGrace: see broker.Config.
 	ReorderWindow time.Duration
 	PeerLossGrace time.Duration
@@ -101,7 +103,8 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiling under /debug/pprof/ (expose only to operators)")
 	fs.IntVar(&c.GCPercent, "gc-percent", 50, "Go GC target percentage of the node, used unless GOGC is set: connections cost memory more than CPU, and 50 keeps an idle websocket near 6.5 KB of RSS (8 KB at 100) with no measured CPU cost (docs/benchmarks.md); 0: Go's default (100)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown may take")
-	fs.StringVar(&c.Redis, "redis", "", "Redis URL of the cluster backplane: redis://host:port (one instance) or redis+cluster://host:port,host:port (Redis Cluster, sharded pub/sub; ?partitions=N, default 64); empty: single node, embedded in-memory engine")
+	fs.StringVar(&c.Redis, "redis", "", "Redis URL of the cluster backplane: redis://host:port (one instance), redis+sentinel://host:26379,host:26379/MASTER_NAME (primary and replicas behind Redis Sentinel) or redis+cluster://host:port,host:port (Redis Cluster, sharded pub/sub; ?partitions=N, default 64); rediss... for TLS; empty: single node, embedded in-memory engine")
+	fs.IntVar(&c.RedisWaitReplicas, "redis-wait-replicas", 0, "acknowledge a publish only once this many Redis replicas have it (WAIT, 1s timeout; fewer is a 503 publish failure), so a Redis failover loses no acknowledged publish; for Sentinel and Redis Cluster")
 	fs.StringVar(&c.NodeID, "node-id", "", "unique node id (default: hostname plus a random suffix)")
 	fs.StringVar(&c.GossipListen, "gossip-listen", ":7946", "gossip (memberlist) listen address")
 	fs.StringVar(&c.GRPCListen, "grpc-listen", ":7947", "node-to-node gRPC listen address")
@@ -178,6 +181,9 @@ func (c *config) validate() error {
 	if err := checkRedisURL(c.Redis); err != nil {
 		return err
 	}
+	if c.RedisWaitReplicas < 0 || (c.RedisWaitReplicas > 0 && c.Redis == "") {
+		return fmt.Errorf("--redis-wait-replicas %d: want 0, or a positive count with --redis", c.RedisWaitReplicas)
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)
@@ -191,12 +197,18 @@ func (c *config) validate() error {
 }
 
 // redisURLForms is what --redis accepts, for messages.
-const redisURLForms = "redis://[user:password@]host:port[/db], rediss:// (TLS), or redis+cluster://host:port,host:port (rediss+cluster:// for TLS)"
+const redisURLForms = "redis://[user:password@]host:port[/db], rediss:// (TLS), redis+sentinel://host:26379,host:26379/MASTER_NAME (rediss+sentinel:// for TLS) or redis+cluster://host:port,host:port (rediss+cluster:// for TLS)"
 
 // checkRedisURL rejects a --redis value that is not a URL of a known
 // scheme, naming what was given (password hidden) and what is expected.
 func checkRedisURL(s string) error {
 	if s == "" || cluster.IsClusterURL(s) { // a cluster URL lists several hosts: parsed at start
+		return nil
+	}
+	if cluster.IsSentinelURL(s) { // several hosts too: the cluster package parses it
+		if err := cluster.CheckRedisURL(s); err != nil {
+			return fmt.Errorf("--redis: %w", err)
+		}
 		return nil
 	}
 	u, err := url.Parse(s)

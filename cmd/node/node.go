@@ -43,6 +43,7 @@ type node struct {
 
 	mux          *http.ServeMux
 	ready        chan struct{} // closed once serving
+	readiness    *cluster.Readiness
 	cl           *cluster.Cluster
 	gossipFaults *cluster.GossipFaults
 }
@@ -110,7 +111,7 @@ func (n *node) newEngine(ctx context.Context) error {
 		return nil
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, Retention: retention, Logger: n.log.With("component", "redis"), Observer: n.met})
+	r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, WaitReplicas: c.RedisWaitReplicas, Retention: retention, Logger: n.log.With("component", "redis"), Observer: n.met})
 	cancel()
 	if err != nil {
 		return err
@@ -196,26 +197,10 @@ func (n *node) routes() {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	// Ready: serving, not shutting down, and (cluster mode) the Redis
-	// pub/sub link healthy. A draining node turns unready so balancers and
-	// Kubernetes stop sending it new clients.
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case <-n.ready:
-		default:
-			http.Error(w, "not ready: starting", http.StatusServiceUnavailable)
-			return
-		}
-		if b.ShuttingDown() {
-			http.Error(w, "not ready: shutting down", http.StatusServiceUnavailable)
-			return
-		}
-		if r, ok := n.eng.(interface{ Ready() bool }); ok && !r.Ready() {
-			http.Error(w, "not ready: backplane unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ready\n")
-	})
+	// Ready: see cluster.Readiness (a backplane outage is reported, not
+	// made unready).
+	n.readiness = cluster.NewReadiness(b.ShuttingDown, n.eng, n.reg)
+	mux.Handle("GET /readyz", n.readiness)
 	if c.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -281,6 +266,7 @@ func (n *node) serve(ctx context.Context, stdout io.Writer) error {
 	}
 	base := scheme + displayAddr(ln.Addr())
 	close(n.ready)
+	n.readiness.Started()
 	printURLs(stdout, n.urls(base))
 	n.log.Info("serving", "url", base+c.Path, "engine", n.engineName)
 
@@ -314,6 +300,7 @@ func (n *node) startCluster(ctx context.Context, stdout io.Writer) error {
 	n.cl = cl
 	fmt.Fprintf(stdout, "bayeux node gossip %s grpc %s tag %s\n", cl.GossipAddr(), cl.GRPCAddr(), cl.Tag())
 	n.met.GossipHealth(func() float64 { return float64(cl.HealthScore()) })
+	n.readiness.SetCluster(cl)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"time"
 
 	"context"
@@ -191,7 +192,11 @@ func (b *Broker) publish(ctx context.Context, s *Session, m *protocol.Message) *
 			b.obs.Publish(false)
 		}
 		b.log.Warn("publish failed", "channel", m.Channel, "err", err)
-		r.Fail(protocol.NewError(protocol.CodeServerUnavailable, "Publish failed: backplane unavailable", m.Channel))
+		msg := "Publish failed: backplane unavailable"
+		if errors.Is(err, engine.ErrNotDurable) {
+			msg = "Publish failed: not confirmed by enough Redis replicas; it may have been delivered"
+		}
+		r.Fail(protocol.NewError(protocol.CodeServerUnavailable, msg, m.Channel))
 		return r
 	}
 	b.metrics.publishes.Add(1)
