@@ -256,6 +256,18 @@ func unknownClient(id string) *protocol.Error {
 
 // removeSession closes s with reason and removes it from every index.
 func (b *Broker) removeSession(s *Session, reason *protocol.Error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var ids []string
+	if b.dropSession(s, reason) {
+		ids = append(ids, s.id)
+	}
+	b.releaseBackend(ctx, []*Session{s}, ids)
+}
+
+// dropSession closes s with reason and removes it from the local indexes;
+// it reports whether its durable record is to be deleted.
+func (b *Broker) dropSession(s *Session, reason *protocol.Error) (deleteRecord bool) {
 	s.mu.Lock()
 	s.closeLocked(reason)
 	s.mu.Unlock()
@@ -278,23 +290,72 @@ func (b *Broker) removeSession(s *Session, reason *protocol.Error) {
 		}
 		b.browsersMu.Unlock()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	if removed && reason != nil && (reason == errDisconnected || reason.Code == protocol.CodeMessagesLost || reason.Code == protocol.CodeQueueOverflow) {
 		b.tombsMu.Lock()
 		b.tombs[s.id] = tomb{reason: reason, at: time.Now()}
 		b.tombsMu.Unlock()
 	}
-	if removed && b.store != nil && reason != errMoved {
-		if err := b.store.Delete(ctx, s.id); err != nil {
-			b.log.Warn("delete session record", "session", s.id, "err", err)
+	return removed && b.store != nil && reason != errMoved
+}
+
+// sweepWorkers bounds the concurrent backend calls (unsubscribes, record
+// deletes) of one sweep; sweepBudget bounds the whole: a Redis black hole
+// delays a sweep by sweepBudget, not by a timeout per expired session.
+const (
+	sweepWorkers = 8
+	sweepBudget  = 5 * time.Second
+)
+
+// batchDeleter is a SessionStore that deletes many records in one round
+// trip (the cluster's does).
+type batchDeleter interface {
+	DeleteMany(ctx context.Context, ids []string) error
+}
+
+// releaseBackend deletes the records ids and drops the engine
+// subscriptions of sessions, at most sweepWorkers calls at a time, until
+// ctx ends.
+func (b *Broker) releaseBackend(ctx context.Context, sessions []*Session, ids []string) {
+	sem := make(chan struct{}, sweepWorkers)
+	var wg sync.WaitGroup
+	do := func(f func()) {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			f() // fails at once on the ended ctx, logging what was left
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			f()
+		}()
+	}
+	if bd, ok := b.store.(batchDeleter); ok && len(ids) > 1 {
+		do(func() {
+			if err := bd.DeleteMany(ctx, ids); err != nil {
+				b.log.Warn("delete session records", "sessions", len(ids), "err", err)
+			}
+		})
+	} else {
+		for _, id := range ids {
+			do(func() {
+				if err := b.store.Delete(ctx, id); err != nil {
+					b.log.Warn("delete session record", "session", id, "err", err)
+				}
+			})
 		}
 	}
-	for _, p := range s.Subscriptions() {
-		if err := b.idx.remove(ctx, s, p); err != nil {
-			b.log.Warn("unsubscribe on session end", "session", s.id, "pattern", p, "err", err)
+	for _, s := range sessions {
+		for _, p := range s.Subscriptions() {
+			do(func() {
+				if err := b.idx.remove(ctx, s, p); err != nil {
+					b.log.Warn("unsubscribe on session end", "session", s.id, "pattern", p, "err", err)
+				}
+			})
 		}
 	}
+	wg.Wait()
 }
 
 // reap schedules removal of a session closed from a context that holds
@@ -310,8 +371,13 @@ func (b *Broker) sweep(now time.Time) {
 	reaping := b.reaping
 	b.reaping = nil
 	b.reapMu.Unlock()
+	var ended []*Session
+	var ids []string
 	for _, s := range reaping {
-		b.removeSession(s, s.closedReason())
+		if b.dropSession(s, s.closedReason()) {
+			ids = append(ids, s.id)
+		}
+		ended = append(ended, s)
 	}
 	var expired []*Session
 	b.sessionsMu.RLock()
@@ -328,7 +394,15 @@ func (b *Broker) sweep(now time.Time) {
 			b.metrics.expired.Add(1)
 			b.log.Debug("session expired", "session", s.id)
 		}
-		b.removeSession(s, reason)
+		if b.dropSession(s, reason) {
+			ids = append(ids, s.id)
+		}
+		ended = append(ended, s)
+	}
+	if len(ended) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), sweepBudget)
+		b.releaseBackend(ctx, ended, ids)
+		cancel()
 	}
 	b.refreshRecords(now)
 	b.tombsMu.Lock()
