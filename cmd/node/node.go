@@ -199,7 +199,7 @@ func (n *node) routes() {
 	})
 	// Ready: see cluster.Readiness (a backplane outage is reported, not
 	// made unready).
-	n.readiness = cluster.NewReadiness(b.ShuttingDown, n.eng, n.reg)
+	n.readiness = cluster.NewReadiness(b.ShuttingDown, n.eng)
 	mux.Handle("GET /readyz", n.readiness)
 	if c.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -301,6 +301,7 @@ func (n *node) startCluster(ctx context.Context, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "bayeux node gossip %s grpc %s tag %s\n", cl.GossipAddr(), cl.GRPCAddr(), cl.Tag())
 	n.met.GossipHealth(func() float64 { return float64(cl.HealthScore()) })
 	n.readiness.SetCluster(cl)
+	n.met.Backplane(n.readiness.BackplaneUp, n.readiness.Joined)
 	return nil
 }
 

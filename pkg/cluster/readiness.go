@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Readiness answers a node's GET /readyz. What it means (see
@@ -33,25 +31,26 @@ type Readiness struct {
 }
 
 // NewReadiness returns the readiness of a node whose broker reports
-// shuttingDown and whose engine is eng (a *Redis in cluster mode). With
-// reg, it registers bayeux_backplane_up and bayeux_cluster_joined (cluster
-// mode only).
-func NewReadiness(shuttingDown func() bool, eng any, reg prometheus.Registerer) *Readiness {
+// shuttingDown and whose engine is eng (a *Redis in cluster mode).
+func NewReadiness(shuttingDown func() bool, eng any) *Readiness {
 	r := &Readiness{shuttingDown: shuttingDown}
 	if bp, ok := eng.(interface{ Health() Health }); ok {
 		r.backplane = bp
-		if reg != nil {
-			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "bayeux_backplane_up",
-				Help: "1 while Redis answers the node's PING (every 500ms), 0 during an outage.",
-			}, func() float64 { return boolGauge(bp.Health().Up) }))
-			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "bayeux_cluster_joined",
-				Help: "1 once the node joined a cluster (or was given no seeds), 0 while it has joined nobody.",
-			}, func() float64 { ok, _ := r.joined(); return boolGauge(ok) }))
-		}
 	}
 	return r
+}
+
+// BackplaneUp is 1 while Redis answers (or without Redis), else 0: the
+// value of bayeux_backplane_up.
+func (r *Readiness) BackplaneUp() float64 {
+	return boolGauge(r.backplane == nil || r.backplane.Health().Up)
+}
+
+// Joined is 1 once the node joined a cluster (or needs none), else 0: the
+// value of bayeux_cluster_joined.
+func (r *Readiness) Joined() float64 {
+	ok, _ := r.joined()
+	return boolGauge(ok)
 }
 
 func boolGauge(b bool) float64 {

@@ -25,7 +25,7 @@ func TestReadinessDuringRedisOutage(t *testing.T) {
 	rd := testproc.StartRedis(t)
 	e := newEngine(t, rd.URL(), nil)
 	run(t, e)
-	r := NewReadiness(func() bool { return false }, e, nil)
+	r := NewReadiness(func() bool { return false }, e)
 	if ok, d := r.Check(); ok || !strings.Contains(d, "starting") {
 		t.Fatalf("before Started: %v %q", ok, d)
 	}
@@ -78,7 +78,7 @@ func TestJoinedNobodyNotReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = m.Leave(100 * time.Millisecond) }()
-	r := NewReadiness(func() bool { return false }, nil, nil)
+	r := NewReadiness(func() bool { return false }, nil)
 	r.SetCluster(&Cluster{mem: m})
 	r.Started()
 	if ok, d := r.Check(); ok || !strings.Contains(d, "joining") {
