@@ -8,11 +8,18 @@
 //     messages in one order, and the Redis work per publish does not depend
 //     on how many clients subscribe. Each node holds one Redis subscription
 //     per pattern in use on it (the broker refcounts), never one per client.
+//     Redis is one instance (redis://), a primary with replicas behind
+//     Sentinel (redis+sentinel://) or a Redis Cluster (redis+cluster://);
+//     RedisConfig.WaitReplicas acknowledges a publish only once replicas
+//     have it.
 //   - hashicorp/memberlist is the membership: which nodes are alive, and the
 //     node tag, gRPC address and protocol version of each.
 //   - gRPC (api/proto/cluster/v1) carries requests to the node that owns a
 //     session: the owner's tag is the clientId's prefix, so any node serves
 //     any request of any session without sticky load balancing.
+//
+// Readiness answers /readyz: not ready while starting, draining or joined
+// to nobody; ready but reporting it during a backplane outage.
 //
 // Concurrency: every exported method is safe for concurrent use. Memberlist
 // delegates only update a map under a short lock and never block. The Redis
