@@ -100,6 +100,7 @@ var _ engine.Engine = (*Redis)(nil)
 type tracked struct {
 	epoch  string
 	offset uint64
+	at     int64 // time (unix ms) of the publication at offset; 0: unknown
 	seen   time.Time
 }
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/bayeux-cluster/bayeux/internal/testproc"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 )
@@ -154,5 +156,60 @@ func TestSentinelFailoverKeepsAcknowledged(t *testing.T) {
 	}
 	if g := rec.gaps("/fo"); len(g) != 0 {
 		t.Fatalf("gaps reported: %v", g)
+	}
+}
+
+// TestCatchUpDetectsReusedOffset: when a failover loses the last
+// publication a node delivered and the new primary reuses its offset for
+// another publication before the node reconnects, the catch-up must not
+// take the new one for the one it delivered: it reports a gap (the
+// subscribers are told) instead of dropping it silently.
+func TestCatchUpDetectsReusedOffset(t *testing.T) {
+	rd := testproc.StartRedis(t)
+	proxy := testproc.StartFaultProxy(t, rd.Addr)
+	sub := newEngine(t, "redis://"+proxy.Addr, nil)
+	pub := newEngine(t, rd.URL(), nil)
+	rec := run(t, sub)
+	subscribe(t, sub, "/dv")
+	sent := publish(t, pub, "/dv", 3)
+	rec.waitPubs(t, "/dv", 3)
+	proxy.Cut()
+	waitFor(t, 10*time.Second, "the lost connection noticed", func() bool { return !sub.Ready() })
+	// What a failover to a replica that lacked offset 3 leaves: the stream
+	// and the offset one behind.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c := pub.Client()
+	key := pub.lay.streamKey("/dv")
+	kept, err := c.XRange(ctx, key, "1-0", "2-0").Result()
+	if err != nil || len(kept) != 2 {
+		t.Fatalf("history: %v %v", kept, err)
+	}
+	if err := c.Del(ctx, key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range kept {
+		if err := c.XAdd(ctx, &redis.XAddArgs{Stream: key, ID: e.ID, Values: e.Values}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.HSet(ctx, pub.lay.metaKey("/dv"), "o", 2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "a later millisecond", func() bool { return time.Now().UnixMilli() > sent[2].Time+1 })
+	reused := publish(t, pub, "/dv", 1)[0]
+	if reused.Offset != 3 {
+		t.Fatalf("offset %d, want 3 reused", reused.Offset)
+	}
+	proxy.Restore()
+	waitFor(t, 10*time.Second, "the reused offset delivered or reported", func() bool {
+		if len(rec.gaps("/dv")) > 0 {
+			return true
+		}
+		ps := rec.pubs("/dv")
+		return len(ps) > 3
+	})
+	if ps := rec.pubs("/dv"); len(ps) > 3 && string(ps[3].Payload) != string(reused.Payload) {
+		t.Fatalf("delivered %q after the failover, want %q", ps[3].Payload, reused.Payload)
 	}
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -332,19 +333,19 @@ func (rd *reader) onMessage(ctx context.Context, h engine.Handler, env string) {
 	switch {
 	case t == nil:
 		// Seen first through a wildcard pattern: start here.
-		rd.tracked[name] = &tracked{epoch: epoch, offset: off, seen: now}
+		rd.tracked[name] = &tracked{epoch: epoch, offset: off, at: at, seen: now}
 	case t.epoch != epoch:
 		// The channel's history was reset (Redis lost it): whatever came
 		// between cannot be recovered.
 		h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{Epoch: epoch, Offset: off - 1})
-		t.epoch, t.offset, t.seen = epoch, off, now
+		t.epoch, t.offset, t.at, t.seen = epoch, off, at, now
 	case off <= t.offset:
 		return // already delivered (another of our Redis channels, or caught up)
 	case off > t.offset+1:
 		rd.fill(ctx, h, name, t, off-1)
-		t.offset, t.seen = off, now
+		t.offset, t.at, t.seen = off, at, now
 	default:
-		t.offset, t.seen = off, now
+		t.offset, t.at, t.seen = off, at, now
 	}
 	h.OnPublication(p)
 }
@@ -379,7 +380,7 @@ func (rd *reader) fill(ctx context.Context, h engine.Handler, name string, t *tr
 	if err != nil {
 		r.log.Warn("redis: gap not recoverable from history", "channel", name, "from", t.offset, "to", upTo, "err", err)
 		h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{Epoch: t.epoch, Offset: upTo})
-		t.offset = upTo
+		t.offset, t.at = upTo, 0
 		return
 	}
 	for i := range pubs {
@@ -396,11 +397,11 @@ func (rd *reader) fill(ctx context.Context, h engine.Handler, name string, t *tr
 			h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{Epoch: t.epoch, Offset: pubs[i].Offset - 1})
 		}
 		h.OnPublication(&pubs[i])
-		t.offset = pubs[i].Offset
+		t.offset, t.at = pubs[i].Offset, pubs[i].Time
 	}
 	if bounded && t.offset < upTo {
 		h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{Epoch: t.epoch, Offset: upTo})
-		t.offset = upTo
+		t.offset, t.at = upTo, 0
 	}
 }
 
@@ -415,6 +416,11 @@ func (rd *reader) catchUp(ctx context.Context, h engine.Handler) {
 			delete(rd.tracked, name)
 			continue
 		}
+		if rd.diverged(ctx, name, t) {
+			h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{})
+			delete(rd.tracked, name)
+			continue
+		}
 		rd.fill(ctx, h, name, t, 0)
 	}
 	for _, p := range patterns {
@@ -422,6 +428,32 @@ func (rd *reader) catchUp(ctx context.Context, h engine.Handler) {
 			h.OnGap(p, engine.Position{}, engine.Position{})
 		}
 	}
+}
+
+// diverged reports whether the channel's stream now holds, at the last
+// offset delivered here, another publication than the one delivered: a
+// failover promoted a replica that lacked it, and the offset was reused.
+// Publications are told apart by their time (ms), which differs since a
+// failover takes longer than a millisecond. A trimmed or unreadable entry
+// is left to History, which catches a stream that is behind.
+func (rd *reader) diverged(ctx context.Context, name string, t *tracked) bool {
+	if t.at == 0 || t.offset == 0 {
+		return false
+	}
+	r := rd.e
+	id := strconv.FormatUint(t.offset, 10) + "-0"
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	es, err := r.client.XRange(hctx, r.lay.streamKey(name), id, id).Result()
+	if err != nil || len(es) == 0 {
+		return false
+	}
+	at, err := strconv.ParseInt(fmt.Sprint(es[0].Values["t"]), 10, 64)
+	if err != nil || at == t.at {
+		return false
+	}
+	r.log.Warn("redis: the stream holds another publication at an offset delivered here (a failover lost it); reporting a gap", "channel", name, "offset", t.offset)
+	return true
 }
 
 func coveredBy(name string, patterns []string) bool {
