@@ -205,11 +205,12 @@ func (c *Cluster) Forward(ctx context.Context, node string, req *broker.Forwarde
 		c.observeForward(ForwardNoOwner)
 		return nil, errNoOwner
 	}
-	client, err := c.peers.client(owner.GRPC)
+	client, release, err := c.peers.client(owner.GRPC)
 	if err != nil {
 		c.observeForward(ForwardError)
 		return nil, err
 	}
+	defer release()
 	resp, err := client.Process(ctx, &clusterv1.ProcessRequest{
 		ProtocolVersion: ProtocolVersion,
 		Transport:       req.Transport,
@@ -238,10 +239,11 @@ func (c *Cluster) SessionOp(ctx context.Context, node, clientID, op string) (boo
 	if !ok {
 		return false, nil
 	}
-	client, err := c.peers.client(owner.GRPC)
+	client, release, err := c.peers.client(owner.GRPC)
 	if err != nil {
 		return false, err
 	}
+	defer release()
 	resp, err := client.SessionOp(ctx, &clusterv1.SessionOpRequest{ProtocolVersion: ProtocolVersion, ClientId: clientID, Op: op})
 	if err != nil {
 		return false, fmt.Errorf("session op on %s: %w", owner.ID, err)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/bayeux-cluster/bayeux/internal/testproc"
@@ -118,9 +120,17 @@ func TestPeerConnectionClosedWhenPeerDeparts(t *testing.T) {
 	if n := a.c.peers.open(); n != 1 {
 		t.Fatalf("%d peer connections, want 1", n)
 	}
+	a.c.peers.mu.Lock()
+	var cc *grpc.ClientConn
+	for _, pc := range a.c.peers.conns {
+		cc = pc.cc
+	}
+	a.c.peers.mu.Unlock()
 	faults.Isolate()
 	waitFor(t, 10*time.Second, "b to be seen failed", func() bool { return len(a.c.Members()) == 1 })
-	waitFor(t, 2*time.Second, "the connection to b closed", func() bool { return a.c.peers.open() == 0 })
+	waitFor(t, 2*time.Second, "the connection to b closed", func() bool {
+		return a.c.peers.open() == 0 && cc.GetState() == connectivity.Shutdown
+	})
 	faults.Restore()
 }
 

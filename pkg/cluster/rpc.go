@@ -66,7 +66,16 @@ func (s *nodeServer) SessionOp(_ context.Context, req *clusterv1.SessionOpReques
 type peers struct {
 	creds credentials.TransportCredentials
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	conns map[string]*peerConn
+}
+
+// peerConn is a connection and its calls in flight: a connection to a
+// peer that departed is closed once its last call ends, so that the
+// answers of a draining peer (held connects it releases) still arrive.
+type peerConn struct {
+	cc       *grpc.ClientConn
+	inflight int
+	departed bool
 }
 
 // newPeers dials peers with mutual TLS when tlsCfg is set, else in
@@ -76,61 +85,76 @@ func newPeers(tlsCfg *tls.Config) *peers {
 	if tlsCfg != nil {
 		creds = credentials.NewTLS(tlsCfg)
 	}
-	return &peers{creds: creds, conns: map[string]*grpc.ClientConn{}}
+	return &peers{creds: creds, conns: map[string]*peerConn{}}
 }
 
-func (p *peers) client(addr string) (clusterv1.NodeClient, error) {
+// client returns a client of the peer at addr for one call; the caller
+// calls release when the call ended.
+func (p *peers) client(addr string) (c clusterv1.NodeClient, release func(), err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c := p.conns[addr]; c != nil {
-		return clusterv1.NewNodeClient(c), nil
+	pc := p.conns[addr]
+	if pc == nil {
+		cc, err := grpc.NewClient(addr,
+			grpc.WithTransportCredentials(p.creds),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRPCMessage), grpc.MaxCallSendMsgSize(maxRPCMessage)),
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: false}),
+		)
+		if err != nil {
+			return nil, nil, fmt.Errorf("grpc client %s: %w", addr, err)
+		}
+		pc = &peerConn{cc: cc}
+		p.conns[addr] = pc
 	}
-	c, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(p.creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRPCMessage), grpc.MaxCallSendMsgSize(maxRPCMessage)),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: false}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("grpc client %s: %w", addr, err)
-	}
-	p.conns[addr] = c
-	return clusterv1.NewNodeClient(c), nil
+	pc.inflight++
+	return clusterv1.NewNodeClient(pc.cc), func() { p.release(pc) }, nil
 }
 
-// drop closes the connection to addr, if any (the peer left or failed;
-// a later call to client dials again, as after a partition heals). The
-// close runs in the background: it waits for the connection's goroutines.
+func (p *peers) release(pc *peerConn) {
+	p.mu.Lock()
+	pc.inflight--
+	closeNow := pc.departed && pc.inflight == 0
+	p.mu.Unlock()
+	if closeNow {
+		go func() { _ = pc.cc.Close() }() // Close waits for the connection's goroutines
+	}
+}
+
+// drop forgets the connection to addr (the peer left or failed) and
+// closes it once its calls in flight ended; a later call dials again, as
+// after a partition heals.
 func (p *peers) drop(addr string) {
 	p.mu.Lock()
-	c := p.conns[addr]
+	pc := p.conns[addr]
 	delete(p.conns, addr)
+	closeNow := false
+	if pc != nil {
+		pc.departed = true
+		closeNow = pc.inflight == 0
+	}
 	p.mu.Unlock()
-	if c != nil {
-		go func() { _ = c.Close() }()
+	if closeNow {
+		go func() { _ = pc.cc.Close() }()
 	}
 }
 
-// open returns the number of open peer connections.
+// open returns the number of peer connections not yet closed or closing.
 func (p *peers) open() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.conns)
 }
 
-// prune closes connections to addresses not in live.
-func (p *peers) prune(live map[string]bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for addr, c := range p.conns {
-		if !live[addr] {
-			_ = c.Close()
-			delete(p.conns, addr)
-		}
-	}
-}
-
+// close closes every connection (the node stops), calls in flight
+// included.
 func (p *peers) close() {
-	p.prune(nil)
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = map[string]*peerConn{}
+	p.mu.Unlock()
+	for _, pc := range conns {
+		_ = pc.cc.Close()
+	}
 }
 
 // errNoOwner means the session's owner is not a live member.
