@@ -213,3 +213,42 @@ func TestCatchUpDetectsReusedOffset(t *testing.T) {
 		t.Fatalf("delivered %q after the failover, want %q", ps[3].Payload, reused.Payload)
 	}
 }
+
+// TestRedisClusterWaitReplicas: on a Redis Cluster, WAIT goes to the
+// master of the channel's slot in the publish's pipeline: with a replica
+// per master, publishes on channels of every shard are acknowledged; with
+// none, refused.
+func TestRedisClusterWaitReplicas(t *testing.T) {
+	for _, tc := range []struct {
+		replicas int
+		ok       bool
+	}{{1, true}, {0, false}} {
+		t.Run(fmt.Sprintf("replicas=%d", tc.replicas), func(t *testing.T) {
+			rc := testproc.StartRedisCluster(t, 3, tc.replicas)
+			e := newEngine(t, rc.URL()+"?partitions=16", func(c *RedisConfig) { c.WaitReplicas, c.WaitTimeout = 1, 200*time.Millisecond })
+			shards := map[string]bool{}
+			for i := range 12 {
+				ch := fmt.Sprintf("/wr/c%d", i)
+				m, err := e.cc.MasterForKey(context.Background(), e.lay.metaKey(ch))
+				if err != nil {
+					t.Fatal(err)
+				}
+				shards[m.Options().Addr] = true
+				var perr error
+				// A replica may still be syncing just after the cluster formed.
+				waitFor(t, 20*time.Second, "a publish answered as expected on "+ch, func() bool {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					_, perr = e.Publish(ctx, ch, []byte(`{}`))
+					return (perr == nil) == tc.ok
+				})
+				if !tc.ok && !errors.Is(perr, ErrNotReplicated) {
+					t.Fatalf("publish without replicas: %v, want ErrNotReplicated", perr)
+				}
+			}
+			if len(shards) < 2 {
+				t.Fatalf("channels on %d shard(s), want several", len(shards))
+			}
+		})
+	}
+}
