@@ -216,7 +216,10 @@ func (rd *reader) run(ctx context.Context, h engine.Handler) {
 			return false
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 2*time.Second)
+		// At most 1s between attempts: a restored Redis is noticed within
+		// about a second (readiness detail), at one dial per second and
+		// partition while it is down.
+		backoff = min(backoff*2, time.Second)
 		if r.cc != nil {
 			rd.reset(ctx)
 		}
