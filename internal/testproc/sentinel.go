@@ -34,13 +34,15 @@ const sentinelDownAfter = 1000 * time.Millisecond
 func StartSentinel(t testing.TB, replicas int) *Sentinel {
 	t.Helper()
 	s := &Sentinel{}
-	primary := StartRedis(t)
-	s.Servers = append(s.Servers, primary)
-	for range replicas {
-		port := FreePort(t)
-		s.Servers = append(s.Servers, startRedis(t, port, []string{"--save", "", "--appendonly", "no", "--replicaof", "127.0.0.1", fmt.Sprint(primary.Port)}))
-	}
+	// A replica writes the full synchronization it receives to its
+	// directory (and a primary that turned replica too): a temporary one.
 	dir := t.TempDir()
+	primary := startRedis(t, FreePort(t), []string{"--save", "", "--appendonly", "no", "--dir", dir, "--dbfilename", "primary.rdb"})
+	s.Servers = append(s.Servers, primary)
+	for i := range replicas {
+		s.Servers = append(s.Servers, startRedis(t, FreePort(t), []string{"--save", "", "--appendonly", "no", "--dir", dir,
+			"--dbfilename", fmt.Sprintf("replica-%d.rdb", i), "--replicaof", "127.0.0.1", fmt.Sprint(primary.Port)}))
+	}
 	for i := range 3 {
 		port := FreePort(t)
 		conf := filepath.Join(dir, fmt.Sprintf("sentinel-%d.conf", i))
