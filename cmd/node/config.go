@@ -41,24 +41,24 @@ type config struct {
 	GCPercent      int
 	ShutdownGrace  time.Duration
 
-	Redis string
-	// RedisWaitReplicas: see --redis-wait-replicas.
-	RedisWaitReplicas int
-	NodeID            string
-	GossipListen      string
-	GRPCListen        string
-	Advertise         string
-	Join              string
-	GossipFast        bool
-	HistorySize       int
-	HistoryTTL        time.Duration
-	SessionTTL        time.Duration
-	Retention         string
-	AdviceHosts       string
-	DrainJitter       time.Duration
+	Redis        string
+	NodeID       string
+	GossipListen string
+	GRPCListen   string
+	Advertise    string
+	Join         string
+	GossipFast   bool
+	HistorySize  int
+	HistoryTTL   time.Duration
+	SessionTTL   time.Duration
+	Retention    string
+	AdviceHosts  string
+	DrainJitter  time.Duration
 	// ReorderWindow and PeerLossGrace: see broker.Config.
 	ReorderWindow time.Duration
 	PeerLossGrace time.Duration
+
+	RedisWaitReplicas int // --redis-wait-replicas
 
 	Auth auth.Options // --auth-* and --acl-file
 
