@@ -290,7 +290,7 @@ func (b *Broker) dropSession(s *Session, reason *protocol.Error) (deleteRecord b
 		}
 		b.browsersMu.Unlock()
 	}
-	if removed && reason != nil && (reason == errDisconnected || reason.Code == protocol.CodeMessagesLost || reason.Code == protocol.CodeQueueOverflow) {
+	if removed && reason != nil && (reason == errDisconnected || reason == errEnded || reason.Code == protocol.CodeMessagesLost || reason.Code == protocol.CodeQueueOverflow) {
 		b.tombsMu.Lock()
 		b.tombs[s.id] = tomb{reason: reason, at: time.Now()}
 		b.tombsMu.Unlock()

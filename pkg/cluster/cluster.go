@@ -55,6 +55,7 @@ type Cluster struct {
 	gln   net.Listener
 	hs    *health.Server
 	peers *peers
+	calls calls
 }
 
 var _ broker.Router = (*Cluster)(nil)
@@ -87,7 +88,7 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
 	}
 	c.grpc = grpc.NewServer(opts...)
-	clusterv1.RegisterNodeServer(c.grpc, &nodeServer{b: b})
+	clusterv1.RegisterNodeServer(c.grpc, &nodeServer{b: b, calls: &c.calls})
 	c.hs = health.NewServer()
 	healthpb.RegisterHealthServer(c.grpc, c.hs)
 

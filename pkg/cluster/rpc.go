@@ -26,7 +26,8 @@ const maxRPCMessage = 64 << 20
 // nodeServer serves the Node gRPC service for the local broker.
 type nodeServer struct {
 	clusterv1.UnimplementedNodeServer
-	b *broker.Broker
+	b     *broker.Broker
+	calls *calls
 }
 
 var _ clusterv1.NodeServer = (*nodeServer)(nil)
