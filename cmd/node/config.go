@@ -76,6 +76,10 @@ type config struct {
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
 	IdleTimeout       time.Duration
+
+	// Server API (issue 18).
+	APIListen, APIKeyFile string
+	APIRate               float64
 }
 
 // newFlagSet defines every flag of the node on c, with its default. Each
@@ -98,6 +102,9 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.Origins, "allowed-origins", "", "comma-separated origin host patterns for CORS and websocket (empty: any)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.APIListen, "api-listen", ":8081", "listen address of the server API and admin console (\"\": off); keep it inside the cluster")
+	fs.StringVar(&c.APIKeyFile, "api-key-file", "", "file of server API keys, one per line (# comments); re-read on SIGHUP; without it every API call is refused")
+	fs.Float64Var(&c.APIRate, "api-rate", 1000, "server API calls per second (burst twice that); over it calls get 429")
 	fs.BoolVar(&c.Demo, "demo", true, "serve the browser demo (chat, cluster page) at / and publish node stats on /cluster/nodes every second")
 	fs.BoolVar(&c.DebugAPI, "debug-api", false, "serve the test-only debug API under /debug/bayeux/ (never in production)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiling under /debug/pprof/ (expose only to operators)")

@@ -23,6 +23,7 @@ import (
 	"github.com/bayeux-cluster/bayeux/pkg/cluster"
 	"github.com/bayeux-cluster/bayeux/pkg/demo"
 	"github.com/bayeux-cluster/bayeux/pkg/metrics"
+	"github.com/bayeux-cluster/bayeux/pkg/serverapi/nodeapi"
 )
 
 // node is one running node: what newNode builds, serve runs and stops.
@@ -46,6 +47,7 @@ type node struct {
 	readiness    *cluster.Readiness
 	cl           *cluster.Cluster
 	gossipFaults *cluster.GossipFaults
+	api          *nodeapi.Server // nil with --api-listen ""
 }
 
 // newNode loads the key material and builds the engine, the broker and
@@ -251,6 +253,11 @@ func (n *node) serve(ctx context.Context, stdout io.Writer) error {
 			return err
 		}
 	}
+	if n.api, err = n.startAPI(runCtx, stdout); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer n.stopAPI()
 	brokerDone := make(chan error, 1)
 	go func() { brokerDone <- n.b.Run(runCtx) }()
 	if n.app != nil {
@@ -317,6 +324,9 @@ func (n *node) shutdown(srv *http.Server, cancelRun context.CancelFunc, brokerDo
 	if err := srv.Shutdown(sctx); err != nil {
 		n.log.Warn("http shutdown incomplete", "err", err)
 	}
+	if err := n.api.Shutdown(sctx); err != nil {
+		n.log.Warn("api shutdown incomplete", "err", err)
+	}
 	if n.cl != nil {
 		n.cl.Stop(sctx)
 	}
@@ -324,4 +334,20 @@ func (n *node) shutdown(srv *http.Server, cancelRun context.CancelFunc, brokerDo
 	<-brokerDone
 	n.close()
 	n.log.Info("stopped")
+}
+
+// startAPI starts the server API listener (--api-listen; package
+// serverapi/nodeapi) and prints its address.
+func (n *node) startAPI(ctx context.Context, stdout io.Writer) (*nodeapi.Server, error) {
+	c := n.c
+	return nodeapi.Start(ctx, nodeapi.Options{Listen: c.APIListen, KeyFile: c.APIKeyFile, Broker: n.b, Engine: n.eng, Cluster: n.cl,
+		NodeID: c.NodeID, BayeuxPath: c.Path, MaxBodyBytes: c.MaxRequest, Rate: c.APIRate, Registry: n.reg, Logger: n.log,
+		Stdout: stdout, ClientJS: demo.ClientJS()})
+}
+
+// stopAPI stops the API listener if shutdown did not (an early return).
+func (n *node) stopAPI() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = n.api.Shutdown(ctx)
 }
