@@ -9,6 +9,8 @@ import "encoding/json"
 type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Status is the HTTP status the Client received (not on the wire).
+	Status int `json:"-"`
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
