@@ -66,14 +66,9 @@ func NewHandler(cfg HandlerConfig) *Handler {
 	}
 	h := &Handler{cfg: cfg, svc: cfg.Service, keys: cfg.Keys, log: cfg.Logger, met: newMetrics(cfg.Registry),
 		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst), mux: http.NewServeMux()}
-	h.route("POST /api/v1/publish", "publish", h.publish)
-	h.route("POST /api/v1/broadcast", "broadcast", h.broadcast)
-	h.route("GET /api/v1/channels", "channels", h.channels)
-	h.route("GET /api/v1/presence", "presence", h.presence)
-	h.route("GET /api/v1/history", "history", h.history)
-	h.route("POST /api/v1/disconnect", "disconnect", h.disconnect)
-	h.route("POST /api/v1/unsubscribe", "unsubscribe", h.unsubscribe)
-	h.route("GET /api/v1/nodes", "nodes", h.nodes)
+	for _, rt := range h.routes() {
+		h.route(rt.method+" "+rt.path, rt.call, rt.f)
+	}
 	h.mux.HandleFunc("GET /api/v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(OpenAPI())
@@ -99,6 +94,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.mux.ServeHTTP(w, r)
+}
+
+// apiRoute is one call of the HTTP API.
+type apiRoute struct {
+	method, path, call string
+	f                  apiFunc
+}
+
+// routes is every call of the HTTP API (the OpenAPI document must describe
+// exactly these, plus itself).
+func (h *Handler) routes() []apiRoute {
+	return []apiRoute{
+		{"POST", "/api/v1/publish", "publish", h.publish},
+		{"POST", "/api/v1/broadcast", "broadcast", h.broadcast},
+		{"GET", "/api/v1/channels", "channels", h.channels},
+		{"GET", "/api/v1/presence", "presence", h.presence},
+		{"GET", "/api/v1/history", "history", h.history},
+		{"POST", "/api/v1/disconnect", "disconnect", h.disconnect},
+		{"POST", "/api/v1/unsubscribe", "unsubscribe", h.unsubscribe},
+		{"GET", "/api/v1/nodes", "nodes", h.nodes},
+	}
 }
 
 // apiFunc serves one call: it returns the response body or an error.

@@ -300,7 +300,7 @@ func (s *Service) serveInfo(context.Context, []byte) ([]byte, error) {
 
 // Nodes describes every live node.
 func (s *Service) Nodes(ctx context.Context) (NodesResult, error) {
-	out := NodesResult{Nodes: []NodeInfo{s.stats.Info()}}
+	out := NodesResult{Self: s.self, Nodes: []NodeInfo{s.stats.Info()}}
 	answers, unreachable := s.fanOut(ctx, callInfo, nil)
 	for _, a := range answers {
 		var ni NodeInfo

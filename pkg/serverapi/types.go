@@ -139,6 +139,7 @@ type NodeInfo struct {
 
 // NodesResult answers GET /api/v1/nodes.
 type NodesResult struct {
+	Self        string     `json:"self"` // the id of the node that answered
 	Nodes       []NodeInfo `json:"nodes"`
 	Unreachable []string   `json:"unreachable,omitempty"`
 }
