@@ -258,6 +258,77 @@ func TestServerAPICluster(t *testing.T) {
 	})
 }
 
+// TestServerAPIGRPC runs the same operations through the gRPC service
+// bayeux.server.v1.ServerAPI of one node, on sessions owned by others.
+func TestServerAPIGRPC(t *testing.T) {
+	c, _, _ := apiCluster(t)
+	conn, err := grpc.NewClient(strings.TrimPrefix(c.Nodes[2].API, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	g := serverv1.NewServerAPIClient(conn)
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+apiKey1), 60*time.Second)
+	defer cancel()
+	ch := "/grpc/room"
+	subs := []*rawSubscriber{newRawSubscriber(t, c.Nodes[0].URL, "long-polling", ch), newRawSubscriber(t, c.Nodes[1].URL, "websocket", ch)}
+
+	p, err := g.Presence(ctx, &serverv1.PresenceRequest{Channel: ch})
+	if err != nil || len(p.GetSessions()) != 2 || p.GetSessions()[0].GetNode() == p.GetSessions()[1].GetNode() {
+		t.Fatalf("presence: %v %v", p, err)
+	}
+	chs, err := g.Channels(ctx, &serverv1.ChannelsRequest{Pattern: "/grpc/*"})
+	if err != nil || len(chs.GetChannels()) != 1 || chs.GetChannels()[0].GetSubscribers() != 2 {
+		t.Fatalf("channels: %v %v", chs, err)
+	}
+	var want []string
+	for i := range 10 {
+		data := fmt.Sprintf(`{"g":%d}`, i)
+		r, err := g.Publish(ctx, &serverv1.PublishRequest{Channel: ch, Data: []byte(data)})
+		if err != nil || r.GetReplayId() != int64(i+1) {
+			t.Fatalf("publish %d: %v %v", i, r, err)
+		}
+		want = append(want, data)
+	}
+	b, err := g.Broadcast(ctx, &serverv1.BroadcastRequest{Channels: []string{ch}, Data: []byte(`{"g":"b"}`)})
+	if err != nil || len(b.GetResults()) != 1 || b.GetResults()[0].GetErrorCode() != "" {
+		t.Fatalf("broadcast: %v %v", b, err)
+	}
+	want = append(want, `{"g":"b"}`)
+	waitReceived(t, subs, len(want), 20*time.Second)
+	for i, s := range subs {
+		if got, e := s.received(); e != "" || !slices.Equal(got, want) {
+			t.Errorf("subscriber %d: %q %v", i, e, got)
+		}
+	}
+	since := int64(8)
+	h, err := g.History(ctx, &serverv1.HistoryRequest{Channel: ch, Since: &since, Limit: 2})
+	if err != nil || len(h.GetMessages()) != 2 || h.GetMessages()[0].GetReplayId() != 9 || string(h.GetMessages()[0].GetData()) != `{"g":8}` {
+		t.Fatalf("history: %v %v", h, err)
+	}
+	u, err := g.Unsubscribe(ctx, &serverv1.UnsubscribeRequest{ClientId: subs[0].id, Channel: ch})
+	if err != nil || !u.GetUnsubscribed() {
+		t.Fatalf("unsubscribe: %v %v", u, err)
+	}
+	d, err := g.Disconnect(ctx, &serverv1.DisconnectRequest{ClientId: subs[1].id})
+	if err != nil || !slices.Equal(d.GetDisconnected(), []string{subs[1].id}) {
+		t.Fatalf("disconnect: %v %v", d, err)
+	}
+	bayeuxtest.Eventually(t, 10*time.Second, func() error {
+		if _, e := subs[1].received(); !strings.Contains(e, "402") {
+			return fmt.Errorf("disconnected websocket subscriber: %q", e)
+		}
+		return nil
+	})
+	if _, err := g.Publish(ctx, &serverv1.PublishRequest{Channel: "/meta/x", Data: []byte(`1`)}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("publish to a meta channel: %v, want InvalidArgument", err)
+	}
+	p, err = g.Presence(ctx, &serverv1.PresenceRequest{Channel: ch})
+	if err != nil || len(p.GetSessions()) != 0 {
+		t.Errorf("presence after unsubscribe and disconnect: %v %v", p, err)
+	}
+}
+
 // waitHeld waits until node holds a /meta/connect of session id.
 func waitHeld(t *testing.T, n *testproc.Node, id string) {
 	t.Helper()
