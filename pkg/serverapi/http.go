@@ -26,7 +26,8 @@ type HandlerConfig struct {
 	// MaxBodyBytes bounds a request body (default 64 KiB); larger gets 413.
 	MaxBodyBytes int64
 	// Rate and Burst bound the calls per second of the whole listener
-	// (default 1000 and 2000); over it a call gets 429 with Retry-After.
+	// (default 1000, and a burst of twice the rate); over it a call gets
+	// 429 with Retry-After. A broadcast counts as one call.
 	Rate  float64
 	Burst int
 	// Bayeux, if set, is the node's Bayeux endpoint, also served at
@@ -59,7 +60,7 @@ func NewHandler(cfg HandlerConfig) *Handler {
 		cfg.Rate = 1000
 	}
 	if cfg.Burst <= 0 {
-		cfg.Burst = 2000
+		cfg.Burst = max(1, int(2*cfg.Rate))
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
