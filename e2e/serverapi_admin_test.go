@@ -19,7 +19,9 @@ import (
 // Chromium (interop/admin.test.mjs) with a session owned by node 1: the
 // console lists the three nodes, the channel and the session, shows the
 // history, publishes (the session receives it; the console sees it live
-// over Bayeux) and disconnects the session.
+// over Bayeux) and disconnects the session. Then, as a new user would, a
+// demo tab opened through the balancer gets a publish made through the
+// API, shows in presence, and handshakes again when disconnected.
 func TestServerAPIAdminConsole(t *testing.T) {
 	dir, chromium := requireBrowser(t)
 	c, _, clients := apiCluster(t)
@@ -35,7 +37,7 @@ func TestServerAPIAdminConsole(t *testing.T) {
 	cmd := exec.CommandContext(ctx, "node", "--test", "--test-reporter=spec", "admin.test.mjs")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "ADMIN_URL="+c.Nodes[0].API, "ADMIN_KEY="+apiKey1, "ADMIN_CHANNEL="+ch,
-		"ADMIN_CLIENT_ID="+sub.id, "ADMIN_EXPECT_NODES=3", "ADMIN_SCREENSHOTS="+artifactsDir(t), "CHROMIUM="+chromium)
+		"ADMIN_CLIENT_ID="+sub.id, "ADMIN_EXPECT_NODES=3", "DEMO_URL="+c.Balancer.URL, "ADMIN_SCREENSHOTS="+artifactsDir(t), "CHROMIUM="+chromium)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a timeout also ends Chromium
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second

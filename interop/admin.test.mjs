@@ -107,3 +107,64 @@ test("admin console: sign in, inspect, publish live, disconnect", async () => {
     assert.deepEqual(errors, []);
     await context.close();
 });
+
+// As a new user would try it: a publish through the API (the README's curl
+// line) shows in a browser tab of the demo served through the balancer,
+// presence lists the tab, and a disconnect makes the tab handshake again.
+test("demo tab: API publish, presence, disconnect and re-handshake", async () => {
+    const demo = need("DEMO_URL").replace(/\/+$/, "");
+    const room = "api" + Math.random().toString(36).slice(2, 8);
+    const context = await browser.newContext({viewport: {width: 1000, height: 700}});
+    const page = await context.newPage();
+    page.setDefaultTimeout(TIMEOUT);
+    const handshakes = []; // clientIds of successful handshake replies, in order
+    page.on("websocket", (ws) => ws.on("framereceived", (f) => {
+        try {
+            for (const m of [].concat(JSON.parse(f.payload))) {
+                if (m.channel === "/meta/handshake" && m.successful) {
+                    handshakes.push(m.clientId);
+                }
+            }
+        } catch {
+            // not JSON: ignore
+        }
+    }));
+    await page.goto(`${demo}/?room=${room}`);
+    await page.fill("#name", "tab");
+    await page.waitForSelector("#join:not([disabled])");
+    await page.click("#join");
+    await page.waitForFunction(() => document.getElementById("member-count").textContent === "1");
+    const call = async (method, p, body) => {
+        const res = await fetch(url + "/api/v1/" + p, {method, headers: {"Authorization": "Bearer " + key},
+            body: body && JSON.stringify(body), signal: AbortSignal.timeout(TIMEOUT)});
+        const out = await res.json();
+        assert.ok(res.ok, `${p}: ${JSON.stringify(out)}`);
+        return out;
+    };
+    await call("POST", "publish", {channel: `/chat/${room}`, data: {name: "backend", text: "hello from the API"}});
+    await page.waitForFunction(() => document.getElementById("messages").textContent.includes("hello from the API"));
+    const pres = await call("GET", "presence?channel=" + encodeURIComponent(`/chat/${room}`));
+    assert.equal(pres.sessions.length, 1);
+    const first = pres.sessions[0].clientId;
+    assert.equal(handshakes.at(-1), first, "presence lists the tab's session");
+    await call("POST", "disconnect", {clientId: first});
+    const deadline = Date.now() + TIMEOUT;
+    while (!(handshakes.length >= 2 && handshakes.at(-1) !== first)) {
+        assert.ok(Date.now() < deadline, `the tab did not handshake again: ${JSON.stringify(handshakes)}`);
+        await new Promise((r) => setTimeout(r, 20));
+    }
+    // Back in the room under its new session.
+    const again = await (async () => {
+        for (;;) {
+            const p = await call("GET", "presence?channel=" + encodeURIComponent(`/chat/${room}`));
+            if (p.sessions.some((s) => s.clientId === handshakes.at(-1))) {
+                return p;
+            }
+            assert.ok(Date.now() < deadline + TIMEOUT, `the tab did not rejoin: ${JSON.stringify(p)}`);
+            await new Promise((r) => setTimeout(r, 50));
+        }
+    })();
+    assert.equal(again.sessions.length, 1);
+    await screenshot(page, "demo-after-disconnect");
+    await context.close();
+});
