@@ -16,7 +16,10 @@
 //     node tag, gRPC address and protocol version of each.
 //   - gRPC (api/proto/cluster/v1) carries requests to the node that owns a
 //     session: the owner's tag is the clientId's prefix, so any node serves
-//     any request of any session without sticky load balancing.
+//     any request of any session without sticky load balancing. Its Call
+//     RPC also carries the requests of node-level services to peers
+//     (HandleCall registers a handler by method name; the server API uses it
+//     for cluster-wide presence and session control).
 //
 // Readiness answers /readyz: not ready while starting, draining or joined
 // to nobody; ready but reporting it during a backplane outage.

@@ -139,18 +139,26 @@ type peers struct {
 	cl *cluster.Cluster
 }
 
+// Others returns the node ids (as presence names nodes) of the other live
+// members.
 func (p peers) Others() []string {
 	var out []string
 	for _, m := range p.cl.Members() {
 		if m.Tag != p.cl.Tag() {
-			out = append(out, m.Tag)
+			out = append(out, m.ID)
 		}
 	}
 	return out
 }
 
+// Call calls the live member with id node.
 func (p peers) Call(ctx context.Context, node, method string, body []byte) ([]byte, error) {
-	return p.cl.Call(ctx, node, method, body)
+	for _, m := range p.cl.Members() {
+		if m.ID == node {
+			return p.cl.Call(ctx, m.Tag, method, body)
+		}
+	}
+	return nil, fmt.Errorf("node %s is not a live member", node)
 }
 
 func (p peers) Handle(method string, h func(ctx context.Context, body []byte) ([]byte, error)) {
