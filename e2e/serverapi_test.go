@@ -464,3 +464,51 @@ func rawCall(t *testing.T, url, header, value string) (int, string) {
 	}
 	return resp.StatusCode, ""
 }
+
+// TestServerAPIPeerDown: a node that stops answering (SIGSTOP) does not
+// hang cluster-wide queries: they answer within the peer timeout, without
+// its sessions, naming it unreachable while it is still a member.
+func TestServerAPIPeerDown(t *testing.T) {
+	c, _, clients := apiCluster(t)
+	ids := nodeIDs(t, clients)
+	ch := "/down/room"
+	for _, n := range c.Nodes {
+		newRawSubscriber(t, n.URL, "websocket", ch)
+	}
+	ctx := context.Background()
+	if p, err := clients[0].Presence(ctx, ch); err != nil || len(p.Sessions) != 3 {
+		t.Fatalf("presence before: %+v %v", p, err)
+	}
+	if err := c.Nodes[2].Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Nodes[2].Signal(syscall.SIGCONT) }()
+	start := time.Now()
+	p, err := clients[0].Presence(ctx, ch)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took > 6*time.Second {
+		t.Errorf("presence with a stopped peer took %v", took)
+	}
+	for _, s := range p.Sessions {
+		if s.Node == ids[2] {
+			t.Errorf("a stopped node's session listed: %+v", s)
+		}
+	}
+	if len(p.Sessions) != 2 || (len(p.Unreachable) != 0 && !slices.Equal(p.Unreachable, []string{ids[2]})) {
+		t.Errorf("presence with node 2 stopped: %+v", p)
+	}
+	t.Logf("presence with a stopped peer: %v, unreachable %v", took.Round(time.Millisecond), p.Unreachable)
+	if err := c.Nodes[2].Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	bayeuxtest.Eventually(t, 20*time.Second, func() error {
+		p, err := clients[0].Presence(ctx, ch)
+		if err != nil || len(p.Sessions) != 3 || len(p.Unreachable) != 0 {
+			return fmt.Errorf("presence after SIGCONT: %+v %v", p, err)
+		}
+		return nil
+	})
+}
