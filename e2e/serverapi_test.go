@@ -320,6 +320,9 @@ func TestServerAPIGRPC(t *testing.T) {
 		}
 		return nil
 	})
+	if _, err := g.Disconnect(ctx, &serverv1.DisconnectRequest{ClientId: "nobody"}); status.Code(err) != codes.NotFound {
+		t.Errorf("disconnect of nobody: %v, want NotFound", err)
+	}
 	if _, err := g.Publish(ctx, &serverv1.PublishRequest{Channel: "/meta/x", Data: []byte(`1`)}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("publish to a meta channel: %v, want InvalidArgument", err)
 	}

@@ -277,11 +277,7 @@ func (h *Handler) disconnect(ctx context.Context, r *http.Request) (any, error) 
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
-	res, err := h.svc.Disconnect(ctx, req)
-	if err == nil && len(res.Disconnected) == 0 && len(res.Unreachable) == 0 {
-		return nil, fmt.Errorf("%w: no session of clientId %q user %q", errNotFound, req.ClientID, req.User)
-	}
-	return res, err
+	return h.svc.Disconnect(ctx, req)
 }
 
 func (h *Handler) unsubscribe(ctx context.Context, r *http.Request) (any, error) {
@@ -289,11 +285,7 @@ func (h *Handler) unsubscribe(ctx context.Context, r *http.Request) (any, error)
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
-	res, err := h.svc.Unsubscribe(ctx, req)
-	if err == nil && !res.Unsubscribed && len(res.Unreachable) == 0 {
-		return nil, fmt.Errorf("%w: no session %q subscribed to %s", errNotFound, req.ClientID, req.Channel)
-	}
-	return res, err
+	return h.svc.Unsubscribe(ctx, req)
 }
 
 func (h *Handler) nodes(ctx context.Context, _ *http.Request) (any, error) {

@@ -230,7 +230,8 @@ func (s *Service) endLocal(req endRequest) []string {
 }
 
 // Disconnect ends the session clientID, or every session of user,
-// wherever they are held.
+// wherever they are held. Nothing to end (and every node answered) is a
+// not-found error.
 func (s *Service) Disconnect(ctx context.Context, req DisconnectRequest) (DisconnectResult, error) {
 	if (req.ClientID == "") == (req.User == "") {
 		return DisconnectResult{}, fmt.Errorf("%w: give exactly one of clientId and user", ErrInvalid)
@@ -249,6 +250,9 @@ func (s *Service) Disconnect(ctx context.Context, req DisconnectRequest) (Discon
 	slices.Sort(out.Disconnected)
 	s.log.Info("server API: disconnect", "clientId", req.ClientID, "user", req.User,
 		"reconnect", er.Reconnect, "ended", out.Disconnected, "unreachable", unreachable)
+	if len(out.Disconnected) == 0 && len(unreachable) == 0 {
+		return out, fmt.Errorf("%w: no session of clientId %q user %q", errNotFound, req.ClientID, req.User)
+	}
 	return out, nil
 }
 
@@ -265,7 +269,8 @@ func (s *Service) serveUnsubscribe(ctx context.Context, body []byte) ([]byte, er
 }
 
 // Unsubscribe removes clientID's subscription to ch wherever the session
-// is held.
+// is held. No such subscription (and every node answered) is a not-found
+// error.
 func (s *Service) Unsubscribe(ctx context.Context, req UnsubscribeRequest) (UnsubscribeResult, error) {
 	if req.ClientID == "" {
 		return UnsubscribeResult{}, fmt.Errorf("%w: clientId is required", ErrInvalid)
@@ -291,6 +296,9 @@ func (s *Service) Unsubscribe(ctx context.Context, req UnsubscribeRequest) (Unsu
 	}
 	s.log.Info("server API: unsubscribe", "clientId", req.ClientID, "channel", req.Channel,
 		"unsubscribed", done, "unreachable", unreachable)
+	if !done && len(unreachable) == 0 {
+		return UnsubscribeResult{}, fmt.Errorf("%w: no session %q subscribed to %s", errNotFound, req.ClientID, req.Channel)
+	}
 	return UnsubscribeResult{Unsubscribed: done, Unreachable: unreachable}, nil
 }
 
