@@ -69,193 +69,222 @@ func nodeIDs(t *testing.T, clients []*serverapi.Client) []string {
 // replay, disconnect and unsubscribe of sessions owned by another node.
 func TestServerAPICluster(t *testing.T) {
 	c, _, clients := apiCluster(t)
-	ctx := context.Background()
-	ids := nodeIDs(t, clients)
-	ch := "/api/orders"
-	var subs []*rawSubscriber
+	f := &apiClusterFixture{c: c, clients: clients, ids: nodeIDs(t, clients), ch: "/api/orders"}
 	for _, n := range c.Nodes { // one subscriber owned by each node, one through the balancer
-		subs = append(subs, newRawSubscriber(t, n.URL, "long-polling", ch))
+		f.subs = append(f.subs, newRawSubscriber(t, n.URL, "long-polling", f.ch))
 	}
-	subs = append(subs, newRawSubscriber(t, c.URL(), "websocket", ch, "/api/other"))
+	f.subs = append(f.subs, newRawSubscriber(t, c.URL(), "websocket", f.ch, "/api/other"))
+	t.Run("presence and channels span the nodes", f.presenceAndChannels)
+	t.Run("publish from every node reaches every subscriber in order", f.publishInOrder)
+	t.Run("broadcast", f.broadcast)
+	t.Run("history pages and replay", f.historyAndReplay)
+	t.Run("unsubscribe reaches the owner", f.unsubscribe)
+	t.Run("disconnect reaches the owner and tells the client", f.disconnect)
+}
 
-	t.Run("presence and channels span the nodes", func(t *testing.T) {
-		for i, cl := range clients {
-			p, err := cl.Presence(ctx, ch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			nodes := map[string]bool{}
-			for _, s := range p.Sessions {
-				got = append(got, s.ClientID)
-				nodes[s.Node] = true
-			}
-			for j, s := range subs {
-				if !slices.Contains(got, s.id) {
-					t.Errorf("presence via node %d lacks subscriber %d (%s): %v", i, j, s.id, p.Sessions)
-				}
-			}
-			for _, id := range ids {
-				if !nodes[id] {
-					t.Errorf("presence via node %d has no session of node %s: %v", i, id, p.Sessions)
-				}
-			}
-			chs, err := cl.Channels(ctx, "/api/**")
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := []serverapi.ChannelInfo{{Channel: "/api/orders", Subscribers: 4}, {Channel: "/api/other", Subscribers: 1}}
-			if !slices.Equal(chs.Channels, want) {
-				t.Errorf("channels via node %d: %v, want %v", i, chs.Channels, want)
-			}
-		}
-	})
+// apiClusterFixture is the cluster of TestServerAPICluster, its API
+// clients and node ids (by node index), the channel, and its subscribers:
+// one owned by each node (long-polling) and one through the balancer
+// (websocket, also on /api/other).
+type apiClusterFixture struct {
+	c       *testproc.Cluster
+	clients []*serverapi.Client
+	ids     []string
+	ch      string
+	subs    []*rawSubscriber
+}
 
-	const perNode = 20
-	t.Run("publish from every node reaches every subscriber in order", func(t *testing.T) {
-		var want []string
-		for i := range perNode * len(clients) {
-			data := fmt.Sprintf(`{"n":%d}`, i)
-			r, err := clients[i%len(clients)].Publish(ctx, ch, json.RawMessage(data))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.ReplayID != int64(i+1) {
-				t.Fatalf("publish %d: replay id %d, want %d", i, r.ReplayID, i+1)
-			}
-			want = append(want, data)
-		}
-		waitReceived(t, subs, len(want), 20*time.Second)
-		for i, s := range subs {
-			got, errStr := s.received()
-			if errStr != "" || !slices.Equal(got, want) {
-				t.Errorf("subscriber %d: error %q, got %d messages %v", i, errStr, len(got), head(got))
-			}
-		}
-	})
+// apiPerNode is how many publishes publishInOrder makes through each node.
+const apiPerNode = 20
 
-	t.Run("broadcast", func(t *testing.T) {
-		r, err := clients[1].Broadcast(ctx, []string{ch, "/api/other", "/meta/nope"}, map[string]string{"b": "x"})
+// presenceAndChannels: presence and channels span the nodes.
+func (f *apiClusterFixture) presenceAndChannels(t *testing.T) {
+	ctx, ids, ch, subs, clients := context.Background(), f.ids, f.ch, f.subs, f.clients
+	for i, cl := range clients {
+		p, err := cl.Presence(ctx, ch)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(r.Results) != 3 || r.Results[0].Error != nil || r.Results[1].Error != nil || r.Results[2].Error == nil {
-			t.Fatalf("broadcast results %+v", r.Results)
+		var got []string
+		nodes := map[string]bool{}
+		for _, s := range p.Sessions {
+			got = append(got, s.ClientID)
+			nodes[s.Node] = true
 		}
-		waitReceived(t, subs, perNode*len(clients)+1, 10*time.Second)
-		ws := subs[len(subs)-1]
-		bayeuxtest.Eventually(t, 10*time.Second, func() error {
-			got, _ := ws.received()
-			if n := strings.Count(strings.Join(got, ""), `{"b":"x"}`); n != 2 {
-				return fmt.Errorf("websocket subscriber of both channels has %d broadcast copies", n)
-			}
-			return nil
-		})
-	})
-
-	t.Run("history pages and replay", func(t *testing.T) {
-		var all []serverapi.HistoryMessage
-		since := int64(-1)
-		for page := 0; ; page++ {
-			h, err := clients[page%3].History(ctx, ch, since, 7)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(h.Messages) == 0 {
-				break
-			}
-			all = append(all, h.Messages...)
-			since = h.Messages[len(h.Messages)-1].ReplayID
-		}
-		if len(all) != perNode*3+1 {
-			t.Fatalf("history has %d messages, want %d", len(all), perNode*3+1)
-		}
-		for i, m := range all {
-			if m.ReplayID != int64(i+1) {
-				t.Fatalf("history message %d has replay id %d", i, m.ReplayID)
+		for j, s := range subs {
+			if !slices.Contains(got, s.id) {
+				t.Errorf("presence via node %d lacks subscriber %d (%s): %v", i, j, s.id, p.Sessions)
 			}
 		}
-		// A replay subscription (on another node) accepts an id from the
-		// history and delivers what follows it, with those ids.
-		p := &bayeuxtest.Peer{T: t, URL: c.Nodes[2].URL}
-		id := p.Handshake(bayeuxtest.Msg{"replay": true})
-		after := all[len(all)-5].ReplayID
-		p.MustSucceed(bayeuxtest.Msg{"channel": "/meta/subscribe", "clientId": id, "subscription": ch,
-			"ext": bayeuxtest.Msg{"replay": bayeuxtest.Msg{ch: after}}})
-		var ids []int64
-		bayeuxtest.Eventually(t, 10*time.Second, func() error {
-			d, _ := bayeuxtest.Split(p.Connect(id, nil))
-			for _, m := range d {
-				ext, _ := m["ext"].(map[string]any)
-				f, _ := ext["replay"].(float64)
-				ids = append(ids, int64(f))
+		for _, id := range ids {
+			if !nodes[id] {
+				t.Errorf("presence via node %d has no session of node %s: %v", i, id, p.Sessions)
 			}
-			if len(ids) < 4 {
-				return fmt.Errorf("replayed ids %v", ids)
-			}
-			return nil
-		})
-		if want := []int64{after + 1, after + 2, after + 3, after + 4}; !slices.Equal(ids, want) {
-			t.Errorf("replayed ids %v, want %v", ids, want)
 		}
-	})
-
-	t.Run("unsubscribe reaches the owner", func(t *testing.T) {
-		target := subs[0] // owned by node 0; asked through node 2
-		r, err := clients[2].Unsubscribe(ctx, target.id, ch)
-		if err != nil || !r.Unsubscribed {
-			t.Fatalf("unsubscribe: %+v %v", r, err)
-		}
-		before, _ := target.received()
-		if _, err := clients[1].Publish(ctx, ch, json.RawMessage(`"after-unsubscribe"`)); err != nil {
+		chs, err := cl.Channels(ctx, "/api/**")
+		if err != nil {
 			t.Fatal(err)
 		}
-		waitReceived(t, subs[1:], len(before)+1, 10*time.Second)
-		if got, _ := target.received(); len(got) != len(before) {
-			t.Errorf("unsubscribed session still received %v", got[len(before):])
+		want := []serverapi.ChannelInfo{{Channel: "/api/orders", Subscribers: 4}, {Channel: "/api/other", Subscribers: 1}}
+		if !slices.Equal(chs.Channels, want) {
+			t.Errorf("channels via node %d: %v, want %v", i, chs.Channels, want)
 		}
-		if _, err := clients[0].Unsubscribe(ctx, target.id, ch); !serverapi.IsCode(err, serverapi.CodeNotFound) {
-			t.Errorf("second unsubscribe: %v, want not_found", err)
-		}
-	})
+	}
+}
 
-	t.Run("disconnect reaches the owner and tells the client", func(t *testing.T) {
-		for _, tc := range []struct {
-			reconnect bool
-			advice    string
-			wantOK    bool
-		}{{true, "handshake", false}, {false, "none", false}} {
-			p := &bayeuxtest.Peer{T: t, URL: c.Nodes[0].URL}
-			id := p.Handshake(nil)
-			held := make(chan []bayeuxtest.Msg, 1)
-			go func() { held <- p.Connect(id, nil) }()
-			waitHeld(t, c.Nodes[0], id)
-			req := serverapi.DisconnectRequest{ClientID: id}
-			if !tc.reconnect {
-				req.Reconnect = &tc.reconnect
-			}
-			r, err := clients[1].Disconnect(ctx, req)
-			if err != nil || !slices.Equal(r.Disconnected, []string{id}) {
-				t.Fatalf("disconnect: %+v %v", r, err)
-			}
-			var reply []bayeuxtest.Msg
-			select {
-			case reply = <-held:
-			case <-time.After(10 * time.Second):
-				t.Fatal("held connect not answered after disconnect")
-			}
-			if advice, _ := find(reply, "/meta/connect")["advice"].(map[string]any); advice["reconnect"] != tc.advice {
-				t.Errorf("reconnect=%v: connect reply %v, want advice %q", tc.reconnect, reply, tc.advice)
-			}
-			next := p.Connect(id, nil) // the client's next request learns the same
-			if advice, _ := find(next, "/meta/connect")["advice"].(map[string]any); advice["reconnect"] != tc.advice {
-				t.Errorf("reconnect=%v: next connect %v, want advice %q", tc.reconnect, next, tc.advice)
-			}
+// publishInOrder: publish from every node reaches every subscriber in order.
+func (f *apiClusterFixture) publishInOrder(t *testing.T) {
+	ctx, ch, subs, clients := context.Background(), f.ch, f.subs, f.clients
+	var want []string
+	for i := range apiPerNode * len(clients) {
+		data := fmt.Sprintf(`{"n":%d}`, i)
+		r, err := clients[i%len(clients)].Publish(ctx, ch, json.RawMessage(data))
+		if err != nil {
+			t.Fatal(err)
 		}
-		if _, err := clients[0].Disconnect(ctx, serverapi.DisconnectRequest{ClientID: "nobody"}); !serverapi.IsCode(err, serverapi.CodeNotFound) {
-			t.Errorf("disconnect of an unknown session: %v, want not_found", err)
+		if r.ReplayID != int64(i+1) {
+			t.Fatalf("publish %d: replay id %d, want %d", i, r.ReplayID, i+1)
 		}
+		want = append(want, data)
+	}
+	waitReceived(t, subs, len(want), 20*time.Second)
+	for i, s := range subs {
+		got, errStr := s.received()
+		if errStr != "" || !slices.Equal(got, want) {
+			t.Errorf("subscriber %d: error %q, got %d messages %v", i, errStr, len(got), head(got))
+		}
+	}
+}
+
+// broadcast: one call publishes on several channels; a meta channel fails alone.
+func (f *apiClusterFixture) broadcast(t *testing.T) {
+	ctx, ch, subs, clients := context.Background(), f.ch, f.subs, f.clients
+	r, err := clients[1].Broadcast(ctx, []string{ch, "/api/other", "/meta/nope"}, map[string]string{"b": "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Results) != 3 || r.Results[0].Error != nil || r.Results[1].Error != nil || r.Results[2].Error == nil {
+		t.Fatalf("broadcast results %+v", r.Results)
+	}
+	waitReceived(t, subs, apiPerNode*len(clients)+1, 10*time.Second)
+	ws := subs[len(subs)-1]
+	bayeuxtest.Eventually(t, 10*time.Second, func() error {
+		got, _ := ws.received()
+		if n := strings.Count(strings.Join(got, ""), `{"b":"x"}`); n != 2 {
+			return fmt.Errorf("websocket subscriber of both channels has %d broadcast copies", n)
+		}
+		return nil
 	})
+}
+
+// historyAndReplay: history pages and replay.
+func (f *apiClusterFixture) historyAndReplay(t *testing.T) {
+	c, ctx, ch, clients := f.c, context.Background(), f.ch, f.clients
+	var all []serverapi.HistoryMessage
+	since := int64(-1)
+	for page := 0; ; page++ {
+		h, err := clients[page%3].History(ctx, ch, since, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(h.Messages) == 0 {
+			break
+		}
+		all = append(all, h.Messages...)
+		since = h.Messages[len(h.Messages)-1].ReplayID
+	}
+	if len(all) != apiPerNode*3+1 {
+		t.Fatalf("history has %d messages, want %d", len(all), apiPerNode*3+1)
+	}
+	for i, m := range all {
+		if m.ReplayID != int64(i+1) {
+			t.Fatalf("history message %d has replay id %d", i, m.ReplayID)
+		}
+	}
+	// A replay subscription (on another node) accepts an id from the
+	// history and delivers what follows it, with those ids.
+	p := &bayeuxtest.Peer{T: t, URL: c.Nodes[2].URL}
+	id := p.Handshake(bayeuxtest.Msg{"replay": true})
+	after := all[len(all)-5].ReplayID
+	p.MustSucceed(bayeuxtest.Msg{"channel": "/meta/subscribe", "clientId": id, "subscription": ch,
+		"ext": bayeuxtest.Msg{"replay": bayeuxtest.Msg{ch: after}}})
+	var ids []int64
+	bayeuxtest.Eventually(t, 10*time.Second, func() error {
+		d, _ := bayeuxtest.Split(p.Connect(id, nil))
+		for _, m := range d {
+			ext, _ := m["ext"].(map[string]any)
+			f, _ := ext["replay"].(float64)
+			ids = append(ids, int64(f))
+		}
+		if len(ids) < 4 {
+			return fmt.Errorf("replayed ids %v", ids)
+		}
+		return nil
+	})
+	if want := []int64{after + 1, after + 2, after + 3, after + 4}; !slices.Equal(ids, want) {
+		t.Errorf("replayed ids %v, want %v", ids, want)
+	}
+}
+
+// unsubscribe: unsubscribe reaches the owner.
+func (f *apiClusterFixture) unsubscribe(t *testing.T) {
+	ctx, ch, subs, clients := context.Background(), f.ch, f.subs, f.clients
+	target := subs[0] // owned by node 0; asked through node 2
+	r, err := clients[2].Unsubscribe(ctx, target.id, ch)
+	if err != nil || !r.Unsubscribed {
+		t.Fatalf("unsubscribe: %+v %v", r, err)
+	}
+	before, _ := target.received()
+	if _, err := clients[1].Publish(ctx, ch, json.RawMessage(`"after-unsubscribe"`)); err != nil {
+		t.Fatal(err)
+	}
+	waitReceived(t, subs[1:], len(before)+1, 10*time.Second)
+	if got, _ := target.received(); len(got) != len(before) {
+		t.Errorf("unsubscribed session still received %v", got[len(before):])
+	}
+	if _, err := clients[0].Unsubscribe(ctx, target.id, ch); !serverapi.IsCode(err, serverapi.CodeNotFound) {
+		t.Errorf("second unsubscribe: %v, want not_found", err)
+	}
+}
+
+// disconnect: disconnect reaches the owner and tells the client.
+func (f *apiClusterFixture) disconnect(t *testing.T) {
+	c, ctx, clients := f.c, context.Background(), f.clients
+	for _, tc := range []struct {
+		reconnect bool
+		advice    string
+		wantOK    bool
+	}{{true, "handshake", false}, {false, "none", false}} {
+		p := &bayeuxtest.Peer{T: t, URL: c.Nodes[0].URL}
+		id := p.Handshake(nil)
+		held := make(chan []bayeuxtest.Msg, 1)
+		go func() { held <- p.Connect(id, nil) }()
+		waitHeld(t, c.Nodes[0], id)
+		req := serverapi.DisconnectRequest{ClientID: id}
+		if !tc.reconnect {
+			req.Reconnect = &tc.reconnect
+		}
+		r, err := clients[1].Disconnect(ctx, req)
+		if err != nil || !slices.Equal(r.Disconnected, []string{id}) {
+			t.Fatalf("disconnect: %+v %v", r, err)
+		}
+		var reply []bayeuxtest.Msg
+		select {
+		case reply = <-held:
+		case <-time.After(10 * time.Second):
+			t.Fatal("held connect not answered after disconnect")
+		}
+		if advice, _ := find(reply, "/meta/connect")["advice"].(map[string]any); advice["reconnect"] != tc.advice {
+			t.Errorf("reconnect=%v: connect reply %v, want advice %q", tc.reconnect, reply, tc.advice)
+		}
+		next := p.Connect(id, nil) // the client's next request learns the same
+		if advice, _ := find(next, "/meta/connect")["advice"].(map[string]any); advice["reconnect"] != tc.advice {
+			t.Errorf("reconnect=%v: next connect %v, want advice %q", tc.reconnect, next, tc.advice)
+		}
+	}
+	if _, err := clients[0].Disconnect(ctx, serverapi.DisconnectRequest{ClientID: "nobody"}); !serverapi.IsCode(err, serverapi.CodeNotFound) {
+		t.Errorf("disconnect of an unknown session: %v, want not_found", err)
+	}
 }
 
 // TestServerAPIGRPC runs the same operations through the gRPC service

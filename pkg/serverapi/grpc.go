@@ -3,6 +3,7 @@ package serverapi
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -32,10 +33,7 @@ func newGRPCServer(h *Handler) http.Handler {
 // intercept authorizes, rate-limits and measures every call.
 func (h *Handler) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
 	start := time.Now()
-	call := info.FullMethod
-	if i := lastSlash(call); i >= 0 {
-		call = call[i+1:]
-	}
+	call := strings.ToLower(info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:])
 	md, _ := metadata.FromIncomingContext(ctx)
 	first := func(k string) string {
 		if v := md.Get(k); len(v) > 0 {
@@ -59,15 +57,6 @@ func (h *Handler) intercept(ctx context.Context, req any, info *grpc.UnaryServer
 	}
 	h.met.observe(call, "grpc", "ok", start)
 	return resp, nil
-}
-
-func lastSlash(s string) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '/' {
-			return i
-		}
-	}
-	return -1
 }
 
 func grpcCode(code string) codes.Code {
