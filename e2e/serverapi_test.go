@@ -515,6 +515,16 @@ func TestServerAPIPeerDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = c.Nodes[2].Signal(syscall.SIGCONT) }()
+	bayeuxtest.Eventually(t, 10*time.Second, func() error { // the signal is delivered asynchronously
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Nodes[2].PID()))
+		if err != nil {
+			return err
+		}
+		if _, rest, _ := strings.Cut(string(stat), ") "); !strings.HasPrefix(rest, "T") {
+			return fmt.Errorf("node 2 not stopped yet: %.40s", rest)
+		}
+		return nil
+	})
 	start := time.Now()
 	p, err := clients[0].Presence(ctx, ch)
 	took := time.Since(start)
