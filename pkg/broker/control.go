@@ -59,3 +59,14 @@ func (b *Broker) Unsubscribe(ctx context.Context, id, pattern string) (bool, err
 	}
 	return true, nil
 }
+
+// Transport returns the transport of the session's latest /meta/connect
+// (the handshake's until the first connect).
+func (s *Session) Transport() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.transport != "" {
+		return s.transport
+	}
+	return s.info.Transport
+}

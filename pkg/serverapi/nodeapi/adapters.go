@@ -85,7 +85,7 @@ func (l *local) Sessions() []serverapi.LocalSession {
 		if s.Ended() {
 			continue
 		}
-		ls := serverapi.LocalSession{ClientID: s.ID(), Transport: s.Info().Transport, Subscriptions: s.Subscriptions()}
+		ls := serverapi.LocalSession{ClientID: s.ID(), Transport: s.Transport(), Subscriptions: s.Subscriptions()}
 		if id := auth.IdentityOf(s); id != nil {
 			ls.User = id.User
 		}
