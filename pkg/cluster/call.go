@@ -47,10 +47,11 @@ func (c *Cluster) Call(ctx context.Context, node, method string, body []byte) ([
 	if !ok {
 		return nil, errNoOwner
 	}
-	client, err := c.peers.client(owner.GRPC)
+	client, release, err := c.peers.client(owner.GRPC)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	resp, err := client.Call(ctx, &clusterv1.CallRequest{ProtocolVersion: ProtocolVersion, Method: method, Body: body})
 	if err != nil {
 		return nil, fmt.Errorf("call %s on %s: %w", method, owner.ID, err)
