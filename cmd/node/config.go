@@ -12,6 +12,7 @@ import (
 
 	"github.com/bayeux-cluster/bayeux/pkg/auth"
 	"github.com/bayeux-cluster/bayeux/pkg/cluster"
+	"github.com/bayeux-cluster/bayeux/pkg/tracing/otlp"
 )
 
 // config is every setting of the node, filled from flags, BAYEUX_*
@@ -80,6 +81,8 @@ type config struct {
 	// Server API (issue 18).
 	APIListen, APIKeyFile string
 	APIRate               float64
+
+	Tracing otlp.Config // --otel-*
 }
 
 // newFlagSet defines every flag of the node on c, with its default. Each
@@ -151,6 +154,8 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
 	fs.BoolVar(&c.WSCompression, "ws-compression", true, "negotiate permessage-deflate with websocket clients that offer it (no context takeover; --max-request-bytes bounds the decompressed size)")
 	fs.DurationVar(&c.WSFrameTimeout, "ws-frame-timeout", 30*time.Second, "time allowed to send the rest of a websocket frame once it started (a client idle between frames is not affected)")
+	fs.StringVar(&c.Tracing.Endpoint, "otel-endpoint", "", "OpenTelemetry collector (OTLP/gRPC, host:port) receiving traces of publishes and node-to-node calls; empty: tracing off")
+	fs.BoolVar(&c.Tracing.Insecure, "otel-insecure", false, "send traces to --otel-endpoint without TLS")
 	return fs
 }
 

@@ -24,6 +24,8 @@ import (
 	"github.com/bayeux-cluster/bayeux/pkg/demo"
 	"github.com/bayeux-cluster/bayeux/pkg/metrics"
 	"github.com/bayeux-cluster/bayeux/pkg/serverapi/nodeapi"
+	"github.com/bayeux-cluster/bayeux/pkg/tracing"
+	"github.com/bayeux-cluster/bayeux/pkg/tracing/otlp"
 )
 
 // node is one running node: what newNode builds, serve runs and stops.
@@ -33,6 +35,7 @@ type node struct {
 	sec *security
 	met *metrics.Metrics
 	reg *prometheus.Registry
+	tr  *tracing.Tracer // nil: tracing off
 
 	eng        engine.Engine
 	engineName string
@@ -71,6 +74,19 @@ func newNode(ctx context.Context, c *config, log *slog.Logger) (_ *node, err err
 	bi := buildinfo.Read()
 	n.met.BuildInfo(bi.Version, bi.Revision, bi.GoVersion)
 
+	c.Tracing.NodeID, c.Tracing.Logger = c.NodeID, log.With("component", "tracing")
+	tr, stopTracing, err := otlp.Setup(ctx, c.Tracing)
+	if err != nil {
+		return nil, err
+	}
+	n.tr = tr
+	n.closers = append(n.closers, func() { // runs last: flushes the spans of the shutdown
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownGrace)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("tracing shutdown", "err", err)
+		}
+	})
 	if err = n.newEngine(ctx); err != nil {
 		return nil, err
 	}
@@ -113,7 +129,7 @@ func (n *node) newEngine(ctx context.Context) error {
 		return nil
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, WaitReplicas: c.RedisWaitReplicas, Retention: retention, Logger: n.log.With("component", "redis"), Observer: n.met})
+	r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, WaitReplicas: c.RedisWaitReplicas, Retention: retention, Logger: n.log.With("component", "redis"), Observer: n.met, Tracer: n.tr})
 	cancel()
 	if err != nil {
 		return err
@@ -176,6 +192,7 @@ func (n *node) newBroker() error {
 		Extensions:                  exts,
 		Policy:                      policy,
 		Observer:                    n.met,
+		Tracer:                      n.tr,
 	})
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
@@ -300,6 +317,7 @@ func (n *node) startCluster(ctx context.Context, stdout io.Writer) error {
 		ServerTLS:    n.sec.grpcServer,
 		ClientTLS:    n.sec.grpcClient,
 		GossipKeys:   n.sec.gossipKeys,
+		Tracer:       n.tr,
 	}, n.b)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)

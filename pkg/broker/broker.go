@@ -189,6 +189,8 @@ func (b *Broker) Publish(ctx context.Context, name string, data json.RawMessage)
 	if !json.Valid(data) {
 		return engine.Position{}, errors.New("publish: data is not valid JSON")
 	}
+	ctx, span := b.cfg.Tracer.Publish(ctx, name)
+	defer span.End()
 	p, err := b.eng.Publish(ctx, name, protocol.AppendPublication(nil, name, data, nil, nil))
 	if b.obs != nil {
 		b.obs.Publish(err == nil)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+	"github.com/bayeux-cluster/bayeux/pkg/tracing"
 )
 
 // Config configures a Broker. Zero fields take the documented defaults.
@@ -117,6 +118,8 @@ type Config struct {
 	// Observer, if not nil, receives operational events (metrics). See
 	// Observer for its contract.
 	Observer Observer
+	// Tracer, if not nil, traces each publish (see package tracing).
+	Tracer *tracing.Tracer
 }
 
 func (c *Config) setDefaults() error {

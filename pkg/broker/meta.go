@@ -186,6 +186,8 @@ func (b *Broker) publish(ctx context.Context, s *Session, m *protocol.Message) *
 		r.Fail(err)
 		return r
 	}
+	ctx, span := b.cfg.Tracer.Publish(ctx, m.Channel)
+	defer span.End()
 	payload := protocol.AppendPublication(make([]byte, 0, 32+len(m.Channel)+len(m.Data)), m.Channel, m.Data, nil, nil)
 	if _, err := b.eng.Publish(ctx, m.Channel, payload); err != nil {
 		if b.obs != nil {

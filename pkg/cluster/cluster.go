@@ -17,6 +17,7 @@ import (
 
 	clusterv1 "github.com/bayeux-cluster/bayeux/api/proto/cluster/v1"
 	"github.com/bayeux-cluster/bayeux/pkg/broker"
+	"github.com/bayeux-cluster/bayeux/pkg/tracing"
 )
 
 // Config configures a cluster node's membership and node-to-node API.
@@ -40,6 +41,9 @@ type Config struct {
 	ServerTLS, ClientTLS *tls.Config
 	// GossipKeys, if set, encrypt gossip (see MembershipConfig.Keys).
 	GossipKeys [][]byte
+	// Tracer, if not nil, traces node-to-node gRPC (server and client),
+	// propagating the trace context in gRPC metadata.
+	Tracer *tracing.Tracer
 }
 
 // Cluster joins a broker to its peers: it serves the Node gRPC API, keeps
@@ -74,7 +78,7 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 	if b.Config().IDPrefix != tag {
 		return nil, fmt.Errorf("cluster: broker IDPrefix %q must be the node tag %q", b.Config().IDPrefix, tag)
 	}
-	c := &Cluster{cfg: cfg, log: cfg.Logger, b: b, tag: tag, peers: newPeers(cfg.ClientTLS)}
+	c := &Cluster{cfg: cfg, log: cfg.Logger, b: b, tag: tag, peers: newPeers(cfg.ClientTLS, grpcClientTracing(cfg.Tracer))}
 	ln, err := net.Listen("tcp", cfg.GRPCListen)
 	if err != nil {
 		return nil, fmt.Errorf("grpc listen %s: %w", cfg.GRPCListen, err)
@@ -87,7 +91,7 @@ func Start(ctx context.Context, cfg Config, b *broker.Broker) (*Cluster, error) 
 	if cfg.ServerTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
 	}
-	c.grpc = grpc.NewServer(opts...)
+	c.grpc = grpc.NewServer(append(opts, grpcServerTracing(cfg.Tracer)...)...)
 	clusterv1.RegisterNodeServer(c.grpc, &nodeServer{b: b, calls: &c.calls})
 	c.hs = health.NewServer()
 	healthpb.RegisterHealthServer(c.grpc, c.hs)

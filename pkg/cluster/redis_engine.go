@@ -18,6 +18,7 @@ import (
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/channel"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+	"github.com/bayeux-cluster/bayeux/pkg/tracing"
 )
 
 //go:embed publish.lua
@@ -59,6 +60,10 @@ type RedisConfig struct {
 	// Observer, if not nil, is told the duration and outcome of every
 	// publish and history command.
 	Observer Observer
+	// Tracer, if not nil, traces each publish script call and each
+	// publication's fan-out here, carrying the trace context in the
+	// envelope (see package tracing).
+	Tracer *tracing.Tracer
 }
 
 // Redis is the cluster engine. It implements engine.Engine, on one Redis
@@ -162,12 +167,14 @@ func newEpoch() string {
 }
 
 // Publish implements engine.Engine with one EVALSHA.
-func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (engine.Publication, error) {
+func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (pub engine.Publication, err error) {
+	ctx, span := r.cfg.Tracer.RedisPublish(ctx, name)
+	defer func() { tracing.Published(span, pub.Offset, err); span.End() }()
 	var buf [channel.MaxDepth + 2]string
 	cands := channel.Candidates(buf[:0], name)
-	args := make([]any, 0, 6+len(cands))
+	args := make([]any, 0, 7+len(cands))
 	size, ttl := r.cfg.Retention.For(name)
-	args = append(args, payload, size, ttl.Milliseconds(), newEpoch(), time.Now().UnixMilli(), name)
+	args = append(args, payload, size, ttl.Milliseconds(), newEpoch(), time.Now().UnixMilli(), name, r.cfg.Tracer.TraceParent(ctx))
 	part := r.lay.partition(name)
 	for _, c := range cands {
 		args = append(args, r.lay.psChan(part, c))

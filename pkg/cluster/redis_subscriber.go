@@ -308,8 +308,9 @@ func (rd *reader) run(ctx context.Context, h engine.Handler) {
 	}
 }
 
-// onMessage parses an envelope "epoch offset ms channel\npayload" and
-// delivers it once, in order, filling a gap from history if needed.
+// onMessage parses an envelope "epoch offset ms [traceparent ]channel\npayload"
+// (a traceparent only from a node that traces; a channel starts with "/")
+// and delivers it once, in order, filling a gap from history if needed.
 func (rd *reader) onMessage(ctx context.Context, h engine.Handler, env string) {
 	r := rd.e
 	head, payload, ok := cutString(env, '\n')
@@ -320,6 +321,10 @@ func (rd *reader) onMessage(ctx context.Context, h engine.Handler, env string) {
 	epoch, rest, ok1 := cutString(head, ' ')
 	offs, rest, ok2 := cutString(rest, ' ')
 	ms, name, ok3 := cutString(rest, ' ')
+	var traceparent string
+	if ok3 && !strings.HasPrefix(name, "/") {
+		traceparent, name, ok3 = cutString(name, ' ')
+	}
 	off, err := strconv.ParseUint(offs, 10, 64)
 	at, err2 := strconv.ParseInt(ms, 10, 64)
 	if !ok1 || !ok2 || !ok3 || err != nil || err2 != nil {
@@ -350,7 +355,9 @@ func (rd *reader) onMessage(ctx context.Context, h engine.Handler, env string) {
 	default:
 		t.offset, t.at, t.seen = off, at, now
 	}
+	span := r.cfg.Tracer.Fanout(traceparent, name, off)
 	h.OnPublication(p)
+	span.End()
 }
 
 // fill delivers publications (t.offset, upTo] of channel from history, or

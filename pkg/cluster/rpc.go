@@ -66,6 +66,7 @@ func (s *nodeServer) SessionOp(_ context.Context, req *clusterv1.SessionOpReques
 // peers keeps one gRPC client connection per peer address.
 type peers struct {
 	creds credentials.TransportCredentials
+	extra []grpc.DialOption // tracing
 	mu    sync.Mutex
 	conns map[string]*peerConn
 }
@@ -80,13 +81,13 @@ type peerConn struct {
 }
 
 // newPeers dials peers with mutual TLS when tlsCfg is set, else in
-// plaintext (a private network).
-func newPeers(tlsCfg *tls.Config) *peers {
+// plaintext (a private network), adding extra options.
+func newPeers(tlsCfg *tls.Config, extra []grpc.DialOption) *peers {
 	creds := insecure.NewCredentials()
 	if tlsCfg != nil {
 		creds = credentials.NewTLS(tlsCfg)
 	}
-	return &peers{creds: creds, conns: map[string]*peerConn{}}
+	return &peers{creds: creds, extra: extra, conns: map[string]*peerConn{}}
 }
 
 // client returns a client of the peer at addr for one call; the caller
@@ -96,11 +97,11 @@ func (p *peers) client(addr string) (c clusterv1.NodeClient, release func(), err
 	defer p.mu.Unlock()
 	pc := p.conns[addr]
 	if pc == nil {
-		cc, err := grpc.NewClient(addr,
+		cc, err := grpc.NewClient(addr, append([]grpc.DialOption{
 			grpc.WithTransportCredentials(p.creds),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRPCMessage), grpc.MaxCallSendMsgSize(maxRPCMessage)),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: false}),
-		)
+		}, p.extra...)...)
 		if err != nil {
 			return nil, nil, fmt.Errorf("grpc client %s: %w", addr, err)
 		}
