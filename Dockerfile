@@ -30,5 +30,5 @@ LABEL org.opencontainers.image.title="bayeux-node" \
 COPY --from=build /out/bayeux-node /bayeux-node
 USER nonroot
 # HTTP (Bayeux), gossip (memberlist, TCP and UDP), node-to-node gRPC.
-EXPOSE 8080 7946/tcp 7946/udp 7947
+EXPOSE 8080 8081 7946/tcp 7946/udp 7947
 ENTRYPOINT ["/bayeux-node"]

@@ -93,6 +93,74 @@ func TestComposeRedis(t *testing.T) {
 	if s.HealthCheck == nil || !strings.Contains(strings.Join(s.HealthCheck.Test, " "), "ping") {
 		t.Errorf("healthcheck %+v, want a redis-cli ping", s.HealthCheck)
 	}
+	// Persistence, as the README advises: an append-only file in /data, on
+	// a named volume that outlives the container.
+	args := []string(s.Command)
+	if i := slices.Index(args, "--appendonly"); i < 0 || i+1 >= len(args) || args[i+1] != "yes" {
+		t.Errorf("command %q: want --appendonly yes", args)
+	}
+	if i := slices.Index(args, "--dir"); i >= 0 && (i+1 >= len(args) || args[i+1] != "/data") {
+		t.Errorf("command %q: want --dir /data", args)
+	}
+	vol := false
+	for _, v := range s.Volumes {
+		vol = vol || (v.Type == types.VolumeTypeVolume && v.Target == "/data" && !v.ReadOnly)
+	}
+	if !vol {
+		t.Errorf("volumes %+v, want a named volume at /data", s.Volumes)
+	}
+}
+
+// TestComposeTrustedProxies: every client reaches the nodes through lb, so
+// the nodes must trust lb's X-Forwarded-For (and only lb's), or the
+// per-address limits would count the balancer as one client.
+func TestComposeTrustedProxies(t *testing.T) {
+	p := loadProject(t)
+	lb := service(t, p, "lb")
+	var lbAddr netip.Addr
+	for _, n := range lb.Networks {
+		if n != nil && n.Ipv4Address != "" {
+			lbAddr = netip.MustParseAddr(n.Ipv4Address)
+		}
+	}
+	if !lbAddr.IsValid() {
+		t.Fatalf("lb has no fixed address (networks %+v): the nodes could not trust it", lb.Networks)
+	}
+	for _, name := range nodes {
+		raw := env(service(t, p, name), "BAYEUX_TRUSTED_PROXIES")
+		var prefixes []netip.Prefix
+		for _, f := range strings.Split(raw, ",") {
+			f = strings.TrimSpace(f)
+			pf, err := netip.ParsePrefix(f)
+			if err != nil {
+				a, aerr := netip.ParseAddr(f)
+				if aerr != nil {
+					t.Errorf("%s: BAYEUX_TRUSTED_PROXIES %q: %v", name, raw, err)
+					continue
+				}
+				pf = netip.PrefixFrom(a, a.BitLen())
+			}
+			prefixes = append(prefixes, pf)
+		}
+		covers := false
+		for _, pf := range prefixes {
+			covers = covers || pf.Contains(lbAddr)
+			// The other nodes are not balancers.
+			for _, other := range nodes {
+				for _, n := range service(t, p, other).Networks {
+					if n != nil && n.Ipv4Address != "" && pf.Contains(netip.MustParseAddr(n.Ipv4Address)) {
+						t.Errorf("%s: BAYEUX_TRUSTED_PROXIES %q also trusts %s", name, raw, other)
+					}
+				}
+			}
+		}
+		if !covers {
+			t.Errorf("%s: BAYEUX_TRUSTED_PROXIES %q does not trust lb (%s)", name, raw, lbAddr)
+		}
+	}
+	if !slices.Contains(nginxDirectives(readFile(t, "deploy/nginx/nginx.conf")), "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for") {
+		t.Error("nginx does not pass X-Forwarded-For")
+	}
 }
 
 func TestComposeNodes(t *testing.T) {
@@ -439,6 +507,31 @@ func TestDockerignore(t *testing.T) {
 	for _, keep := range []string{"go.mod", "go.sum", "cmd", "pkg", "api", "internal"} {
 		if slices.Contains(entries, keep) {
 			t.Errorf(".dockerignore excludes %s, which the build needs", keep)
+		}
+	}
+}
+
+// TestComposeNodeHealth: each node's healthcheck runs the image's own
+// binary ("bayeux-node probe", the distroless image has no curl) against
+// /readyz on its listen port, and the balancer waits for every node to be
+// healthy.
+func TestComposeNodeHealth(t *testing.T) {
+	p := loadProject(t)
+	lb := service(t, p, "lb")
+	for _, name := range []string{"node1", "node2", "node3"} {
+		s := service(t, p, name)
+		if s.HealthCheck == nil {
+			t.Errorf("%s: no healthcheck", name)
+			continue
+		}
+		test := s.HealthCheck.Test
+		port := strings.TrimPrefix(*s.Environment["BAYEUX_LISTEN"], ":")
+		want := []string{"CMD", "/bayeux-node", "probe", "http://127.0.0.1:" + port + "/readyz"}
+		if !slices.Equal(test, want) {
+			t.Errorf("%s: healthcheck %q, want %q", name, test, want)
+		}
+		if d, ok := lb.DependsOn[name]; !ok || d.Condition != "service_healthy" {
+			t.Errorf("lb depends on %s with %+v, want condition service_healthy", name, d)
 		}
 	}
 }

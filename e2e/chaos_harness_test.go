@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -206,6 +209,26 @@ func dialOwnedBy(ctx context.Context, cfg client.Config, tag string) (*client.Cl
 		if attempt == 30 {
 			return nil, fmt.Errorf("no session owned by %s in %d handshakes through the balancer", tag, attempt+1)
 		}
+		nudgeBalancer(ctx, cfg.URL)
+	}
+}
+
+// nudgeBalancer sends one request through the balancer: a dial takes a
+// fixed number of requests, which can be a multiple of the number of
+// nodes, so that round-robin would hand every handshake to the same
+// nodes; one more request shifts the rotation.
+func nudgeBalancer(ctx context.Context, bayeuxURL string) {
+	u, err := url.Parse(bayeuxURL)
+	if err != nil {
+		return
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.Scheme+"://"+u.Host+"/healthz", nil)
+	if err != nil {
+		return
+	}
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
 	}
 }
 
@@ -545,6 +568,19 @@ func readyAll(nodes []*testproc.Node, want int, d time.Duration) error {
 	return pollUntil(d, func() error {
 		for _, n := range nodes {
 			if err := readyz(n, want); err != nil {
+				return fmt.Errorf("node %s: %w", n.Tag, err)
+			}
+		}
+		return nil
+	})
+}
+
+// backplaneAll waits until every node in nodes is ready and reports its
+// backplane down (or up) in /readyz.
+func backplaneAll(nodes []*testproc.Node, down bool, d time.Duration) error {
+	return pollUntil(d, func() error {
+		for _, n := range nodes {
+			if err := backplaneDown(n, down); err != nil {
 				return fmt.Errorf("node %s: %w", n.Tag, err)
 			}
 		}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -158,10 +159,11 @@ func TestClusterRedisLinkCut(t *testing.T) {
 		}
 		return fmt.Errorf("publish during the outage: %v", r)
 	})
-	bayeuxtest.Eventually(t, 10*time.Second, func() error { return readyz(cutNode, 503) })
+	// It stays ready, reporting the outage, and reports its end within 2s.
+	bayeuxtest.Eventually(t, 10*time.Second, func() error { return backplaneDown(cutNode, true) })
 	time.Sleep(1500 * time.Millisecond) // the outage lasts a while
 	proxy.Restore()
-	bayeuxtest.Eventually(t, 10*time.Second, func() error { return readyz(cutNode, 200) })
+	bayeuxtest.Eventually(t, 2*time.Second, func() error { return backplaneDown(cutNode, false) })
 	time.Sleep(3 * time.Second) // reconnect (backoff up to 2s) and traffic after it
 	close(stop)
 	acked := result()
@@ -270,13 +272,33 @@ func commandStats(t *testing.T, ctx context.Context, rc *redis.Client) map[strin
 
 // readyz checks the node's /readyz status.
 func readyz(n *testproc.Node, want int) error {
+	_, err := readyzBody(n, want)
+	return err
+}
+
+// readyzBody checks the node's /readyz status and returns its body.
+func readyzBody(n *testproc.Node, want int) (string, error) {
 	resp, err := http.Get(n.Base + "/readyz")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != want {
+		return string(body), fmt.Errorf("/readyz = %d (%s), want %d", resp.StatusCode, strings.TrimSpace(string(body)), want)
+	}
+	return string(body), nil
+}
+
+// backplaneDown checks that the node stays ready and reports its
+// backplane outage (down) or its end (!down) in /readyz.
+func backplaneDown(n *testproc.Node, down bool) error {
+	body, err := readyzBody(n, 200)
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
-	if resp.StatusCode != want {
-		return fmt.Errorf("/readyz = %d, want %d", resp.StatusCode, want)
+	if got := strings.Contains(body, "backplane unavailable"); got != down {
+		return fmt.Errorf("/readyz %q: backplane reported down = %v, want %v", strings.TrimSpace(body), got, down)
 	}
 	return nil
 }

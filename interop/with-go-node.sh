@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 work=$(mktemp -d)
 log=${INTEROP_NODE_LOG:-$work/node.log}
 (cd .. && go build -o "$work/node" ./cmd/node)
-"$work/node" --listen 127.0.0.1:0 --debug-api >"$log" 2>&1 &
+"$work/node" --listen 127.0.0.1:0 --api-listen 127.0.0.1:0 --debug-api >"$log" 2>&1 &
 pid=$!
 cleanup() {
     kill "$pid" 2>/dev/null || true

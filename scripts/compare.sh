@@ -103,7 +103,7 @@ has() { [[ " $SERVERS " == *" $1 "* ]]; }
 declare -A url pid aux
 
 if has ours; then
-  env ${NODE_GOGC:+GOGC=$NODE_GOGC} "$work/node" --listen 127.0.0.1:0 "${node_flags[@]}" >"$work/ours.out" 2>"$work/ours.err" &
+  env ${NODE_GOGC:+GOGC=$NODE_GOGC} "$work/node" --listen 127.0.0.1:0 --api-listen= "${node_flags[@]}" >"$work/ours.out" 2>"$work/ours.err" &
   pids+=($!); pid[ours]=$!
   url[ours]=$(wait_line "$work/ours.out" "bayeux node serving ")
 fi
@@ -119,7 +119,7 @@ if has cluster; then
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$rport") 2>/dev/null && break; sleep 0.05; done
   join=() cpids=() cbases=() backends=""
   for i in 1 2 3; do
-    env ${NODE_GOGC:+GOGC=$NODE_GOGC} ${CLUSTER_GOMAXPROCS:+GOMAXPROCS=$CLUSTER_GOMAXPROCS} "$work/node" --listen 127.0.0.1:0 --redis "redis://127.0.0.1:$rport" --gossip-listen 127.0.0.1:0 \
+    env ${NODE_GOGC:+GOGC=$NODE_GOGC} ${CLUSTER_GOMAXPROCS:+GOMAXPROCS=$CLUSTER_GOMAXPROCS} "$work/node" --listen 127.0.0.1:0 --api-listen= --redis "redis://127.0.0.1:$rport" --gossip-listen 127.0.0.1:0 \
       --grpc-listen 127.0.0.1:0 "${join[@]}" "${node_flags[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
     pids+=($!); cpids+=($!)
     u=$(wait_line "$work/node$i.out" "bayeux node serving ")

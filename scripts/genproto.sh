@@ -9,4 +9,4 @@ export PATH="$(go env GOPATH)/bin:$PATH"
 protoc --proto_path=api/proto \
   --go_out=api/proto --go_opt=paths=source_relative \
   --go-grpc_out=api/proto --go-grpc_opt=paths=source_relative \
-  cluster/v1/cluster.proto
+  cluster/v1/cluster.proto server/v1/server.proto

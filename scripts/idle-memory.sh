@@ -103,7 +103,7 @@ for tr in $TRANSPORTS; do
     log="$WORK/$name.log"
     echo "== $server, $tr" >&2
     if [ "$server" = ours ]; then
-      env ${NODE_GOGC:+GOGC=$NODE_GOGC} "$WORK/node" --listen 127.0.0.1:0 --pprof --demo=false \
+      env ${NODE_GOGC:+GOGC=$NODE_GOGC} "$WORK/node" --listen 127.0.0.1:0 --api-listen= --pprof --demo=false \
         --max-sessions-per-ip -1 --max-held-per-ip -1 --max-sessions-per-browser -1 \
         --log-level warn >"$log" 2>&1 &
       npid=$!

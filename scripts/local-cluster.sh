@@ -136,7 +136,7 @@ redis_url=redis://127.0.0.1:$redis_port
 backends=()
 join=""
 for ((i = 1; i <= NODES; i++)); do
-  args=(--listen 127.0.0.1:0 --redis "$redis_url" --node-id "node$i"
+  args=(--listen 127.0.0.1:0 --api-listen 127.0.0.1:0 --redis "$redis_url" --node-id "node$i"
     --gossip-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0
     --trusted-proxies 127.0.0.1 --shutdown-grace 5s)
   [[ -n "$join" ]] && args+=(--join "$join")

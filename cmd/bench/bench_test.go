@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,7 +51,7 @@ func TestPercentile(t *testing.T) {
 }
 
 func TestPayloadRoundTrip(t *testing.T) {
-	b := appendPayload(nil, 3, 123456, 1764000000123456789)
+	b := appendPayload(nil, 3, 123456, 1764000000123456789, "")
 	pl, ok := parsePayload(b)
 	if !ok || pl != (payload{3, 123456, 1764000000123456789}) {
 		t.Fatalf("parse %s = %+v %v", b, pl, ok)
@@ -60,6 +62,15 @@ func TestPayloadRoundTrip(t *testing.T) {
 	}
 	if _, ok := parsePayload([]byte(`"x"`)); ok {
 		t.Fatal("non-payload accepted")
+	}
+	pad := newPadder(300, 1)
+	first := strings.Clone(pad.next())
+	if len(first) != 300 || strings.ContainsAny(first, `"\`) || pad.next() == first {
+		t.Fatalf("padding %q", first)
+	}
+	b = appendPayload(nil, 3, 7, 9, first)
+	if pl, ok := parsePayload(b); !ok || pl != (payload{3, 7, 9}) || !json.Valid(b) {
+		t.Fatalf("padded payload %s = %+v %v", b, pl, ok)
 	}
 }
 

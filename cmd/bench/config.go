@@ -35,6 +35,8 @@ type Config struct {
 	MaxSamples   int           `json:"max_samples"`
 	Inflight     int           `json:"inflight"`
 	DisableAck   bool          `json:"disable_ack"`
+	WSDeflate    bool          `json:"ws_deflate"`
+	PayloadBytes int           `json:"payload_bytes"`
 	ServerPIDs   []int         `json:"server_pids,omitempty"`
 	AuxPIDs      []int         `json:"aux_pids,omitempty"`
 	Out          string        `json:"-"`
@@ -61,6 +63,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.MaxSamples, "max-samples", 4_000_000, "latency samples kept in total (8 bytes each, preallocated)")
 	fs.IntVar(&c.Inflight, "inflight", 32, "publishes per publisher sent and not yet acknowledged (websocket: pipelined frames; long-polling: publishes per batched POST)")
 	fs.BoolVar(&c.DisableAck, "disable-ack", false, "turn off the client's ack extension")
+	fs.BoolVar(&c.WSDeflate, "ws-deflate", false, "offer permessage-deflate (no context takeover) on websockets and compress messages of 128 bytes or more")
+	fs.IntVar(&c.PayloadBytes, "payload-bytes", 0, "pad each publication's data with about this many bytes of chat-like text (a field \"x\"), for realistic compression")
 	fs.StringVar(&pids, "server-pid", "", "comma-separated server PIDs to sample CPU and RSS from /proc")
 	fs.StringVar(&aux, "aux-pid", "", "comma-separated PIDs of helpers (Redis, balancer) whose CPU is reported apart (aux_cpu_seconds)")
 	fs.StringVar(&c.Out, "out", "", "file to append the JSON result line to (default stdout)")
@@ -126,6 +130,9 @@ func (c *Config) normalize() error {
 	}
 	if c.Rate < 0 || c.Duration <= 0 || c.Warmup < 0 || c.Drain < 0 || c.SetupTimeout <= 0 {
 		return errors.New("--rate, --warmup, --drain must be >= 0; --duration, --setup-timeout > 0")
+	}
+	if c.PayloadBytes < 0 {
+		return errors.New("--payload-bytes must be >= 0")
 	}
 	if c.Inflight < 1 {
 		c.Inflight = 1

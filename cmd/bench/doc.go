@@ -64,6 +64,19 @@
 // is reported (sessions_failed, connect_failures) and stays dropped.
 // tool_cpu_seconds reports its CPU.
 //
+// # Compression and bytes on the wire
+//
+// --ws-deflate offers permessage-deflate without context takeover on each
+// websocket (coder/websocket; the tool compresses its own messages of 128
+// bytes or more and inflates the server's). --payload-bytes pads each
+// publication's data with that many bytes of words drawn at random (a
+// field "x"), so that deliveries compress as chat-like JSON does, not as
+// a run of one byte. Every socket the tool dials is counted:
+// wire_bytes_in and wire_bytes_out are the TCP payload bytes read and
+// written during the window (HTTP and websocket framing included, after
+// compression), wire_bytes_in_per_delivery divides the first by the
+// measured deliveries.
+//
 // # CPU and memory
 //
 // --server-pid takes comma-separated PIDs (e.g. every node of a cluster);

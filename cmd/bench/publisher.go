@@ -118,6 +118,7 @@ func (p *publisher) run(ctx context.Context, r *runner, start, stopAt, hardStop 
 	lp := p.window == nil
 	next := start.Add(p.offset)
 	buf := make([]byte, 0, 256)
+	pad := newPadder(r.cfg.PayloadBytes, uint64(p.idx))
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for seq := int64(0); ; {
@@ -164,7 +165,7 @@ func (p *publisher) run(ctx context.Context, r *runner, start, stopAt, hardStop 
 			i := (seq + j) % int64(len(names))
 			b := msgBuilder(buf).open(names[i], p.s.id, pubID(seq+j, measured))
 			b = append(b, `,"data":`...)
-			buf = appendPayload(b, p.idx, seq+j, now)
+			buf = appendPayload(b, p.idx, seq+j, now, pad.next())
 			buf = append(buf, '}')
 		}
 		buf = append(buf, ']')

@@ -56,6 +56,13 @@ type Result struct {
 	ServerRSSBaselineBytes    int64   `json:"server_rss_baseline_bytes"` // before the first dial
 	DeliveriesPerServerCPUSec float64 `json:"deliveries_per_server_cpu_sec"`
 	RSSPerSessionBytes        float64 `json:"rss_per_session_bytes,omitempty"` // idle-sessions
+
+	// Bytes the tool's sockets read from and wrote to the server during
+	// the window (TCP payload: HTTP and websocket framing included, after
+	// websocket compression), and bytes read per measured delivery.
+	WireBytesIn            int64   `json:"wire_bytes_in"`
+	WireBytesOut           int64   `json:"wire_bytes_out"`
+	WireBytesInPerDelivery float64 `json:"wire_bytes_in_per_delivery"`
 }
 
 func paramsOf(c Config) Params {
@@ -75,11 +82,11 @@ func (r Result) Summary() string {
 	if p.Rate > 0 {
 		rate = fmt.Sprintf("%g/s", p.Rate)
 	}
-	return fmt.Sprintf("%s %s: %d subs/%d ch/%d pubs rate %s %s: published %d (err %d) delivered %d/%d lost %d dup %d ooo %d connect-fail %d sessions-failed %d; %.0f deliveries/s; latency ms p50 %.2f p99 %.2f p999 %.2f max %.2f; server cpu %.2fs rss %.1f MiB (%.0f deliveries/cpu-s); tool cpu %.2fs",
+	return fmt.Sprintf("%s %s: %d subs/%d ch/%d pubs rate %s %s: published %d (err %d) delivered %d/%d lost %d dup %d ooo %d connect-fail %d sessions-failed %d; %.0f deliveries/s; latency ms p50 %.2f p99 %.2f p999 %.2f max %.2f; server cpu %.2fs rss %.1f MiB (%.0f deliveries/cpu-s); wire in %.0f B/delivery; tool cpu %.2fs",
 		r.Scenario, r.Transport, p.Subscribers, p.Channels, p.Publishers, rate, p.Duration,
 		r.Published, r.PublishErrors, r.Delivered, r.Expected, r.Lost, r.Duplicated, r.OutOfOrder, r.ConnectFailures, r.SessionsFailed,
 		r.DeliveriesPerSec, r.LatencyMs.P50, r.LatencyMs.P99, r.LatencyMs.P999, r.LatencyMs.Max,
-		r.ServerCPUSeconds, mib(r.ServerRSSBytes), r.DeliveriesPerServerCPUSec, r.ToolCPUSeconds)
+		r.ServerCPUSeconds, mib(r.ServerRSSBytes), r.DeliveriesPerServerCPUSec, r.WireBytesInPerDelivery, r.ToolCPUSeconds)
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }

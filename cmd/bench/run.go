@@ -24,6 +24,7 @@ type runner struct {
 	total    atomic.Int64
 	measure  atomic.Int64
 	sessions sessionSet
+	wire     wireCounter
 }
 
 // Run runs one scenario and returns its result. It stops by itself: setup
@@ -39,11 +40,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	r := &runner{
 		cfg:  cfg,
 		base: "/bench/" + hex.EncodeToString(id[:]),
-		httpc: &http.Client{Transport: &http.Transport{
-			MaxIdleConnsPerHost: 2*(cfg.Subscribers+cfg.Publishers) + 16,
-			IdleConnTimeout:     30 * time.Second,
-		}},
 	}
+	r.httpc = &http.Client{Transport: &http.Transport{
+		DialContext:         r.wire.dial,
+		MaxIdleConnsPerHost: 2*(cfg.Subscribers+cfg.Publishers) + 16,
+		IdleConnTimeout:     30 * time.Second,
+	}}
 	defer r.httpc.CloseIdleConnections()
 	defer r.sessions.closeAll(closeTimeout)
 	res := Result{
@@ -82,7 +84,7 @@ func (r *runner) sample() (procSample, error) {
 }
 
 func (r *runner) dial(ctx context.Context, onMsg func(*wireMsg)) (*session, error) {
-	s, err := dialSession(ctx, r.cfg.URL, r.cfg.Transport, r.httpc, !r.cfg.DisableAck)
+	s, err := dialSession(ctx, r.cfg.URL, r.cfg.Transport, r.httpc, !r.cfg.DisableAck, r.cfg.WSDeflate)
 	if err != nil {
 		return nil, err
 	}
@@ -242,9 +244,11 @@ func (r *runner) traffic(ctx context.Context, res Result) (Result, error) {
 	stopAt := measureAt.Add(cfg.Duration)
 	var s0, a0 procSample
 	var cpu0 float64
+	var in0, out0 int64
 	var err error
 	startWindow := func() {
 		r.measure.Store(time.Now().UnixNano())
+		in0, out0 = r.wire.in.Load(), r.wire.out.Load()
 		cpu0 = selfCPU()
 		a0, _ = sampleProcs(cfg.AuxPIDs)
 		s0, err = r.sample()
@@ -304,6 +308,7 @@ func (r *runner) traffic(ctx context.Context, res Result) (Result, error) {
 		res.AuxCPUSeconds = a1.CPUSeconds - a0.CPUSeconds
 	}
 	res.ToolCPUSeconds = selfCPU() - cpu0
+	res.WireBytesIn, res.WireBytesOut = r.wire.in.Load()-in0, r.wire.out.Load()-out0
 	res.DrainSeconds = secs(end.Sub(pubEnd))
 	res.ServerCPUSeconds = s1.CPUSeconds - s0.CPUSeconds
 	res.ServerRSSBytes = s1.RSSBytes
@@ -349,6 +354,9 @@ func (r *runner) tally(res Result, perChannel []int64, window time.Duration) Res
 	}
 	if res.ServerCPUSeconds > 0 {
 		res.DeliveriesPerServerCPUSec = float64(measured) / res.ServerCPUSeconds
+	}
+	if measured > 0 {
+		res.WireBytesInPerDelivery = float64(res.WireBytesIn) / float64(measured)
 	}
 	return res
 }

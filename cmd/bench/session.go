@@ -50,11 +50,15 @@ const (
 )
 
 // dialSession opens the transport and handshakes.
-func dialSession(ctx context.Context, url, transport string, httpc *http.Client, ack bool) (*session, error) {
+func dialSession(ctx context.Context, url, transport string, httpc *http.Client, ack, deflate bool) (*session, error) {
 	s := &session{url: url, transport: transport, httpc: httpc, lastAck: -1, done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if transport == "websocket" {
-		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(url, "http"), &websocket.DialOptions{HTTPClient: httpc})
+		opts := &websocket.DialOptions{HTTPClient: httpc}
+		if deflate {
+			opts.CompressionMode, opts.CompressionThreshold = websocket.CompressionNoContextTakeover, 128
+		}
+		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(url, "http"), opts)
 		if err != nil {
 			s.cancel()
 			return nil, fmt.Errorf("websocket dial: %w", err)

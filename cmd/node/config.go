@@ -12,6 +12,7 @@ import (
 
 	"github.com/bayeux-cluster/bayeux/pkg/auth"
 	"github.com/bayeux-cluster/bayeux/pkg/cluster"
+	"github.com/bayeux-cluster/bayeux/pkg/tracing/otlp"
 )
 
 // config is every setting of the node, filled from flags, BAYEUX_*
@@ -31,6 +32,7 @@ type config struct {
 	MaxQueue       int
 	MaxRequest     int64
 	WSFrameTimeout time.Duration
+	WSCompression  bool
 	Origins        string
 	LogLevel       string
 	LogFormat      string
@@ -57,6 +59,8 @@ type config struct {
 	ReorderWindow time.Duration
 	PeerLossGrace time.Duration
 
+	RedisWaitReplicas int // --redis-wait-replicas
+
 	Auth auth.Options // --auth-* and --acl-file
 
 	PublishRate           float64
@@ -73,6 +77,12 @@ type config struct {
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
 	IdleTimeout       time.Duration
+
+	// Server API (issue 18).
+	APIListen, APIKeyFile string
+	APIRate               float64
+
+	Tracing otlp.Config // --otel-*
 }
 
 // newFlagSet defines every flag of the node on c, with its default. Each
@@ -95,12 +105,16 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.Origins, "allowed-origins", "", "comma-separated origin host patterns for CORS and websocket (empty: any)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.APIListen, "api-listen", ":8081", "listen address of the server API and admin console (\"\": off); keep it inside the cluster")
+	fs.StringVar(&c.APIKeyFile, "api-key-file", "", "file of server API keys, one per line (# comments); re-read on SIGHUP; without it every API call is refused")
+	fs.Float64Var(&c.APIRate, "api-rate", 1000, "server API calls per second (burst twice that); over it calls get 429")
 	fs.BoolVar(&c.Demo, "demo", true, "serve the browser demo (chat, cluster page) at / and publish node stats on /cluster/nodes every second")
 	fs.BoolVar(&c.DebugAPI, "debug-api", false, "serve the test-only debug API under /debug/bayeux/ (never in production)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiling under /debug/pprof/ (expose only to operators)")
 	fs.IntVar(&c.GCPercent, "gc-percent", 50, "Go GC target percentage of the node, used unless GOGC is set: connections cost memory more than CPU, and 50 keeps an idle websocket near 6.5 KB of RSS (8 KB at 100) with no measured CPU cost (docs/benchmarks.md); 0: Go's default (100)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown may take")
-	fs.StringVar(&c.Redis, "redis", "", "Redis URL of the cluster backplane: redis://host:port (one instance) or redis+cluster://host:port,host:port (Redis Cluster, sharded pub/sub; ?partitions=N, default 64); empty: single node, embedded in-memory engine")
+	fs.StringVar(&c.Redis, "redis", "", "Redis URL of the cluster backplane: redis://host:port (one instance), redis+sentinel://host:26379,host:26379/MASTER_NAME (primary and replicas behind Redis Sentinel) or redis+cluster://host:port,host:port (Redis Cluster, sharded pub/sub; ?partitions=N, default 64); rediss... for TLS; empty: single node, embedded in-memory engine")
+	fs.IntVar(&c.RedisWaitReplicas, "redis-wait-replicas", 0, "acknowledge a publish only once this many Redis replicas have it (WAIT, 1s timeout; fewer is a 503 publish failure), so a Redis failover loses no acknowledged publish; for Sentinel and Redis Cluster")
 	fs.StringVar(&c.NodeID, "node-id", "", "unique node id (default: hostname plus a random suffix)")
 	fs.StringVar(&c.GossipListen, "gossip-listen", ":7946", "gossip (memberlist) listen address")
 	fs.StringVar(&c.GRPCListen, "grpc-listen", ":7947", "node-to-node gRPC listen address")
@@ -138,7 +152,10 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time allowed to read a request's headers (slowloris defence)")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", 30*time.Second, "time allowed to read a whole request, body included (not the held connect that follows)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
+	fs.BoolVar(&c.WSCompression, "ws-compression", true, "negotiate permessage-deflate with websocket clients that offer it (no context takeover; --max-request-bytes bounds the decompressed size)")
 	fs.DurationVar(&c.WSFrameTimeout, "ws-frame-timeout", 30*time.Second, "time allowed to send the rest of a websocket frame once it started (a client idle between frames is not affected)")
+	fs.StringVar(&c.Tracing.Endpoint, "otel-endpoint", "", "OpenTelemetry collector (OTLP/gRPC, host:port) receiving traces of publishes and node-to-node calls; empty: tracing off")
+	fs.BoolVar(&c.Tracing.Insecure, "otel-insecure", false, "send traces to --otel-endpoint without TLS")
 	return fs
 }
 
@@ -176,6 +193,9 @@ func (c *config) validate() error {
 	if err := checkRedisURL(c.Redis); err != nil {
 		return err
 	}
+	if c.RedisWaitReplicas < 0 || (c.RedisWaitReplicas > 0 && c.Redis == "") {
+		return fmt.Errorf("--redis-wait-replicas %d: want 0, or a positive count with --redis", c.RedisWaitReplicas)
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)
@@ -189,12 +209,18 @@ func (c *config) validate() error {
 }
 
 // redisURLForms is what --redis accepts, for messages.
-const redisURLForms = "redis://[user:password@]host:port[/db], rediss:// (TLS), or redis+cluster://host:port,host:port (rediss+cluster:// for TLS)"
+const redisURLForms = "redis://[user:password@]host:port[/db], rediss:// (TLS), redis+sentinel://host:26379,host:26379/MASTER_NAME (rediss+sentinel:// for TLS) or redis+cluster://host:port,host:port (rediss+cluster:// for TLS)"
 
 // checkRedisURL rejects a --redis value that is not a URL of a known
 // scheme, naming what was given (password hidden) and what is expected.
 func checkRedisURL(s string) error {
 	if s == "" || cluster.IsClusterURL(s) { // a cluster URL lists several hosts: parsed at start
+		return nil
+	}
+	if cluster.IsSentinelURL(s) { // several hosts too: the cluster package parses it
+		if err := cluster.CheckRedisURL(s); err != nil {
+			return fmt.Errorf("--redis: %w", err)
+		}
 		return nil
 	}
 	u, err := url.Parse(s)

@@ -15,7 +15,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/grpclog"
@@ -25,18 +24,8 @@ import (
 )
 
 func main() {
-	if len(os.Args) == 3 && os.Args[1] == "sleep" {
-		// "bayeux-node sleep 5s": the Kubernetes preStop hook of a
-		// distroless image (no shell, no sleep binary) keeps the pod serving
-		// while endpoints stop sending it traffic, before SIGTERM starts the
-		// drain.
-		d, err := time.ParseDuration(os.Args[2])
-		if err != nil || d < 0 || d > 5*time.Minute {
-			fmt.Fprintln(os.Stderr, "bayeux-node sleep: want a duration between 0 and 5m")
-			os.Exit(2)
-		}
-		time.Sleep(d)
-		return
+	if code, ok := subcommand(os.Args[1:], os.Stderr); ok {
+		os.Exit(code)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)

@@ -23,6 +23,9 @@ import (
 	"github.com/bayeux-cluster/bayeux/pkg/cluster"
 	"github.com/bayeux-cluster/bayeux/pkg/demo"
 	"github.com/bayeux-cluster/bayeux/pkg/metrics"
+	"github.com/bayeux-cluster/bayeux/pkg/serverapi/nodeapi"
+	"github.com/bayeux-cluster/bayeux/pkg/tracing"
+	"github.com/bayeux-cluster/bayeux/pkg/tracing/otlp"
 )
 
 // node is one running node: what newNode builds, serve runs and stops.
@@ -32,6 +35,7 @@ type node struct {
 	sec *security
 	met *metrics.Metrics
 	reg *prometheus.Registry
+	tr  *tracing.Tracer // nil: tracing off
 
 	eng        engine.Engine
 	engineName string
@@ -43,8 +47,10 @@ type node struct {
 
 	mux          *http.ServeMux
 	ready        chan struct{} // closed once serving
+	readiness    *cluster.Readiness
 	cl           *cluster.Cluster
 	gossipFaults *cluster.GossipFaults
+	api          *nodeapi.Server // nil with --api-listen ""
 }
 
 // newNode loads the key material and builds the engine, the broker and
@@ -68,6 +74,19 @@ func newNode(ctx context.Context, c *config, log *slog.Logger) (_ *node, err err
 	bi := buildinfo.Read()
 	n.met.BuildInfo(bi.Version, bi.Revision, bi.GoVersion)
 
+	c.Tracing.NodeID, c.Tracing.Logger = c.NodeID, log.With("component", "tracing")
+	tr, stopTracing, err := otlp.Setup(ctx, c.Tracing)
+	if err != nil {
+		return nil, err
+	}
+	n.tr = tr
+	n.closers = append(n.closers, func() { // runs last: flushes the spans of the shutdown
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownGrace)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("tracing shutdown", "err", err)
+		}
+	})
 	if err = n.newEngine(ctx); err != nil {
 		return nil, err
 	}
@@ -110,7 +129,7 @@ func (n *node) newEngine(ctx context.Context) error {
 		return nil
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, Retention: retention, Logger: n.log.With("component", "redis"), Observer: n.met})
+	r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, WaitReplicas: c.RedisWaitReplicas, Retention: retention, Logger: n.log.With("component", "redis"), Observer: n.met, Tracer: n.tr})
 	cancel()
 	if err != nil {
 		return err
@@ -148,30 +167,32 @@ func (n *node) newBroker() error {
 		exts = append(exts, pol.Extension()) // last: attaches the identity before the others see the reply
 	}
 	n.b, err = broker.New(broker.Config{
-		KeepHeaders:           keepHeaders,
-		IDPrefix:              n.idPrefix,
-		Engine:                n.eng,
-		Logger:                n.log,
-		Timeout:               c.Timeout,
-		Interval:              c.Interval,
-		MaxInterval:           c.MaxInterval,
-		MaxQueueMessages:      c.MaxQueue,
-		PublishRate:           c.PublishRate,
-		MaxSessionsPerBrowser: c.MaxSessionsPerBrowser,
-		MaxSessionsPerIP:      c.MaxSessionsPerIP,
-		MaxHeldPerIP:          c.MaxHeldPerIP,
-		TrustedProxies:        proxies,
-		MaxRequestBytes:       c.MaxRequest,
-		WebSocketFrameTimeout: c.WSFrameTimeout,
-		AllowedOrigins:        c.origins(),
-		CookieSecure:          c.CookieSecure || n.sec.httpTLS != nil,
-		Hosts:                 splitList(c.AdviceHosts),
-		DrainJitter:           c.DrainJitter,
-		ReorderWindow:         c.ReorderWindow,
-		PeerLossGrace:         c.PeerLossGrace,
-		Extensions:            exts,
-		Policy:                policy,
-		Observer:              n.met,
+		KeepHeaders:                 keepHeaders,
+		IDPrefix:                    n.idPrefix,
+		Engine:                      n.eng,
+		Logger:                      n.log,
+		Timeout:                     c.Timeout,
+		Interval:                    c.Interval,
+		MaxInterval:                 c.MaxInterval,
+		MaxQueueMessages:            c.MaxQueue,
+		PublishRate:                 c.PublishRate,
+		MaxSessionsPerBrowser:       c.MaxSessionsPerBrowser,
+		MaxSessionsPerIP:            c.MaxSessionsPerIP,
+		MaxHeldPerIP:                c.MaxHeldPerIP,
+		TrustedProxies:              proxies,
+		MaxRequestBytes:             c.MaxRequest,
+		WebSocketFrameTimeout:       c.WSFrameTimeout,
+		AllowedOrigins:              c.origins(),
+		CookieSecure:                c.CookieSecure || n.sec.httpTLS != nil,
+		Hosts:                       splitList(c.AdviceHosts),
+		DrainJitter:                 c.DrainJitter,
+		ReorderWindow:               c.ReorderWindow,
+		DisableWebSocketCompression: !c.WSCompression,
+		PeerLossGrace:               c.PeerLossGrace,
+		Extensions:                  exts,
+		Policy:                      policy,
+		Observer:                    n.met,
+		Tracer:                      n.tr,
 	})
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
@@ -195,26 +216,10 @@ func (n *node) routes() {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	// Ready: serving, not shutting down, and (cluster mode) the Redis
-	// pub/sub link healthy. A draining node turns unready so balancers and
-	// Kubernetes stop sending it new clients.
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case <-n.ready:
-		default:
-			http.Error(w, "not ready: starting", http.StatusServiceUnavailable)
-			return
-		}
-		if b.ShuttingDown() {
-			http.Error(w, "not ready: shutting down", http.StatusServiceUnavailable)
-			return
-		}
-		if r, ok := n.eng.(interface{ Ready() bool }); ok && !r.Ready() {
-			http.Error(w, "not ready: backplane unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ready\n")
-	})
+	// Ready: see cluster.Readiness (a backplane outage is reported, not
+	// made unready).
+	n.readiness = cluster.NewReadiness(b.ShuttingDown, n.eng)
+	mux.Handle("GET /readyz", n.readiness)
 	if c.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -266,6 +271,11 @@ func (n *node) serve(ctx context.Context, stdout io.Writer) error {
 			return err
 		}
 	}
+	if n.api, err = n.startAPI(runCtx, stdout); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer n.stopAPI()
 	brokerDone := make(chan error, 1)
 	go func() { brokerDone <- n.b.Run(runCtx) }()
 	if n.app != nil {
@@ -281,6 +291,7 @@ func (n *node) serve(ctx context.Context, stdout io.Writer) error {
 	}
 	base := scheme + displayAddr(ln.Addr())
 	close(n.ready)
+	n.readiness.Started()
 	printURLs(stdout, n.urls(base))
 	n.log.Info("serving", "url", base+c.Path, "engine", n.engineName)
 
@@ -307,6 +318,7 @@ func (n *node) startCluster(ctx context.Context, stdout io.Writer) error {
 		ServerTLS:    n.sec.grpcServer,
 		ClientTLS:    n.sec.grpcClient,
 		GossipKeys:   n.sec.gossipKeys,
+		Tracer:       n.tr,
 	}, n.b)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
@@ -314,6 +326,8 @@ func (n *node) startCluster(ctx context.Context, stdout io.Writer) error {
 	n.cl = cl
 	fmt.Fprintf(stdout, "bayeux node gossip %s grpc %s tag %s\n", cl.GossipAddr(), cl.GRPCAddr(), cl.Tag())
 	n.met.GossipHealth(func() float64 { return float64(cl.HealthScore()) })
+	n.readiness.SetCluster(cl)
+	n.met.Backplane(n.readiness.BackplaneUp, n.readiness.Joined)
 	return nil
 }
 
@@ -329,6 +343,9 @@ func (n *node) shutdown(srv *http.Server, cancelRun context.CancelFunc, brokerDo
 	if err := srv.Shutdown(sctx); err != nil {
 		n.log.Warn("http shutdown incomplete", "err", err)
 	}
+	if err := n.api.Shutdown(sctx); err != nil {
+		n.log.Warn("api shutdown incomplete", "err", err)
+	}
 	if n.cl != nil {
 		n.cl.Stop(sctx)
 	}
@@ -336,4 +353,20 @@ func (n *node) shutdown(srv *http.Server, cancelRun context.CancelFunc, brokerDo
 	<-brokerDone
 	n.close()
 	n.log.Info("stopped")
+}
+
+// startAPI starts the server API listener (--api-listen; package
+// serverapi/nodeapi) and prints its address.
+func (n *node) startAPI(ctx context.Context, stdout io.Writer) (*nodeapi.Server, error) {
+	c := n.c
+	return nodeapi.Start(ctx, nodeapi.Options{Listen: c.APIListen, KeyFile: c.APIKeyFile, Broker: n.b, Engine: n.eng, Cluster: n.cl,
+		NodeID: c.NodeID, BayeuxPath: c.Path, MaxBodyBytes: c.MaxRequest, Rate: c.APIRate, Registry: n.reg, Logger: n.log,
+		Stdout: stdout, ClientJS: demo.ClientJS()})
+}
+
+// stopAPI stops the API listener if shutdown did not (an early return).
+func (n *node) stopAPI() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = n.api.Shutdown(ctx)
 }

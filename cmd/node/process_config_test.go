@@ -144,7 +144,7 @@ func TestNodeVersionStamped(t *testing.T) {
 // each of which answers.
 func TestNodePrintsURLs(t *testing.T) {
 	urls := startAndReadURLs(t, testproc.NodeBinary(t))
-	for name, want := range map[string]string{"demo": "text/html", "cluster": "text/html", "metrics": "text/plain", "health": "text/plain"} {
+	for name, want := range map[string]string{"demo": "text/html", "cluster": "text/html", "metrics": "text/plain", "health": "text/plain", "admin": "text/html"} {
 		u, ok := urls[name]
 		if !ok {
 			t.Errorf("no %s URL printed: %v", name, urls)
@@ -169,7 +169,7 @@ func TestNodePrintsURLs(t *testing.T) {
 // by PID) when the test ends.
 func startAndReadURLs(t *testing.T, bin string) map[string]string {
 	t.Helper()
-	cmd := exec.Command(bin, "--listen", "127.0.0.1:0")
+	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0")
 	cmd.Env = testproc.NodeEnviron()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -24,7 +24,7 @@ func nodeMustFail(t *testing.T, env []string, want string, args ...string) strin
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, testproc.NodeBinary(t), append([]string{"--listen", "127.0.0.1:0"}, args...)...)
+	cmd := exec.CommandContext(ctx, testproc.NodeBinary(t), append([]string{"--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(testproc.NodeEnviron(), env...)
 	out, err := cmd.CombinedOutput()
 	if err == nil || ctx.Err() != nil {

@@ -173,7 +173,7 @@ func TestNodeBadSecurityFiles(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, testproc.NodeBinary(t), append([]string{"--listen", "127.0.0.1:0"}, tc.args...)...)
+			cmd := exec.CommandContext(ctx, testproc.NodeBinary(t), append([]string{"--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"}, tc.args...)...)
 			cmd.Env = testproc.NodeEnviron()
 			out, err := cmd.CombinedOutput()
 			if err == nil || ctx.Err() != nil {

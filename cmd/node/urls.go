@@ -26,8 +26,13 @@ func (n *node) urls(base string) []endpoint {
 	}
 	out = append(out,
 		endpoint{"bayeux", base + c.Path, "endpoint for CometD and Faye clients (not a web page)"},
-		endpoint{"metrics", base + "/metrics", "Prometheus"},
-		endpoint{"health", base + "/healthz", "and " + base + "/readyz"})
+		endpoint{"metrics", base + "/metrics", "Prometheus"})
+	if n.api != nil {
+		out = append(out,
+			endpoint{"api", n.api.URL() + "/api/v1/", "server API for backends (a key of --api-key-file)"},
+			endpoint{"admin", n.api.URL() + "/admin/", "admin console"})
+	}
+	out = append(out, endpoint{"health", base + "/healthz", "and " + base + "/readyz"})
 	if c.Pprof {
 		out = append(out, endpoint{"pprof", base + "/debug/pprof/", "Go profiling"})
 	}

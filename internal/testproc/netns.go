@@ -142,12 +142,16 @@ func (ns *NetNS) Command(name string, args ...string) *exec.Cmd {
 // address unless args set it.
 func (ns *NetNS) StartNode(t testing.TB, env []string, args ...string) *Node {
 	t.Helper()
-	hasListen := false
+	hasListen, hasAPI := false, false
 	for _, a := range args {
 		hasListen = hasListen || strings.HasPrefix(a, "--listen")
+		hasAPI = hasAPI || strings.HasPrefix(a, "--api-listen")
 	}
 	if !hasListen {
 		args = append([]string{"--listen", fmt.Sprintf("%s:%d", ns.Addr, ns.Port(t))}, args...)
+	}
+	if !hasAPI {
+		args = append([]string{"--api-listen="}, args...) // no server API in namespaces
 	}
 	return StartNodeVia(t, []string{"ip", "netns", "exec", ns.Name}, env, args...)
 }

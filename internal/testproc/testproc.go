@@ -62,6 +62,7 @@ type Node struct {
 	Gossip string // gossip address (cluster mode)
 	GRPC   string // node-to-node gRPC address (cluster mode)
 	Tag    string // node tag (cluster mode): the prefix of its clientIds
+	API    string // the server API's base URL, e.g. http://127.0.0.1:PORT
 	Cmd    *exec.Cmd
 	Log    *SyncBuffer // stderr (logs)
 
@@ -103,14 +104,16 @@ func StartNode(t testing.TB, env []string, args ...string) *Node {
 func StartNodeVia(t testing.TB, prefix []string, env []string, args ...string) *Node {
 	t.Helper()
 	bin := NodeBinary(t)
-	hasListen := false
+	hasListen, hasAPI := false, false
 	for _, a := range args {
-		if strings.HasPrefix(a, "--listen") {
-			hasListen = true
-		}
+		hasListen = hasListen || strings.HasPrefix(a, "--listen")
+		hasAPI = hasAPI || strings.HasPrefix(a, "--api-listen")
 	}
 	if !hasListen {
 		args = append([]string{"--listen", "127.0.0.1:0"}, args...)
+	}
+	if !hasAPI {
+		args = append([]string{"--api-listen", "127.0.0.1:0"}, args...)
 	}
 	argv := append(append(append([]string(nil), prefix...), bin), args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -146,6 +149,9 @@ func StartNodeVia(t testing.TB, prefix []string, env []string, args ...string) *
 				if len(f) >= 5 {
 					n.Gossip, n.GRPC, n.Tag = f[0], f[2], f[4]
 				}
+			}
+			if u, ok := strings.CutPrefix(line, "bayeux node api "); ok {
+				n.API = u
 			}
 			if u, ok := strings.CutPrefix(line, "bayeux node serving "); ok {
 				select {

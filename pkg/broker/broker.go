@@ -14,6 +14,7 @@ import (
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/internal/netpoll"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+	"github.com/bayeux-cluster/bayeux/pkg/broker/wsframe"
 )
 
 // Broker is a Bayeux server. Create it with New, start it with Run, mount it
@@ -47,6 +48,8 @@ type Broker struct {
 	lingeringReaders atomic.Int32      // websocket readers waiting for more bytes (transport_ws.go)
 	conns            connRegistry      // websockets and parked long-polls, for Shutdown
 	reservers        netpoll.Reservers // serve connections handed back after a parked poll
+
+	wsDeflate *wsframe.Deflate // websocket compression; nil: off (ws_deflate.go)
 
 	shuttingDown atomic.Bool
 	// draining ends (at Shutdown) the held connects this node forwards to
@@ -84,6 +87,8 @@ func New(cfg Config) (*Broker, error) {
 		services:    map[string]ServiceHandler{},
 		supported:   map[string]bool{},
 		lastRefresh: time.Now(), // records are written with a full TTL
+
+		wsDeflate: newWSDeflate(cfg),
 	}
 	if b.obs == nil {
 		b.obs = nopObserver{}
@@ -160,6 +165,8 @@ func (b *Broker) Publish(ctx context.Context, name string, data json.RawMessage)
 	if !json.Valid(data) {
 		return engine.Position{}, errors.New("publish: data is not valid JSON")
 	}
+	ctx, span := b.cfg.Tracer.Publish(ctx, name)
+	defer span.End()
 	p, err := b.eng.Publish(ctx, name, protocol.AppendPublication(nil, name, data, nil, nil))
 	b.obs.Publish(err == nil)
 	if err != nil {
@@ -212,33 +219,94 @@ func unknownClient(id string) *protocol.Error {
 	return protocol.NewError(protocol.CodeUnknownClient, "Unknown client", id)
 }
 
-// removeSession closes s with reason and removes it from every index.
+// removeSession ends s with reason: it leaves the session table (see
+// dropSession), then its record and engine subscriptions are released.
 func (b *Broker) removeSession(s *Session, reason *protocol.Error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var ids []string
+	if b.dropSession(s, reason) {
+		ids = append(ids, s.id)
+	}
+	b.releaseBackend(ctx, []*Session{s}, ids)
+}
+
+// dropSession closes s with reason and removes it from the session table,
+// releasing its limits; it reports whether its durable record is to be
+// deleted.
+func (b *Broker) dropSession(s *Session, reason *protocol.Error) (deleteRecord bool) {
 	s.mu.Lock()
 	s.closeLocked(reason)
 	s.mu.Unlock()
 	removed := b.sessions.remove(s)
 	if removed {
 		b.obs.SessionClosed(s.info.Transport)
-	}
-	if removed {
 		s.releaseLimits()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if removed && reason != nil && (reason == errDisconnected || reason.Code == protocol.CodeMessagesLost || reason.Code == protocol.CodeQueueOverflow) {
+	if removed && reason != nil && (reason == errDisconnected || reason == errEnded || reason.Code == protocol.CodeMessagesLost || reason.Code == protocol.CodeQueueOverflow) {
 		b.sessions.bury(s.id, reason, time.Now())
 	}
-	if removed && b.store != nil && reason != errMoved {
-		if err := b.store.Delete(ctx, s.id); err != nil {
-			b.log.Warn("delete session record", "session", s.id, "err", err)
+	return removed && b.store != nil && reason != errMoved
+}
+
+// sweepWorkers bounds the concurrent backend calls (unsubscribes, record
+// deletes) of one sweep; sweepBudget bounds the whole: a Redis black hole
+// delays a sweep by sweepBudget, not by a timeout per expired session.
+const (
+	sweepWorkers = 8
+	sweepBudget  = 5 * time.Second
+)
+
+// batchDeleter is a SessionStore that deletes many records in one round
+// trip (the cluster's does).
+type batchDeleter interface {
+	DeleteMany(ctx context.Context, ids []string) error
+}
+
+// releaseBackend deletes the records ids and drops the engine
+// subscriptions of sessions, at most sweepWorkers calls at a time, until
+// ctx ends.
+func (b *Broker) releaseBackend(ctx context.Context, sessions []*Session, ids []string) {
+	sem := make(chan struct{}, sweepWorkers)
+	var wg sync.WaitGroup
+	do := func(f func()) {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			f() // fails at once on the ended ctx, logging what was left
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			f()
+		}()
+	}
+	if bd, ok := b.store.(batchDeleter); ok && len(ids) > 1 {
+		do(func() {
+			if err := bd.DeleteMany(ctx, ids); err != nil {
+				b.log.Warn("delete session records", "sessions", len(ids), "err", err)
+			}
+		})
+	} else {
+		for _, id := range ids {
+			do(func() {
+				if err := b.store.Delete(ctx, id); err != nil {
+					b.log.Warn("delete session record", "session", id, "err", err)
+				}
+			})
 		}
 	}
-	for _, p := range s.Subscriptions() {
-		if err := b.idx.remove(ctx, s, p); err != nil {
-			b.log.Warn("unsubscribe on session end", "session", s.id, "pattern", p, "err", err)
+	for _, s := range sessions {
+		for _, p := range s.Subscriptions() {
+			do(func() {
+				if err := b.idx.remove(ctx, s, p); err != nil {
+					b.log.Warn("unsubscribe on session end", "session", s.id, "pattern", p, "err", err)
+				}
+			})
 		}
 	}
+	wg.Wait()
 }
 
 // reap schedules removal of a session closed from a context that holds
@@ -248,23 +316,33 @@ func (b *Broker) reap(s *Session) {
 }
 
 func (b *Broker) sweep(now time.Time) {
+	var ended []*Session
+	var ids []string
 	for _, s := range b.sessions.takeReaped() {
-		b.removeSession(s, s.closedReason())
-	}
-	var expired []*Session
-	for _, s := range b.sessions.snapshot() {
-		if s.expired(now, b.expiryInterval) {
-			expired = append(expired, s)
+		if b.dropSession(s, s.closedReason()) {
+			ids = append(ids, s.id)
 		}
+		ended = append(ended, s)
 	}
-	for _, s := range expired {
+	for _, s := range b.sessions.snapshot() {
+		if !s.expired(now, b.expiryInterval) {
+			continue
+		}
 		reason := s.closedReason()
 		if reason == nil {
 			reason = unknownClient(s.id)
 			b.metrics.expired.Add(1)
 			b.log.Debug("session expired", "session", s.id)
 		}
-		b.removeSession(s, reason)
+		if b.dropSession(s, reason) {
+			ids = append(ids, s.id)
+		}
+		ended = append(ended, s)
+	}
+	if len(ended) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), sweepBudget)
+		b.releaseBackend(ctx, ended, ids)
+		cancel()
 	}
 	b.refreshRecords(now)
 	b.sessions.forget(now, b.cfg.MaxInterval)

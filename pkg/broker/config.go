@@ -8,6 +8,7 @@ import (
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+	"github.com/bayeux-cluster/bayeux/pkg/tracing"
 )
 
 // Config configures a Broker. Zero fields take the documented defaults.
@@ -49,6 +50,11 @@ type Config struct {
 	// messages its client numbered before it when they travel on other,
 	// concurrent requests (default 2s; negative disables). See sequencer.
 	ReorderWindow time.Duration
+	// DisableWebSocketCompression turns off permessage-deflate, which is
+	// otherwise negotiated with every client offering it (RFC 7692,
+	// without context takeover; the message size limit applies to the
+	// decompressed size).
+	DisableWebSocketCompression bool
 	// MaxQueueMessages and MaxQueueBytes bound a session's queue, unacked
 	// batches included (defaults 10,000 and 16 MiB). Overflow terminates the
 	// session with error 409 and handshake advice.
@@ -112,6 +118,8 @@ type Config struct {
 	// Observer, if not nil, receives operational events (metrics). See
 	// Observer for its contract.
 	Observer Observer
+	// Tracer, if not nil, traces each publish (see package tracing).
+	Tracer *tracing.Tracer
 }
 
 func (c *Config) setDefaults() error {

@@ -215,6 +215,9 @@ func (hc *heldConnect) answer(deliver bool) (pubs []*engine.Publication, drop bo
 			err = unknownClient(s.id)
 		}
 		switch err {
+		case errEnded:
+			r.Fail(err)
+			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectNone}
 		case errMoved:
 			r.Succeed()
 			r.Advice = b.movedAdvice()

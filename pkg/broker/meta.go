@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"time"
 
 	"context"
@@ -192,11 +193,17 @@ func (b *Broker) publish(ctx context.Context, s *Session, m *protocol.Message) (
 		r.Fail(err)
 		return r, false
 	}
+	ctx, span := b.cfg.Tracer.Publish(ctx, m.Channel)
+	defer span.End()
 	payload := protocol.AppendPublication(make([]byte, 0, 32+len(m.Channel)+len(m.Data)), m.Channel, m.Data, nil, nil)
 	if _, err := b.eng.Publish(ctx, m.Channel, payload); err != nil {
 		b.obs.Publish(false)
 		b.log.Warn("publish failed", "channel", m.Channel, "err", err)
-		r.Fail(protocol.NewError(protocol.CodeServerUnavailable, "Publish failed: backplane unavailable", m.Channel))
+		msg := "Publish failed: backplane unavailable"
+		if errors.Is(err, engine.ErrNotDurable) {
+			msg = "Publish failed: not confirmed by enough Redis replicas; it may have been delivered"
+		}
+		r.Fail(protocol.NewError(protocol.CodeServerUnavailable, msg, m.Channel))
 		return r, false
 	}
 	b.metrics.publishes.Add(1)

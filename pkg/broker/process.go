@@ -108,6 +108,9 @@ func (b *Broker) processMessage(ctx context.Context, req *request, res *result, 
 		switch why := b.tombstone(m.ClientID); {
 		case why == errDisconnected:
 			crossed = m.Channel == protocol.ChannelConnect
+		case why == errEnded:
+			r.Fail(why)
+			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectNone}
 		case why != nil:
 			r.Fail(why) // the session ended for a reason the client must learn
 		}

@@ -56,6 +56,8 @@ type wsConn struct {
 	wdl    time.Time     // write deadline set on the socket (writer only)
 	rest   []byte        // unsent tail of a frame written inline (writer only)
 
+	dfl *wsframe.Deflate // permessage-deflate negotiated (nil: not); ws_deflate.go
+
 	mu          sync.Mutex
 	out         [][]byte // encoded replies waiting for the writer
 	outBytes    int
@@ -94,6 +96,7 @@ func (b *Broker) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	h.Set("Upgrade", "websocket")
 	h.Set("Connection", "Upgrade")
 	h.Set("Sec-WebSocket-Accept", wsframe.AcceptKey(key))
+	dfl := b.negotiateDeflate(r, h)
 	w.WriteHeader(http.StatusSwitchingProtocols)
 	lc, err := netpoll.Hijack(w) // flushes the 101 response
 	if err != nil {
@@ -105,8 +108,10 @@ func (b *Broker) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		lc:   lc,
 		info: RequestInfo{Transport: protocol.WebSocket, RemoteAddr: b.clientIP(r), Header: b.keptHeader(r.Header)},
 		more: make(chan struct{}, 1),
+		dfl:  dfl,
 	}
 	conn.rd.Init(lc, int(b.cfg.MaxRequestBytes))
+	conn.rd.SetDeflate(dfl)
 	// The request context ends when the handler returns, and keeping it
 	// (even without its cancellation) would keep net/http's per-request
 	// contexts: the socket has a context of its own.

@@ -184,7 +184,7 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*eng
 			}
 			buf = mergeArrays(out, last)
 		}
-		f := wsframe.Frame(buf, wsframe.OpText)
+		f := conn.frameText(buf, out, pubs)
 		var err error
 		if inline {
 			conn.rest, err = conn.writeNow(f)

@@ -277,7 +277,10 @@ func TestCallbackPollingMalformed(t *testing.T) {
 				_, _ = w.Write([]byte(tc.body(r.URL.Query().Get("jsonp"))))
 			}))
 			defer srv.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			// Long enough for at least one answered request on a loaded
+			// machine (race detector, parallel packages): the error must
+			// be the server's, not only the deadline.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			cfg := Config{URL: srv.URL, Transports: []string{protocol.CallbackPolling}, BackoffMin: 10 * time.Millisecond, MaxMessageBytes: 1024}
 			c, err := Dial(ctx, cfg)

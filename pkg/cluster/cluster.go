@@ -17,6 +17,7 @@ import (
 
 	clusterv1 "github.com/bayeux-cluster/bayeux/api/proto/cluster/v1"
 	"github.com/bayeux-cluster/bayeux/pkg/broker"
+	"github.com/bayeux-cluster/bayeux/pkg/tracing"
 )
 
 // Config configures a cluster node's membership and node-to-node API.
@@ -40,6 +41,9 @@ type Config struct {
 	ServerTLS, ClientTLS *tls.Config
 	// GossipKeys, if set, encrypt gossip (see MembershipConfig.Keys).
 	GossipKeys [][]byte
+	// Tracer, if not nil, traces node-to-node gRPC (server and client),
+	// propagating the trace context in gRPC metadata.
+	Tracer *tracing.Tracer
 }
 
 // Broker is everything this package calls on the broker: the one narrow
@@ -75,6 +79,7 @@ type Cluster struct {
 	gln   net.Listener
 	hs    *health.Server
 	peers *peers
+	calls calls
 }
 
 var _ broker.Router = (*Cluster)(nil)
@@ -93,7 +98,7 @@ func Start(ctx context.Context, cfg Config, b Broker) (*Cluster, error) {
 	if b.Config().IDPrefix != tag {
 		return nil, fmt.Errorf("cluster: broker IDPrefix %q must be the node tag %q", b.Config().IDPrefix, tag)
 	}
-	c := &Cluster{cfg: cfg, log: cfg.Logger, b: b, tag: tag, peers: newPeers(cfg.ClientTLS)}
+	c := &Cluster{cfg: cfg, log: cfg.Logger, b: b, tag: tag, peers: newPeers(cfg.ClientTLS, grpcClientTracing(cfg.Tracer))}
 	ln, err := net.Listen("tcp", cfg.GRPCListen)
 	if err != nil {
 		return nil, fmt.Errorf("grpc listen %s: %w", cfg.GRPCListen, err)
@@ -106,15 +111,10 @@ func Start(ctx context.Context, cfg Config, b Broker) (*Cluster, error) {
 	if cfg.ServerTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
 	}
-	c.grpc = grpc.NewServer(opts...)
-	clusterv1.RegisterNodeServer(c.grpc, &nodeServer{b: b})
+	c.grpc = grpc.NewServer(append(opts, grpcServerTracing(cfg.Tracer)...)...)
+	clusterv1.RegisterNodeServer(c.grpc, &nodeServer{b: b, calls: &c.calls})
 	c.hs = health.NewServer()
 	healthpb.RegisterHealthServer(c.grpc, c.hs)
-	go func() {
-		if err := c.grpc.Serve(ln); err != nil {
-			c.log.Error("grpc server stopped", "err", err)
-		}
-	}()
 
 	grpcAddr, err := advertised(ln.Addr(), cfg.Advertise)
 	if err != nil {
@@ -134,9 +134,10 @@ func Start(ctx context.Context, cfg Config, b Broker) (*Cluster, error) {
 		OnPeerLost: func() { b.PeerLost(time.Now()) },
 		Faults:     cfg.GossipFaults,
 		Keys:       cfg.GossipKeys,
+		OnDepart:   func(m Meta) { c.peers.drop(m.GRPC) },
 	})
 	if err != nil {
-		c.grpc.Stop()
+		_ = ln.Close()
 		return nil, err
 	}
 	c.mem = mem
@@ -144,7 +145,16 @@ func Start(ctx context.Context, cfg Config, b Broker) (*Cluster, error) {
 	if cfg.Sessions != nil {
 		store = cfg.Sessions
 	}
+	// The router and store are installed before the gRPC server serves
+	// (starting its goroutine orders the two): a peer's forwarded request
+	// never meets a half-installed broker. Gossip only updates membership,
+	// which does not touch the broker.
 	b.SetCluster(idGuard{c}, store)
+	go func() {
+		if err := c.grpc.Serve(ln); err != nil {
+			c.log.Error("grpc server stopped", "err", err)
+		}
+	}()
 	c.hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	go func() {
 		if err := mem.Join(ctx); err != nil {
@@ -220,11 +230,12 @@ func (c *Cluster) Forward(ctx context.Context, node string, req *broker.Forwarde
 		c.observeForward(ForwardNoOwner)
 		return nil, errNoOwner
 	}
-	client, err := c.peers.client(owner.GRPC)
+	client, release, err := c.peers.client(owner.GRPC)
 	if err != nil {
 		c.observeForward(ForwardError)
 		return nil, err
 	}
+	defer release()
 	resp, err := client.Process(ctx, &clusterv1.ProcessRequest{
 		ProtocolVersion: ProtocolVersion,
 		Transport:       req.Transport,
@@ -253,10 +264,11 @@ func (c *Cluster) SessionOp(ctx context.Context, node, clientID string, op broke
 	if !ok {
 		return false, nil
 	}
-	client, err := c.peers.client(owner.GRPC)
+	client, release, err := c.peers.client(owner.GRPC)
 	if err != nil {
 		return false, err
 	}
+	defer release()
 	resp, err := client.SessionOp(ctx, &clusterv1.SessionOpRequest{ProtocolVersion: ProtocolVersion, ClientId: clientID, Op: string(op)})
 	if err != nil {
 		return false, fmt.Errorf("session op on %s: %w", owner.ID, err)

@@ -8,11 +8,21 @@
 //     messages in one order, and the Redis work per publish does not depend
 //     on how many clients subscribe. Each node holds one Redis subscription
 //     per pattern in use on it (the broker refcounts), never one per client.
+//     Redis is one instance (redis://), a primary with replicas behind
+//     Sentinel (redis+sentinel://) or a Redis Cluster (redis+cluster://);
+//     RedisConfig.WaitReplicas acknowledges a publish only once replicas
+//     have it.
 //   - hashicorp/memberlist is the membership: which nodes are alive, and the
 //     node tag, gRPC address and protocol version of each.
 //   - gRPC (api/proto/cluster/v1) carries requests to the node that owns a
 //     session: the owner's tag is the clientId's prefix, so any node serves
-//     any request of any session without sticky load balancing.
+//     any request of any session without sticky load balancing. Its Call
+//     RPC also carries the requests of node-level services to peers
+//     (HandleCall registers a handler by method name; the server API uses it
+//     for cluster-wide presence and session control).
+//
+// Readiness answers /readyz: not ready while starting, draining or joined
+// to nobody; ready but reporting it during a backplane outage.
 //
 // The seam with the broker runs one way: the broker defines the interfaces
 // (engine.Engine, broker.Router, broker.SessionStore) and this package

@@ -69,6 +69,9 @@ type MembershipConfig struct {
 	// Faults, if not nil, lets tests cut this node's gossip off (see
 	// GossipFaults). Never set in production.
 	Faults *GossipFaults
+	// OnDepart, if not nil, is called (outside locks, from memberlist's
+	// event goroutine: it must not block) with a node that left or failed.
+	OnDepart func(Meta)
 	// Keys, if not empty, encrypt and authenticate gossip (AES-GCM; 16, 24
 	// or 32 bytes each): the first encrypts, any of them decrypts. A node
 	// without a matching key cannot join.
@@ -85,6 +88,7 @@ type Membership struct {
 	mu       sync.RWMutex
 	byTag    map[string]Meta      // live nodes, self included
 	departed map[string]departure // nodes that failed recently (see Quorum)
+	joinWhy  string               // why the node is not joined ("" once it is; see Joined)
 }
 
 // NewMembership starts gossip on cfg.Listen. Call Join to find peers.
@@ -93,6 +97,9 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 		cfg.Logger = slog.Default()
 	}
 	m := &Membership{cfg: cfg, log: cfg.Logger, byTag: map[string]Meta{}, departed: map[string]departure{}}
+	if len(cfg.Join) > 0 {
+		m.joinWhy = "joining: no seed answered yet"
+	}
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Fast {
 		mc.ProbeInterval = 200 * time.Millisecond
@@ -196,26 +203,92 @@ func (m *Membership) Addr() string {
 
 // Join keeps trying the seeds until at least one answers or ctx ends. DNS
 // names are resolved to every address they carry (a Kubernetes headless
-// Service).
+// Service). Until it succeeds, Joined reports why, and a WARN says so at
+// most every joinWarnEvery (a seed that does not resolve is named).
 func (m *Membership) Join(ctx context.Context) error {
 	if len(m.cfg.Join) == 0 {
 		return nil
 	}
+	m.setJoinState(false, "joining: no seed answered yet")
 	backoff := 100 * time.Millisecond
+	started := time.Now()
+	var warned time.Time
 	for {
 		n, err := m.ml.Join(m.cfg.Join)
 		if n > 0 {
+			m.setJoinState(true, "")
 			m.log.Info("joined cluster", "contacted", n, "members", m.ml.NumMembers())
 			return nil
 		}
-		m.log.Debug("join failed; retrying", "seeds", m.cfg.Join, "err", err)
+		why := fmt.Sprintf("joined nobody: no seed of %v answered", m.cfg.Join)
+		if err != nil {
+			why += ": " + err.Error()
+		}
+		m.setJoinState(false, why)
+		if now := time.Now(); now.Sub(warned) >= joinWarnEvery {
+			warned = now
+			for _, seed := range unresolvedSeeds(ctx, m.cfg.Join) {
+				m.log.Warn("gossip seed does not resolve", "seed", seed)
+			}
+			m.log.Warn("not joined to any node; not ready until a seed answers", "seeds", m.cfg.Join, "for", now.Sub(started).Round(time.Second).String(), "err", errString(err))
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("join %v: %w (last error: %v)", m.cfg.Join, ctx.Err(), err)
+			return fmt.Errorf("join %v: %w (last error: %w)", m.cfg.Join, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
+}
+
+// joinWarnEvery bounds the WARN lines of a node that joined nobody.
+const joinWarnEvery = 10 * time.Second
+
+// Joined reports whether this node is part of a cluster: it had no seeds,
+// or one answered (the node stays joined when its peers leave later). If
+// not, why says what went wrong.
+func (m *Membership) Joined() (ok bool, why string) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.joinWhy == "", m.joinWhy
+}
+
+func (m *Membership) setJoinState(ok bool, why string) {
+	if ok {
+		why = ""
+	}
+	m.mu.Lock()
+	m.joinWhy = why
+	m.mu.Unlock()
+}
+
+// unresolvedSeeds returns the seeds whose host is a name that does not
+// resolve.
+func unresolvedSeeds(ctx context.Context, seeds []string) []string {
+	var out []string
+	for _, s := range seeds {
+		host, _, err := net.SplitHostPort(s)
+		if err != nil {
+			host = s
+		}
+		if host == "" || net.ParseIP(host) != nil {
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = net.DefaultResolver.LookupHost(lctx, host)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // Alive returns the live node with tag, if any.
@@ -263,6 +336,7 @@ func (m *Membership) set(n *memberlist.Node, alive bool) {
 		m.log.Warn("gossip: member speaks another protocol version; not routing to it", "peer", n.Name, "version", meta.Proto)
 		alive = false
 	}
+	departed := false
 	m.mu.Lock()
 	if alive {
 		if old, ok := m.byTag[meta.Tag]; ok && old.ID != meta.ID {
@@ -271,6 +345,7 @@ func (m *Membership) set(n *memberlist.Node, alive bool) {
 		m.byTag[meta.Tag] = meta
 	} else if prev := m.byTag[meta.Tag]; prev.ID == meta.ID && meta.ID != m.cfg.Self.ID {
 		delete(m.byTag, meta.Tag)
+		departed = true
 		if !prev.Leaving && !meta.Leaving { // a drain is no failure
 			m.noteDepartedLocked(meta.Tag, n.Address())
 		}
@@ -287,6 +362,9 @@ func (m *Membership) set(n *memberlist.Node, alive bool) {
 		m.cfg.OnPeerLost()
 	}
 	m.log.Info("membership change", "peer", meta.ID, "tag", meta.Tag, "alive", alive)
+	if departed && m.cfg.OnDepart != nil {
+		m.cfg.OnDepart(meta)
+	}
 }
 
 // delegate provides node metadata; it carries no user messages.

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/bayeux-cluster/bayeux/internal/testproc"
 )
 
 // startMembers starts n fast-gossip memberships on loopback, each joining
@@ -107,5 +109,30 @@ func TestMembershipConvergesAndDropsLeaver(t *testing.T) {
 		if got, ok := m.Alive(metas[2].Tag); ok {
 			t.Fatalf("member %d still has the member that left: %+v", i, got)
 		}
+	}
+}
+
+// TestJoinSelfOnlyIsJoined: the first pod of a Kubernetes deployment finds
+// only itself behind the headless Service (publishNotReadyAddresses): it
+// is joined (a cluster of one on purpose), not stuck unready.
+func TestJoinSelfOnlyIsJoined(t *testing.T) {
+	port := testproc.FreePort(t)
+	id := "self-" + t.Name()
+	self := fmt.Sprintf("127.0.0.1:%d", port)
+	m, err := NewMembership(MembershipConfig{
+		Self:   Meta{ID: id, Tag: NodeTag(id), GRPC: "127.0.0.1:1", Proto: ProtocolVersion},
+		Listen: self, Fast: true, Logger: quiet, Join: []string{self},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = m.Leave(100 * time.Millisecond) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.Join(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := m.Joined(); !ok {
+		t.Fatalf("not joined: %s", why)
 	}
 }

@@ -11,7 +11,9 @@
 -- ARGV[4] epoch to use if the channel has none (new, or its state was lost)
 -- ARGV[5] now, unix milliseconds
 -- ARGV[6] the concrete channel name
--- ARGV[7..] pub/sub channels to publish the envelope to
+-- ARGV[7] W3C traceparent of the publish, or '' (tracing off: the envelope
+--         then has no such field)
+-- ARGV[8..] pub/sub channels to publish the envelope to
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
   epoch = ARGV[4]
@@ -22,8 +24,12 @@ local off = redis.call('HINCRBY', KEYS[1], 'o', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], off .. '-0', 'p', ARGV[1], 't', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-local env = epoch .. ' ' .. off .. ' ' .. ARGV[5] .. ' ' .. ARGV[6] .. '\n' .. ARGV[1]
-for i = 7, #ARGV do
+local head = epoch .. ' ' .. off .. ' ' .. ARGV[5] .. ' '
+if ARGV[7] ~= '' then
+  head = head .. ARGV[7] .. ' '
+end
+local env = head .. ARGV[6] .. '\n' .. ARGV[1]
+for i = 8, #ARGV do
   redis.call('PUBLISH', ARGV[i], env)
 end
 return {epoch, off}

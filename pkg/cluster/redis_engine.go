@@ -18,6 +18,7 @@ import (
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/channel"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
+	"github.com/bayeux-cluster/bayeux/pkg/tracing"
 )
 
 //go:embed publish.lua
@@ -26,10 +27,21 @@ var publishLua string
 // RedisConfig configures the Redis engine.
 type RedisConfig struct {
 	// URL is a redis:// or rediss:// URL (password, db and TLS as usual)
-	// for a single instance, or a redis+cluster:// (rediss+cluster://) URL
+	// for a single instance; a redis+sentinel:// (rediss+sentinel://) URL
+	// listing the sentinels of a primary with replicas (see
+	// SentinelScheme); or a redis+cluster:// (rediss+cluster://) URL
 	// listing seed nodes of a Redis Cluster, "redis+cluster://h1:p1,h2:p2",
 	// with an optional "?partitions=N" (default 64; see layout).
 	URL string
+	// WaitReplicas, if positive, makes Publish acknowledge a publication
+	// only once that many replicas have it (WAIT, in the same round trip
+	// as the publish script), so that a failover does not lose it. A WAIT
+	// that reaches fewer replicas within WaitTimeout fails the publish
+	// with ErrNotReplicated. For Sentinel and Redis Cluster (on a single
+	// instance without replicas every publish would fail).
+	WaitReplicas int
+	// WaitTimeout bounds the WAIT (default 1s).
+	WaitTimeout time.Duration
 	// Prefix of every key and pub/sub channel (default "bx").
 	Prefix string
 	// HistorySize is the number of publications kept per channel (default
@@ -48,6 +60,10 @@ type RedisConfig struct {
 	// Observer, if not nil, is told the duration and outcome of every
 	// publish and history command.
 	Observer Observer
+	// Tracer, if not nil, traces each publish script call and each
+	// publication's fan-out here, carrying the trace context in the
+	// envelope (see package tracing).
+	Tracer *tracing.Tracer
 }
 
 // Redis is the cluster engine. It implements engine.Engine, on one Redis
@@ -69,13 +85,16 @@ type Redis struct {
 	cfg    RedisConfig
 	log    *slog.Logger
 	client redis.UniversalClient
-	cc     *redis.ClusterClient // nil on a single instance
+	cc     *redis.ClusterClient // nil on a single instance or Sentinel
+	mode   string               // "single", "sentinel" or "cluster"
 	lay    layout
 	script *redis.Script
 
 	mu       sync.Mutex
 	patterns map[string]bool // subscribed patterns
 	readers  []*reader       // one per partition
+
+	health healthState
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -86,6 +105,7 @@ var _ engine.Engine = (*Redis)(nil)
 type tracked struct {
 	epoch  string
 	offset uint64
+	at     int64 // time (unix ms) of the publication at offset; 0: unknown
 	seen   time.Time
 }
 
@@ -119,55 +139,13 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.WaitReplicas > 0 && cfg.WaitTimeout <= 0 {
+		cfg.WaitTimeout = time.Second
+	}
 	r := &Redis{cfg: cfg, log: cfg.Logger, patterns: map[string]bool{}}
-	var addr string
-	if IsClusterURL(cfg.URL) {
-		opts, parts, err := parseClusterURL(cfg.URL)
-		if err != nil {
-			return nil, fmt.Errorf("redis url: %w", err)
-		}
-		opts.MaxRetries = 1
-		if opts.Protocol == 0 {
-			opts.Protocol = 2 // as for a single instance, below
-		}
-		// go-redis reloads the slot map on MOVED/ASK replies; a dead
-		// master only shows as dial errors, after which Publish and
-		// History ask for a reload (see failed); this is the backstop.
-		opts.ClusterStateReloadInterval = 10 * time.Second
-		r.cc = redis.NewClusterClient(opts)
-		r.client, r.lay, addr = r.cc, newClusterLayout(cfg.Prefix, parts), strings.Join(opts.Addrs, ",")
-		lua := strings.Replace(publishLua, "redis.call('PUBLISH'", "redis.call('SPUBLISH'", 1)
-		if lua == publishLua {
-			return nil, errors.New("publish script: no PUBLISH call to shard")
-		}
-		r.script = redis.NewScript(lua)
-	} else {
-		opts, err := redis.ParseURL(cfg.URL)
-		if err != nil {
-			return nil, fmt.Errorf("redis url: %w", err)
-		}
-		opts.MaxRetries = 1
-		if opts.Protocol == 0 {
-			// RESP2 unless the URL asks (protocol=3): with RESP3, go-redis
-			// checks for push notifications before every reply it reads,
-			// which cost 7% of a node's CPU in the many-channels
-			// benchmark, for notifications the engine does not use.
-			opts.Protocol = 2
-		}
-		r.client, r.lay, addr = redis.NewClient(opts), singleLayout{prefix: cfg.Prefix}, opts.Addr
-		r.script = redis.NewScript(publishLua)
-	}
-	if err := r.client.Ping(ctx).Err(); err != nil {
-		_ = r.client.Close()
-		return nil, fmt.Errorf("redis ping %s: %w", addr, err)
-	}
-	if r.cc != nil {
-		// Every shard must answer, and the slots must be covered.
-		err := r.cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
-		if err != nil {
-			_ = r.client.Close()
-			return nil, fmt.Errorf("redis cluster %s: %w", addr, err)
-		}
+	r.health.up, r.health.since = true, time.Now()
+	if err := r.dial(ctx); err != nil {
+		return nil, err
 	}
 	for p := range r.lay.partitions() {
 		r.readers = append(r.readers, newReader(r, p))
@@ -189,12 +167,14 @@ func newEpoch() string {
 }
 
 // Publish implements engine.Engine with one EVALSHA.
-func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (engine.Publication, error) {
+func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (pub engine.Publication, err error) {
+	ctx, span := r.cfg.Tracer.RedisPublish(ctx, name)
+	defer func() { tracing.Published(span, pub.Offset, err); span.End() }()
 	var buf [channel.MaxDepth + 2]string
 	cands := channel.Candidates(buf[:0], name)
-	args := make([]any, 0, 6+len(cands))
+	args := make([]any, 0, 7+len(cands))
 	size, ttl := r.cfg.Retention.For(name)
-	args = append(args, payload, size, ttl.Milliseconds(), newEpoch(), time.Now().UnixMilli(), name)
+	args = append(args, payload, size, ttl.Milliseconds(), newEpoch(), time.Now().UnixMilli(), name, r.cfg.Tracer.TraceParent(ctx))
 	part := r.lay.partition(name)
 	for _, c := range cands {
 		args = append(args, r.lay.psChan(part, c))
@@ -204,12 +184,12 @@ func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (engin
 	if r.cfg.Observer != nil {
 		start = time.Now()
 	}
-	res, err := r.script.EvalSha(ctx, r.client, keys, args...).Slice()
-	if err != nil && isNoScript(err) {
-		res, err = r.script.Eval(ctx, r.client, keys, args...).Slice()
-	}
+	res, err := r.runScript(ctx, keys, args)
 	if r.cfg.Observer != nil {
 		r.cfg.Observer.RedisCommand(OpPublish, time.Since(start), err)
+	}
+	if errors.Is(err, ErrNotReplicated) {
+		return engine.Publication{}, fmt.Errorf("publish %s: %w", name, err)
 	}
 	if err != nil {
 		r.failed(ctx, err)

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -94,6 +95,29 @@ func (rd *reader) unsubscribeQuietly(ch string) {
 	_ = rd.unsubscribe(ctx, ch)
 }
 
+// restoreIfIdle (reader goroutine) marks a lost connection that holds no
+// channel as restored as soon as Redis answers: no subscription
+// confirmation will come to say so, and nothing needs catching up.
+func (rd *reader) restoreIfIdle(ctx context.Context) {
+	rd.mu.Lock()
+	idle, ps := len(rd.want) == 0, rd.ps
+	rd.mu.Unlock()
+	if !rd.lost || !idle {
+		return
+	}
+	if ps != nil {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := ps.Ping(pctx)
+		cancel()
+		if err != nil {
+			return
+		}
+	}
+	rd.lost = false
+	rd.up.set(true)
+	rd.e.log.Info("redis pub/sub connection restored", "partition", rd.part)
+}
+
 func (rd *reader) current() *redis.PubSub {
 	rd.mu.Lock()
 	defer rd.mu.Unlock()
@@ -160,6 +184,11 @@ func (r *Redis) Run(ctx context.Context, h engine.Handler) error {
 	stop := context.AfterFunc(ctx, r.closeReaders)
 	defer stop()
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.watchHealth(ctx)
+	}()
 	for _, rd := range r.readers {
 		wg.Add(1)
 		go func() {
@@ -187,10 +216,14 @@ func (rd *reader) run(ctx context.Context, h engine.Handler) {
 			return false
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 2*time.Second)
+		// At most 1s between attempts: a restored Redis is noticed within
+		// about a second (readiness detail), at one dial per second and
+		// partition while it is down.
+		backoff = min(backoff*2, time.Second)
 		if r.cc != nil {
 			rd.reset(ctx)
 		}
+		rd.restoreIfIdle(ctx)
 		return true
 	}
 	for {
@@ -275,8 +308,9 @@ func (rd *reader) run(ctx context.Context, h engine.Handler) {
 	}
 }
 
-// onMessage parses an envelope "epoch offset ms channel\npayload" and
-// delivers it once, in order, filling a gap from history if needed.
+// onMessage parses an envelope "epoch offset ms [traceparent ]channel\npayload"
+// (a traceparent only from a node that traces; a channel starts with "/")
+// and delivers it once, in order, filling a gap from history if needed.
 func (rd *reader) onMessage(ctx context.Context, h engine.Handler, env string) {
 	r := rd.e
 	head, payload, ok := cutString(env, '\n')
@@ -287,6 +321,10 @@ func (rd *reader) onMessage(ctx context.Context, h engine.Handler, env string) {
 	epoch, rest, ok1 := cutString(head, ' ')
 	offs, rest, ok2 := cutString(rest, ' ')
 	ms, name, ok3 := cutString(rest, ' ')
+	var traceparent string
+	if ok3 && !strings.HasPrefix(name, "/") {
+		traceparent, name, ok3 = cutString(name, ' ')
+	}
 	off, err := strconv.ParseUint(offs, 10, 64)
 	at, err2 := strconv.ParseInt(ms, 10, 64)
 	if !ok1 || !ok2 || !ok3 || err != nil || err2 != nil {
@@ -303,21 +341,23 @@ func (rd *reader) onMessage(ctx context.Context, h engine.Handler, env string) {
 	switch {
 	case t == nil:
 		// Seen first through a wildcard pattern: start here.
-		rd.tracked[name] = &tracked{epoch: epoch, offset: off, seen: now}
+		rd.tracked[name] = &tracked{epoch: epoch, offset: off, at: at, seen: now}
 	case t.epoch != epoch:
 		// The channel's history was reset (Redis lost it): whatever came
 		// between cannot be recovered.
 		h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{Epoch: epoch, Offset: off - 1})
-		t.epoch, t.offset, t.seen = epoch, off, now
+		t.epoch, t.offset, t.at, t.seen = epoch, off, at, now
 	case off <= t.offset:
 		return // already delivered (another of our Redis channels, or caught up)
 	case off > t.offset+1:
 		rd.fill(ctx, h, name, t, off-1)
-		t.offset, t.seen = off, now
+		t.offset, t.at, t.seen = off, at, now
 	default:
-		t.offset, t.seen = off, now
+		t.offset, t.at, t.seen = off, at, now
 	}
+	span := r.cfg.Tracer.Fanout(traceparent, name, off)
 	h.OnPublication(p)
+	span.End()
 }
 
 // fill delivers publications (t.offset, upTo] of channel from history, or
@@ -350,7 +390,7 @@ func (rd *reader) fill(ctx context.Context, h engine.Handler, name string, t *tr
 	if err != nil {
 		r.log.Warn("redis: gap not recoverable from history", "channel", name, "from", t.offset, "to", upTo, "err", err)
 		h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{Epoch: t.epoch, Offset: upTo})
-		t.offset = upTo
+		t.offset, t.at = upTo, 0
 		return
 	}
 	for i := range pubs {
@@ -367,11 +407,11 @@ func (rd *reader) fill(ctx context.Context, h engine.Handler, name string, t *tr
 			h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{Epoch: t.epoch, Offset: pubs[i].Offset - 1})
 		}
 		h.OnPublication(&pubs[i])
-		t.offset = pubs[i].Offset
+		t.offset, t.at = pubs[i].Offset, pubs[i].Time
 	}
 	if bounded && t.offset < upTo {
 		h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{Epoch: t.epoch, Offset: upTo})
-		t.offset = upTo
+		t.offset, t.at = upTo, 0
 	}
 }
 
@@ -386,6 +426,11 @@ func (rd *reader) catchUp(ctx context.Context, h engine.Handler) {
 			delete(rd.tracked, name)
 			continue
 		}
+		if rd.diverged(ctx, name, t) {
+			h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{})
+			delete(rd.tracked, name)
+			continue
+		}
 		rd.fill(ctx, h, name, t, 0)
 	}
 	for _, p := range patterns {
@@ -393,6 +438,32 @@ func (rd *reader) catchUp(ctx context.Context, h engine.Handler) {
 			h.OnGap(p, engine.Position{}, engine.Position{})
 		}
 	}
+}
+
+// diverged reports whether the channel's stream now holds, at the last
+// offset delivered here, another publication than the one delivered: a
+// failover promoted a replica that lacked it, and the offset was reused.
+// Publications are told apart by their time (ms), which differs since a
+// failover takes longer than a millisecond. A trimmed or unreadable entry
+// is left to History, which catches a stream that is behind.
+func (rd *reader) diverged(ctx context.Context, name string, t *tracked) bool {
+	if t.at == 0 || t.offset == 0 {
+		return false
+	}
+	r := rd.e
+	id := strconv.FormatUint(t.offset, 10) + "-0"
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	es, err := r.client.XRange(hctx, r.lay.streamKey(name), id, id).Result()
+	if err != nil || len(es) == 0 {
+		return false
+	}
+	at, err := strconv.ParseInt(fmt.Sprint(es[0].Values["t"]), 10, 64)
+	if err != nil || at == t.at {
+		return false
+	}
+	r.log.Warn("redis: the stream holds another publication at an offset delivered here (a failover lost it); reporting a gap", "channel", name, "offset", t.offset)
+	return true
 }
 
 func coveredBy(name string, patterns []string) bool {

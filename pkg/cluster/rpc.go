@@ -26,7 +26,8 @@ const maxRPCMessage = 64 << 20
 // nodeServer serves the Node gRPC service for the local broker.
 type nodeServer struct {
 	clusterv1.UnimplementedNodeServer
-	b Broker
+	b     Broker
+	calls *calls
 }
 
 var _ clusterv1.NodeServer = (*nodeServer)(nil)
@@ -68,52 +69,97 @@ func (s *nodeServer) SessionOp(_ context.Context, req *clusterv1.SessionOpReques
 // peers keeps one gRPC client connection per peer address.
 type peers struct {
 	creds credentials.TransportCredentials
+	extra []grpc.DialOption // tracing
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	conns map[string]*peerConn
+}
+
+// peerConn is a connection and its calls in flight: a connection to a
+// peer that departed is closed once its last call ends, so that the
+// answers of a draining peer (held connects it releases) still arrive.
+type peerConn struct {
+	cc       *grpc.ClientConn
+	inflight int
+	departed bool
 }
 
 // newPeers dials peers with mutual TLS when tlsCfg is set, else in
-// plaintext (a private network).
-func newPeers(tlsCfg *tls.Config) *peers {
+// plaintext (a private network), adding extra options.
+func newPeers(tlsCfg *tls.Config, extra []grpc.DialOption) *peers {
 	creds := insecure.NewCredentials()
 	if tlsCfg != nil {
 		creds = credentials.NewTLS(tlsCfg)
 	}
-	return &peers{creds: creds, conns: map[string]*grpc.ClientConn{}}
+	return &peers{creds: creds, extra: extra, conns: map[string]*peerConn{}}
 }
 
-func (p *peers) client(addr string) (clusterv1.NodeClient, error) {
+// client returns a client of the peer at addr for one call; the caller
+// calls release when the call ended.
+func (p *peers) client(addr string) (c clusterv1.NodeClient, release func(), err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c := p.conns[addr]; c != nil {
-		return clusterv1.NewNodeClient(c), nil
-	}
-	c, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(p.creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRPCMessage), grpc.MaxCallSendMsgSize(maxRPCMessage)),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: false}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("grpc client %s: %w", addr, err)
-	}
-	p.conns[addr] = c
-	return clusterv1.NewNodeClient(c), nil
-}
-
-// prune closes connections to addresses not in live.
-func (p *peers) prune(live map[string]bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for addr, c := range p.conns {
-		if !live[addr] {
-			_ = c.Close()
-			delete(p.conns, addr)
+	pc := p.conns[addr]
+	if pc == nil {
+		cc, err := grpc.NewClient(addr, append([]grpc.DialOption{
+			grpc.WithTransportCredentials(p.creds),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRPCMessage), grpc.MaxCallSendMsgSize(maxRPCMessage)),
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: false}),
+		}, p.extra...)...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("grpc client %s: %w", addr, err)
 		}
+		pc = &peerConn{cc: cc}
+		p.conns[addr] = pc
+	}
+	pc.inflight++
+	return clusterv1.NewNodeClient(pc.cc), func() { p.release(pc) }, nil
+}
+
+func (p *peers) release(pc *peerConn) {
+	p.mu.Lock()
+	pc.inflight--
+	closeNow := pc.departed && pc.inflight == 0
+	p.mu.Unlock()
+	if closeNow {
+		go func() { _ = pc.cc.Close() }() // Close waits for the connection's goroutines
 	}
 }
 
+// drop forgets the connection to addr (the peer left or failed) and
+// closes it once its calls in flight ended; a later call dials again, as
+// after a partition heals.
+func (p *peers) drop(addr string) {
+	p.mu.Lock()
+	pc := p.conns[addr]
+	delete(p.conns, addr)
+	closeNow := false
+	if pc != nil {
+		pc.departed = true
+		closeNow = pc.inflight == 0
+	}
+	p.mu.Unlock()
+	if closeNow {
+		go func() { _ = pc.cc.Close() }()
+	}
+}
+
+// open returns the number of peer connections not yet closed or closing.
+func (p *peers) open() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+// close closes every connection (the node stops), calls in flight
+// included.
 func (p *peers) close() {
-	p.prune(nil)
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = map[string]*peerConn{}
+	p.mu.Unlock()
+	for _, pc := range conns {
+		_ = pc.cc.Close()
+	}
 }
 
 // errNoOwner means the session's owner is not a live member.

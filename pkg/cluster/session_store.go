@@ -126,6 +126,25 @@ func (s *SessionStore) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
+// DeleteMany deletes the records of ids (those this node still owns) in
+// pipelined round trips of up to 1000: the broker's sweeper removes the
+// records of every session that ended in one sweep this way.
+func (s *SessionStore) DeleteMany(ctx context.Context, ids []string) error {
+	const chunk = 1000
+	for len(ids) > 0 {
+		n := min(chunk, len(ids))
+		pipe := s.client.Pipeline()
+		for _, id := range ids[:n] {
+			s.del.Eval(ctx, pipe, []string{s.key(id)}, s.tag)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("delete %d session records: %w", n, err)
+		}
+		ids = ids[n:]
+	}
+	return nil
+}
+
 // Refresh implements broker.SessionStore: pipelined PEXPIREs, in chunks.
 func (s *SessionStore) Refresh(ctx context.Context, ids []string) ([]string, error) {
 	const chunk = 1000

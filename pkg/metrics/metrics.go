@@ -245,6 +245,20 @@ func (m *Metrics) GossipHealth(f func() float64) {
 	}, f))
 }
 
+// Backplane registers bayeux_backplane_up (Redis answers the node's
+// PING: 1, else 0) and bayeux_cluster_joined (the node joined a cluster,
+// or was given no seeds: 1, else 0), computed at scrape time.
+func (m *Metrics) Backplane(up, joined func() float64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "backplane_up",
+		Help: "1 while Redis answers the node's PING (every 500ms), 0 during an outage.",
+	}, up))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "cluster_joined",
+		Help: "1 once the node joined a cluster (or was given no seeds), 0 while it has joined nobody.",
+	}, joined))
+}
+
 // SessionAdopted implements broker.Observer.
 func (m *Metrics) SessionAdopted() { m.adopted.Inc() }
 

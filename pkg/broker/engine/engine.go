@@ -78,4 +78,8 @@ var (
 	ErrPositionGone = errors.New("engine: position no longer in history")
 	ErrUnavailable  = errors.New("engine: backend unavailable")
 	ErrClosed       = errors.New("engine: closed")
+	// ErrNotDurable means a publication was not confirmed as durable as
+	// configured (not enough Redis replicas had it in time): it is not
+	// acknowledged, though subscribers may have received it.
+	ErrNotDurable = errors.New("engine: publication not confirmed durable")
 )

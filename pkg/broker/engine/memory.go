@@ -57,6 +57,9 @@ type memChannel struct {
 	last    time.Time
 	history int           // publications kept
 	ttl     time.Duration // age limit of history
+	// removed is set (under mu) when sweep drops the channel from the
+	// map: a publish that looked it up before must start a new one.
+	removed bool
 }
 
 type memEntry struct {
@@ -92,30 +95,17 @@ func (m *Memory) Publish(ctx context.Context, name string, payload []byte) (Publ
 	if err := ctx.Err(); err != nil {
 		return Publication{}, fmt.Errorf("memory publish: %w", err)
 	}
-	m.mu.RLock()
-	if m.closed {
-		m.mu.RUnlock()
-		return Publication{}, ErrClosed
-	}
-	ch := m.channels[name]
-	m.mu.RUnlock()
-	if ch == nil {
-		m.mu.Lock()
-		if ch = m.channels[name]; ch == nil {
-			size, ttl := m.cfg.Retention.For(name)
-			ch = &memChannel{epoch: newEpoch(), history: size, ttl: ttl}
-			m.channels[name] = ch
-		}
-		m.mu.Unlock()
-	}
 	// Lock order: m.mu is never taken while holding ch.mu (sweep takes
 	// m.mu then ch.mu), so read the handler first.
 	m.mu.RLock()
-	h := m.handler
+	closed, h := m.closed, m.handler
 	m.mu.RUnlock()
-	now := time.Now()
-	ch.mu.Lock()
+	if closed {
+		return Publication{}, ErrClosed
+	}
+	ch := m.lockChannel(name)
 	defer ch.mu.Unlock()
+	now := time.Now()
 	interested := h != nil && m.matches(name)
 	ch.offset++
 	ch.last = now
@@ -125,6 +115,32 @@ func (m *Memory) Publish(ctx context.Context, name string, payload []byte) (Publ
 		h.OnPublication(&p)
 	}
 	return p, nil
+}
+
+// lockChannel returns name's channel, created if needed, with its mu held.
+// A channel the sweeper removed between the lookup and the lock is not
+// used (what was appended to it would be missing from history): the
+// lookup is retried, and finds or creates the channel in the map.
+func (m *Memory) lockChannel(name string) *memChannel {
+	for {
+		m.mu.RLock()
+		ch := m.channels[name]
+		m.mu.RUnlock()
+		if ch == nil {
+			m.mu.Lock()
+			if ch = m.channels[name]; ch == nil {
+				size, ttl := m.cfg.Retention.For(name)
+				ch = &memChannel{epoch: newEpoch(), history: size, ttl: ttl}
+				m.channels[name] = ch
+			}
+			m.mu.Unlock()
+		}
+		ch.mu.Lock()
+		if !ch.removed {
+			return ch
+		}
+		ch.mu.Unlock()
+	}
 }
 
 func (c *memChannel) append(e memEntry) {
@@ -278,10 +294,11 @@ func (m *Memory) sweep(now time.Time) {
 	for name, ch := range m.channels {
 		ch.mu.Lock()
 		idle := now.Sub(ch.last) > m.cfg.IdleChannelTTL
-		ch.mu.Unlock()
 		if idle {
+			ch.removed = true
 			delete(m.channels, name)
 		}
+		ch.mu.Unlock()
 	}
 }
 

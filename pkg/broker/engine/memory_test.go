@@ -392,3 +392,36 @@ func TestMemoryRunReturnsAfterClose(t *testing.T) {
 		t.Fatal("Run did not return within 1s of Close (it returned only when its context was cancelled)")
 	}
 }
+
+// TestMemoryPublishRacingSweepKeepsHistory: a publish that races the
+// sweeper removing its idle channel lands in the channel History reads:
+// either the old one (the publish came first, so the channel is no
+// longer idle) or a new one (the sweep came first), never the removed one.
+func TestMemoryPublishRacingSweepKeepsHistory(t *testing.T) {
+	const ttl = time.Hour
+	m := NewMemory(MemoryConfig{IdleChannelTTL: ttl})
+	defer m.Close()
+	ctx := context.Background()
+	for i := range 3000 {
+		name := fmt.Sprintf("/race/%d", i)
+		if _, err := m.Publish(ctx, name, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		m.mu.RLock()
+		ch := m.channels[name]
+		m.mu.RUnlock()
+		ch.mu.Lock()
+		ch.last = time.Now().Add(-2 * ttl) // idle
+		ch.mu.Unlock()
+		var wg sync.WaitGroup
+		var p Publication
+		wg.Add(2)
+		go func() { defer wg.Done(); p, _ = m.Publish(ctx, name, []byte(`{}`)) }()
+		go func() { defer wg.Done(); m.sweep(time.Now()) }()
+		wg.Wait()
+		hist, err := m.History(ctx, name, Position{Epoch: p.Epoch, Offset: p.Offset - 1}, 0)
+		if err != nil || len(hist) != 1 || hist[0].Offset != p.Offset {
+			t.Fatalf("iteration %d: publication %s/%d missing from history: %v %v", i, p.Epoch, p.Offset, hist, err)
+		}
+	}
+}

@@ -30,6 +30,7 @@ const (
 	StatusNormalClosure   StatusCode = 1000
 	StatusGoingAway       StatusCode = 1001
 	StatusProtocolError   StatusCode = 1002
+	StatusUnsupportedData StatusCode = 1003 // a binary message: Bayeux is JSON text
 	StatusInvalidPayload  StatusCode = 1007 // also: a message the broker cannot decode
 	StatusPolicyViolation StatusCode = 1008
 	StatusMessageTooBig   StatusCode = 1009
@@ -56,11 +57,14 @@ const maxControlPayload = 125
 // Reader reads the frames a client sends. It is not safe for concurrent
 // use; its state between calls is a fragmented message in progress.
 type Reader struct {
-	r      io.Reader
-	limit  int
-	hdr    [12]byte
-	frag   []byte // fragments of the message in progress, unmasked
-	fragOp Opcode // OpText or OpBinary while a fragmented message is open
+	r       io.Reader
+	limit   int
+	hdr     [12]byte
+	frag    []byte   // fragments of the message in progress, unmasked
+	fragOp  Opcode   // OpText or OpBinary while a fragmented message is open
+	fragZ   bool     // the message in progress is compressed
+	checked int      // bytes of frag checked to be UTF-8 (text, not compressed)
+	dfl     *Deflate // permessage-deflate negotiated (nil: RSV1 is an error)
 }
 
 // NewReader reads from r; limit bounds a data message's size in bytes
@@ -74,14 +78,25 @@ func (r *Reader) Init(src io.Reader, limit int) {
 	*r = Reader{r: src, limit: max(limit, 1)}
 }
 
-// ReadMessage reads until it has a whole data message (OpText or
-// OpBinary, fragments joined, payload owned by the caller) or a control
+// SetDeflate accepts compressed messages (RSV1 on a message's first
+// frame, permessage-deflate without client context takeover),
+// decompressed with d's pooled decompressors. The limit applies to the
+// decompressed size; the compressed size may exceed it by 1/64.
+func (r *Reader) SetDeflate(d *Deflate) { r.dfl = d }
+
+// rsv1 is the first header bit after FIN: a compressed message.
+const rsv1 = 0x40
+
+// ReadMessage reads until it has a whole text message (fragments joined,
+// decompressed if compressed, payload owned by the caller) or a control
 // frame (OpPing, OpPong or OpClose with its payload, at most 125 bytes),
 // which may arrive between the fragments of a data message.
 //
 // Errors: a *CloseError for a protocol violation (unmasked or malformed
 // frame, unknown opcode, bad fragmentation, a message over the limit,
-// text that is not UTF-8, an invalid close frame); io.EOF if the stream
+// text that is not UTF-8, an invalid close frame, corrupt compressed
+// data) or a binary message (1003: Bayeux is JSON text, so one is refused
+// at its first frame); io.EOF if the stream
 // ended between frames; io.ErrUnexpectedEOF or the reader's error
 // otherwise. After an error the Reader must not be used again.
 func (r *Reader) ReadMessage() (Opcode, []byte, error) {
@@ -90,7 +105,8 @@ func (r *Reader) ReadMessage() (Opcode, []byte, error) {
 			return 0, nil, err
 		}
 		b0, b1 := r.hdr[0], r.hdr[1]
-		if b0&0x70 != 0 {
+		z := b0&rsv1 != 0
+		if b0&0x30 != 0 || (z && r.dfl == nil) {
 			return 0, nil, violation("reserved bits set")
 		}
 		if b1&0x80 == 0 {
@@ -117,6 +133,9 @@ func (r *Reader) ReadMessage() (Opcode, []byte, error) {
 		key := binary.LittleEndian.Uint32(r.hdr[ext : ext+4])
 
 		if op.control() {
+			if z {
+				return 0, nil, violation("compressed control frame")
+			}
 			if !fin || n > maxControlPayload {
 				return 0, nil, violation("fragmented or oversized control frame")
 			}
@@ -141,26 +160,32 @@ func (r *Reader) ReadMessage() (Opcode, []byte, error) {
 			if r.fragOp == 0 {
 				return 0, nil, violation("continuation without a message")
 			}
+			if z {
+				return 0, nil, violation("RSV1 on a continuation frame")
+			}
 		case OpText, OpBinary:
 			if r.fragOp != 0 {
 				return 0, nil, violation("new message inside a fragmented one")
 			}
+			if op == OpBinary {
+				return 0, nil, &CloseError{Code: StatusUnsupportedData, Reason: "binary messages are not accepted"}
+			}
 		default:
 			return 0, nil, violation(fmt.Sprintf("unknown opcode %d", op))
 		}
-		if n > uint64(r.limit-len(r.frag)) {
-			return 0, nil, &CloseError{Code: StatusMessageTooBig, Reason: fmt.Sprintf("message over %d bytes", r.limit)}
+		if op != OpContinuation {
+			r.fragZ = z
+		}
+		if n > uint64(r.wireLimit()-len(r.frag)) {
+			return 0, nil, tooBig(r.limit)
 		}
 		if op != OpContinuation && fin { // the common case: one frame, read in place
-			p := make([]byte, n)
+			p := make([]byte, n, r.room(n))
 			if _, err := io.ReadFull(r.r, p); err != nil {
 				return 0, nil, unexpected(err)
 			}
 			maskBytes(key, p)
-			if op == OpText && !utf8.Valid(p) {
-				return 0, nil, &CloseError{Code: StatusInvalidPayload, Reason: "text message is not UTF-8"}
-			}
-			return op, p, nil
+			return r.complete(op, p)
 		}
 		if op != OpContinuation {
 			r.fragOp = op
@@ -171,16 +196,83 @@ func (r *Reader) ReadMessage() (Opcode, []byte, error) {
 			return 0, nil, unexpected(err)
 		}
 		maskBytes(key, r.frag[start:])
+		// Text is checked fragment by fragment, so that invalid UTF-8
+		// fails the connection before the message ends ("fail fast").
+		if r.fragOp == OpText && !r.fragZ && !r.checkUTF8(fin) {
+			return 0, nil, notUTF8()
+		}
 		if !fin {
 			continue
 		}
 		p, mop := r.frag, r.fragOp
-		r.frag, r.fragOp = nil, 0
-		if mop == OpText && !utf8.Valid(p) {
-			return 0, nil, &CloseError{Code: StatusInvalidPayload, Reason: "text message is not UTF-8"}
+		r.frag, r.fragOp, r.checked = nil, 0, 0
+		if mop == OpText && !r.fragZ {
+			return mop, p, nil // checked above
 		}
-		return mop, p, nil
+		return r.complete(mop, p)
 	}
+}
+
+// checkUTF8 checks the fragments of a text message received since the
+// last call, up to the last whole code point unless final: a code point
+// may continue in the next fragment.
+func (r *Reader) checkUTF8(final bool) bool {
+	p := r.frag[r.checked:]
+	end := len(p)
+	if !final {
+		for k := 1; k <= utf8.UTFMax-1 && k <= len(p); k++ {
+			if b := p[len(p)-k]; b < utf8.RuneSelf || b >= 0xc0 { // not a continuation byte
+				if !utf8.FullRune(p[len(p)-k:]) { // the start of a valid sequence, cut short
+					end = len(p) - k
+				}
+				break
+			}
+		}
+	}
+	if !utf8.Valid(p[:end]) {
+		return false
+	}
+	r.checked += end
+	return true
+}
+
+func notUTF8() error {
+	return &CloseError{Code: StatusInvalidPayload, Reason: "text message is not UTF-8"}
+}
+
+// wireLimit is the largest number of payload bytes a message may take on
+// the wire: the limit, plus 1/64 for a compressed one (deflate's worst
+// case on incompressible data is far below that).
+func (r *Reader) wireLimit() int {
+	if r.fragZ {
+		return r.limit + r.limit>>6 + 64
+	}
+	return r.limit
+}
+
+// room is the capacity to allocate for a one-frame message of n bytes:
+// a compressed one gets room for the tail inflate appends.
+func (r *Reader) room(n uint64) int {
+	if r.fragZ {
+		return int(n) + len(deflateTail)
+	}
+	return int(n)
+}
+
+// complete ends a data message: decompressed if it was compressed, and
+// checked to be UTF-8 if it is text.
+func (r *Reader) complete(op Opcode, p []byte) (Opcode, []byte, error) {
+	if r.fragZ {
+		r.fragZ = false
+		var err error
+		if p, err = r.dfl.inflate(p, r.limit); err != nil {
+			return 0, nil, err
+		}
+	}
+	if op == OpText && !utf8.Valid(p) {
+		return 0, nil, notUTF8()
+	}
+	return op, p, nil
 }
 
 // unexpected turns an EOF inside a frame into io.ErrUnexpectedEOF.

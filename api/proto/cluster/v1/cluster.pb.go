@@ -25,6 +25,111 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type CallRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	ProtocolVersion uint32                 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	// The handler's name, e.g. "serverapi.presence".
+	Method        string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	Body          []byte `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallRequest) Reset() {
+	*x = CallRequest{}
+	mi := &file_cluster_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRequest) ProtoMessage() {}
+
+func (x *CallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
+func (*CallRequest) Descriptor() ([]byte, []int) {
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CallRequest) GetProtocolVersion() uint32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
+}
+
+func (x *CallRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *CallRequest) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+type CallResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Body          []byte                 `protobuf:"bytes,1,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallResponse) Reset() {
+	*x = CallResponse{}
+	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallResponse) ProtoMessage() {}
+
+func (x *CallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
+func (*CallResponse) Descriptor() ([]byte, []int) {
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CallResponse) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 type SessionOpRequest struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	ProtocolVersion uint32                 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
@@ -40,7 +145,7 @@ type SessionOpRequest struct {
 
 func (x *SessionOpRequest) Reset() {
 	*x = SessionOpRequest{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[0]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +157,7 @@ func (x *SessionOpRequest) String() string {
 func (*SessionOpRequest) ProtoMessage() {}
 
 func (x *SessionOpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[0]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +170,7 @@ func (x *SessionOpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpRequest.ProtoReflect.Descriptor instead.
 func (*SessionOpRequest) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SessionOpRequest) GetProtocolVersion() uint32 {
@@ -99,7 +204,7 @@ type SessionOpResponse struct {
 
 func (x *SessionOpResponse) Reset() {
 	*x = SessionOpResponse{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -111,7 +216,7 @@ func (x *SessionOpResponse) String() string {
 func (*SessionOpResponse) ProtoMessage() {}
 
 func (x *SessionOpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -124,7 +229,7 @@ func (x *SessionOpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionOpResponse.ProtoReflect.Descriptor instead.
 func (*SessionOpResponse) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SessionOpResponse) GetFound() bool {
@@ -158,7 +263,7 @@ type ProcessRequest struct {
 
 func (x *ProcessRequest) Reset() {
 	*x = ProcessRequest{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +275,7 @@ func (x *ProcessRequest) String() string {
 func (*ProcessRequest) ProtoMessage() {}
 
 func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +288,7 @@ func (x *ProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessRequest.ProtoReflect.Descriptor instead.
 func (*ProcessRequest) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ProcessRequest) GetProtocolVersion() uint32 {
@@ -248,7 +353,7 @@ type ProcessResponse struct {
 
 func (x *ProcessResponse) Reset() {
 	*x = ProcessResponse{}
-	mi := &file_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -260,7 +365,7 @@ func (x *ProcessResponse) String() string {
 func (*ProcessResponse) ProtoMessage() {}
 
 func (x *ProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_cluster_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -273,7 +378,7 @@ func (x *ProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessResponse.ProtoReflect.Descriptor instead.
 func (*ProcessResponse) Descriptor() ([]byte, []int) {
-	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ProcessResponse) GetBody() []byte {
@@ -294,7 +399,13 @@ var File_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x18cluster/v1/cluster.proto\x12\x11bayeux.cluster.v1\"j\n" +
+	"\x18cluster/v1/cluster.proto\x12\x11bayeux.cluster.v1\"d\n" +
+	"\vCallRequest\x12)\n" +
+	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12\x12\n" +
+	"\x04body\x18\x03 \x01(\fR\x04body\"\"\n" +
+	"\fCallResponse\x12\x12\n" +
+	"\x04body\x18\x01 \x01(\fR\x04body\"j\n" +
 	"\x10SessionOpRequest\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x0e\n" +
@@ -313,10 +424,11 @@ const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x04hops\x18\a \x01(\rR\x04hops\"U\n" +
 	"\x0fProcessResponse\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\fR\x04body\x12!\n" +
-	"\frate_refused\x18\x03 \x01(\rR\vrateRefusedJ\x04\b\x02\x10\x03R\x05abort2\xb0\x01\n" +
+	"\frate_refused\x18\x03 \x01(\rR\vrateRefusedJ\x04\b\x02\x10\x03R\x05abort2\xf9\x01\n" +
 	"\x04Node\x12P\n" +
 	"\aProcess\x12!.bayeux.cluster.v1.ProcessRequest\x1a\".bayeux.cluster.v1.ProcessResponse\x12V\n" +
-	"\tSessionOp\x12#.bayeux.cluster.v1.SessionOpRequest\x1a$.bayeux.cluster.v1.SessionOpResponseBAZ?github.com/bayeux-cluster/bayeux/api/proto/cluster/v1;clusterv1b\x06proto3"
+	"\tSessionOp\x12#.bayeux.cluster.v1.SessionOpRequest\x1a$.bayeux.cluster.v1.SessionOpResponse\x12G\n" +
+	"\x04Call\x12\x1e.bayeux.cluster.v1.CallRequest\x1a\x1f.bayeux.cluster.v1.CallResponseBAZ?github.com/bayeux-cluster/bayeux/api/proto/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -330,20 +442,24 @@ func file_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_cluster_v1_cluster_proto_goTypes = []any{
-	(*SessionOpRequest)(nil),  // 0: bayeux.cluster.v1.SessionOpRequest
-	(*SessionOpResponse)(nil), // 1: bayeux.cluster.v1.SessionOpResponse
-	(*ProcessRequest)(nil),    // 2: bayeux.cluster.v1.ProcessRequest
-	(*ProcessResponse)(nil),   // 3: bayeux.cluster.v1.ProcessResponse
+	(*CallRequest)(nil),       // 0: bayeux.cluster.v1.CallRequest
+	(*CallResponse)(nil),      // 1: bayeux.cluster.v1.CallResponse
+	(*SessionOpRequest)(nil),  // 2: bayeux.cluster.v1.SessionOpRequest
+	(*SessionOpResponse)(nil), // 3: bayeux.cluster.v1.SessionOpResponse
+	(*ProcessRequest)(nil),    // 4: bayeux.cluster.v1.ProcessRequest
+	(*ProcessResponse)(nil),   // 5: bayeux.cluster.v1.ProcessResponse
 }
 var file_cluster_v1_cluster_proto_depIdxs = []int32{
-	2, // 0: bayeux.cluster.v1.Node.Process:input_type -> bayeux.cluster.v1.ProcessRequest
-	0, // 1: bayeux.cluster.v1.Node.SessionOp:input_type -> bayeux.cluster.v1.SessionOpRequest
-	3, // 2: bayeux.cluster.v1.Node.Process:output_type -> bayeux.cluster.v1.ProcessResponse
-	1, // 3: bayeux.cluster.v1.Node.SessionOp:output_type -> bayeux.cluster.v1.SessionOpResponse
-	2, // [2:4] is the sub-list for method output_type
-	0, // [0:2] is the sub-list for method input_type
+	4, // 0: bayeux.cluster.v1.Node.Process:input_type -> bayeux.cluster.v1.ProcessRequest
+	2, // 1: bayeux.cluster.v1.Node.SessionOp:input_type -> bayeux.cluster.v1.SessionOpRequest
+	0, // 2: bayeux.cluster.v1.Node.Call:input_type -> bayeux.cluster.v1.CallRequest
+	5, // 3: bayeux.cluster.v1.Node.Process:output_type -> bayeux.cluster.v1.ProcessResponse
+	3, // 4: bayeux.cluster.v1.Node.SessionOp:output_type -> bayeux.cluster.v1.SessionOpResponse
+	1, // 5: bayeux.cluster.v1.Node.Call:output_type -> bayeux.cluster.v1.CallResponse
+	3, // [3:6] is the sub-list for method output_type
+	0, // [0:3] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -360,7 +476,7 @@ func file_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_v1_cluster_proto_rawDesc), len(file_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

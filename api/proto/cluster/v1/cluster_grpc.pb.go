@@ -25,6 +25,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Node_Process_FullMethodName   = "/bayeux.cluster.v1.Node/Process"
 	Node_SessionOp_FullMethodName = "/bayeux.cluster.v1.Node/SessionOp"
+	Node_Call_FullMethodName      = "/bayeux.cluster.v1.Node/Call"
 )
 
 // NodeClient is the client API for Node service.
@@ -42,6 +43,10 @@ type NodeClient interface {
 	// SessionOp applies an operation to a session this node owns (used by
 	// the operations/debug API on whichever node received the call).
 	SessionOp(ctx context.Context, in *SessionOpRequest, opts ...grpc.CallOption) (*SessionOpResponse, error)
+	// Call passes a request of a node-level service (the server API's
+	// cluster-wide queries and session control) to the handler the peer
+	// registered for method. Bodies are opaque to the cluster.
+	Call(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (*CallResponse, error)
 }
 
 type nodeClient struct {
@@ -72,6 +77,16 @@ func (c *nodeClient) SessionOp(ctx context.Context, in *SessionOpRequest, opts .
 	return out, nil
 }
 
+func (c *nodeClient) Call(ctx context.Context, in *CallRequest, opts ...grpc.CallOption) (*CallResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CallResponse)
+	err := c.cc.Invoke(ctx, Node_Call_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
@@ -87,6 +102,10 @@ type NodeServer interface {
 	// SessionOp applies an operation to a session this node owns (used by
 	// the operations/debug API on whichever node received the call).
 	SessionOp(context.Context, *SessionOpRequest) (*SessionOpResponse, error)
+	// Call passes a request of a node-level service (the server API's
+	// cluster-wide queries and session control) to the handler the peer
+	// registered for method. Bodies are opaque to the cluster.
+	Call(context.Context, *CallRequest) (*CallResponse, error)
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -102,6 +121,9 @@ func (UnimplementedNodeServer) Process(context.Context, *ProcessRequest) (*Proce
 }
 func (UnimplementedNodeServer) SessionOp(context.Context, *SessionOpRequest) (*SessionOpResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SessionOp not implemented")
+}
+func (UnimplementedNodeServer) Call(context.Context, *CallRequest) (*CallResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Call not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -160,6 +182,24 @@ func _Node_SessionOp_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_Call_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CallRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).Call(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_Call_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).Call(ctx, req.(*CallRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -174,6 +214,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SessionOp",
 			Handler:    _Node_SessionOp_Handler,
+		},
+		{
+			MethodName: "Call",
+			Handler:    _Node_Call_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
