@@ -133,10 +133,14 @@ redis_url=redis://127.0.0.1:$redis_port
 # what the node prints. The balancer is the only client address the
 # nodes see: --trusted-proxies makes the per-address limits apply to the
 # real clients (X-Forwarded-For).
+# The server API: one random key for every node (a file in $dir, removed
+# on exit); any node's API acts on the whole cluster.
+api_key=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+printf '%s\n' "$api_key" >"$dir/api-keys"
 backends=()
 join=""
 for ((i = 1; i <= NODES; i++)); do
-  args=(--listen 127.0.0.1:0 --api-listen 127.0.0.1:0 --redis "$redis_url" --node-id "node$i"
+  args=(--listen 127.0.0.1:0 --api-listen 127.0.0.1:0 --api-key-file "$dir/api-keys" --redis "$redis_url" --node-id "node$i"
     --gossip-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0
     --trusted-proxies 127.0.0.1 --shutdown-grace 5s)
   [[ -n "$join" ]] && args+=(--join "$join")
@@ -195,11 +199,17 @@ for attempt in 1 2 3; do
 done
 
 base=http://127.0.0.1:$lb_port
+api_url=$(awk '$1 == "api" { print $2; exit }' "$dir/node1.out")
+admin_url=$(awk '$1 == "admin" { print $2; exit }' "$dir/node1.out")
 cat <<EOF
 Local Bayeux cluster: Redis, $NODES nodes, nginx round-robin (no Docker)
   demo     $base/          open in a browser: chat, served by any node
   cluster  $base/cluster   live view of the nodes
   bayeux   $base/cometd    endpoint for CometD and Faye clients
+  api      ${api_url}   server API of node1 (any node's acts on the whole cluster)
+  admin    ${admin_url}   admin console (sign in with the key)
+  api-key  ${api_key}
+           e.g. curl -H "Authorization: Bearer ${api_key}" -d '{"channel":"/chat/lobby","data":{"name":"backend","text":"hello"}}' ${api_url}publish
   nodes    ${backends[*]}   (each serves /metrics and /readyz)
   redis    $redis_url
   logs     $dir/*.log (removed on exit)

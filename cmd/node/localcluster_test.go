@@ -67,6 +67,18 @@ func TestLocalClusterScript(t *testing.T) {
 			if len(tags) < 3 {
 				t.Errorf("6 handshakes through %s reached %d nodes (%v), want 3", bayeux, len(tags), tags)
 			}
+			// The server API, with the key the script printed, publishes
+			// through any node to the whole cluster.
+			req, _ := http.NewRequest(http.MethodPost, urls["api"]+"publish", strings.NewReader(`{"channel":"/local/x","data":{"n":1}}`))
+			req.Header.Set("Authorization", "Bearer "+urls["api-key"])
+			if resp, err := http.DefaultClient.Do(req); err != nil {
+				t.Errorf("API publish: %v", err)
+			} else {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Errorf("API publish through %s: %d", urls["api"], resp.StatusCode)
+				}
+			}
 			resp, err := http.Get(urls["demo"])
 			if err != nil {
 				t.Fatal(err)
