@@ -109,7 +109,7 @@ type tracked struct {
 	seen   time.Time
 }
 
-// chanFlag is a boolean readable without locks.
+// chanFlag is a boolean shared between goroutines, behind its own mutex.
 type chanFlag struct {
 	mu sync.Mutex
 	v  bool
