@@ -269,43 +269,55 @@ func (rd *reader) run(ctx context.Context, h engine.Handler) {
 		backoff = 50 * time.Millisecond
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			switch m.Kind {
-			case "subscribe", "ssubscribe":
-				rd.mu.Lock()
-				p := rd.pending[m.Channel]
-				delete(rd.pending, m.Channel)
-				rd.mu.Unlock()
-				if p != nil {
-					if p.concrete && rd.tracked[p.channel] == nil {
-						rd.tracked[p.channel] = &tracked{epoch: p.epoch, offset: p.offset, seen: time.Now()}
-					}
-					close(p.done)
+			if err := rd.onSubscription(ctx, h, m); err != nil {
+				if !fail(err) {
+					return
 				}
-				if rd.lost {
-					rd.lost = false
-					rd.up.set(true)
-					r.log.Info("redis pub/sub connection restored; catching up from history", "partition", rd.part)
-					rd.catchUp(ctx, h)
-				}
-			case "sunsubscribe":
-				if rd.wants(m.Channel) {
-					// Redis dropped a channel we hold: its slot moved to
-					// another shard (resharding or failover).
-					r.log.Info("redis shard channel moved; resubscribing", "partition", rd.part, "channel", m.Channel)
-					if !fail(errors.New("slot moved")) {
-						return
-					}
-					continue
-				}
-				rd.untrackUncovered()
-			case "unsubscribe":
-				rd.untrackUncovered()
+				continue
 			}
 		case *redis.Message:
 			rd.onMessage(ctx, h, m.Payload)
 		case *redis.Pong:
 		}
 	}
+}
+
+// onSubscription handles a (un)subscribe confirmation: a subscribe waited
+// for is released (and starts its tracking), a connection found lost is
+// restored and caught up from history; a shard channel Redis dropped while
+// we hold it (its slot moved) is an error, the caller reconnects.
+func (rd *reader) onSubscription(ctx context.Context, h engine.Handler, m *redis.Subscription) error {
+	r := rd.e
+	switch m.Kind {
+	case "subscribe", "ssubscribe":
+		rd.mu.Lock()
+		p := rd.pending[m.Channel]
+		delete(rd.pending, m.Channel)
+		rd.mu.Unlock()
+		if p != nil {
+			if p.concrete && rd.tracked[p.channel] == nil {
+				rd.tracked[p.channel] = &tracked{epoch: p.epoch, offset: p.offset, seen: time.Now()}
+			}
+			close(p.done)
+		}
+		if rd.lost {
+			rd.lost = false
+			rd.up.set(true)
+			r.log.Info("redis pub/sub connection restored; catching up from history", "partition", rd.part)
+			rd.catchUp(ctx, h)
+		}
+	case "sunsubscribe":
+		if rd.wants(m.Channel) {
+			// Redis dropped a channel we hold: its slot moved to another
+			// shard (resharding or failover).
+			r.log.Info("redis shard channel moved; resubscribing", "partition", rd.part, "channel", m.Channel)
+			return errors.New("slot moved")
+		}
+		rd.untrackUncovered()
+	case "unsubscribe":
+		rd.untrackUncovered()
+	}
+	return nil
 }
 
 // onMessage parses an envelope "epoch offset ms [traceparent ]channel\npayload"
