@@ -17,7 +17,7 @@ cleanup() {
 trap cleanup EXIT
 url=""
 for _ in $(seq 100); do
-    url=$(grep -o 'http://127\.0\.0\.1:[0-9]*/[^ "]*' "$log" | head -1 || true)
+    url=$(grep -o 'bayeux node serving http://127\.0\.0\.1:[0-9]*/[^ "]*' "$log" | head -1 | sed 's/^bayeux node serving //' || true)
     [[ -n "$url" ]] && break
     if ! kill -0 "$pid" 2>/dev/null; then
         echo "interop: the node exited at start:" >&2

@@ -269,7 +269,7 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 	}
 	s := newSession(b, req.info, req.browserID)
 	s.ipLease, s.browserLease = ipLease, browserLease
-	s.seq.Start(m.ID)
+	s.seq.Start(m.ID, m.MinimumVersion == "")
 	b.sessions.add(s) // a new random id: never taken
 	b.metrics.handshakes.Add(1)
 	b.obs.SessionOpened(req.info.Transport)

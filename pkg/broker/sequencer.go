@@ -105,9 +105,15 @@ func (q *sequencer) parseLocked(raw []byte) (n uint64, ok, switched bool) {
 // expected right after it. A handshake whose id is not a counter turns
 // ordering off for the session. (A session that never saw Start, one
 // adopted from another node, starts from the first counter it sees.)
-func (q *sequencer) Start(id []byte) {
+// base36 tells that the client numbers in base 36 from the start: Faye and
+// the clients built on it (jsforce, sfdx-faye) send no minimumVersion in
+// their handshake, CometD's clients do; without it, a digits-only Faye id
+// such as "10" (36) arriving before any id with a letter would read as
+// decimal.
+func (q *sequencer) Start(id []byte, base36 bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.base36 = base36
 	if n, ok, _ := q.parseLocked(id); ok {
 		q.resetLocked(n + 1)
 	} else {

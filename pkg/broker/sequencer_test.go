@@ -55,7 +55,7 @@ func TestSequencerOrdersConcurrentRequests(t *testing.T) {
 				first = 35
 			}
 			var q sequencer
-			q.Start(quoted(first, base))
+			q.Start(quoted(first, base), false)
 			var mu sync.Mutex
 			var got []uint64
 			var wg sync.WaitGroup
@@ -96,7 +96,7 @@ func TestSequencerOrdersConcurrentRequests(t *testing.T) {
 // arrives after all, goes at once.
 func TestSequencerSkipsGapAtDeadline(t *testing.T) {
 	var q sequencer
-	q.Start([]byte(`"1"`))
+	q.Start([]byte(`"1"`), false)
 	window := 50 * time.Millisecond
 	start := time.Now()
 	n, ordered, skipped := q.Await(context.Background(), []byte(`"3"`), start.Add(window))
@@ -124,7 +124,7 @@ func TestSequencerSkipsGapAtDeadline(t *testing.T) {
 // context ends.
 func TestSequencerContextEnds(t *testing.T) {
 	var q sequencer
-	q.Start([]byte(`"1"`))
+	q.Start([]byte(`"1"`), false)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -143,7 +143,7 @@ func TestSequencerContextEnds(t *testing.T) {
 // maxAhead.
 func TestSequencerBounded(t *testing.T) {
 	var q sequencer
-	q.Start([]byte(`"1"`))
+	q.Start([]byte(`"1"`), false)
 	for i := 0; i < 3*maxAhead; i++ {
 		q.Done(uint64(10 + i))
 	}
@@ -159,13 +159,13 @@ func TestSequencerBounded(t *testing.T) {
 // an id too far ahead to be in flight does not wait.
 func TestSequencerTurnsOff(t *testing.T) {
 	var labelled sequencer
-	labelled.Start([]byte(`"H"`))
+	labelled.Start([]byte(`"H"`), false)
 	if _, ordered, _ := labelled.Await(context.Background(), []byte(`"5"`), time.Now().Add(time.Hour)); ordered {
 		t.Fatal("a session whose handshake id is not a counter is ordered")
 	}
 
 	var q sequencer
-	q.Start([]byte(`"1"`))
+	q.Start([]byte(`"1"`), false)
 	if _, _, skipped := q.Await(context.Background(), []byte(`"4"`), time.Now().Add(20*time.Millisecond)); !skipped {
 		t.Fatal("gap not skipped at the deadline")
 	}
@@ -178,7 +178,7 @@ func TestSequencerTurnsOff(t *testing.T) {
 	}
 
 	var far sequencer
-	far.Start([]byte(`"1"`))
+	far.Start([]byte(`"1"`), false)
 	start = time.Now()
 	n, ordered, skipped := far.Await(context.Background(), quoted(2+maxGap+1, 10), time.Now().Add(time.Hour))
 	if !ordered || skipped || n != 2+maxGap+1 {
@@ -193,7 +193,7 @@ func TestSequencerTurnsOff(t *testing.T) {
 // when its ids arrive in order (the common case).
 func BenchmarkSequencer(b *testing.B) {
 	var q sequencer
-	q.Start([]byte(`"1"`))
+	q.Start([]byte(`"1"`), false)
 	ids := make([][]byte, 4096)
 	for i := range ids {
 		ids[i] = []byte(strconv.Quote(strconv.Itoa(i + 2)))
@@ -203,9 +203,53 @@ func BenchmarkSequencer(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if i%len(ids) == 0 && i > 0 {
-			q.Start([]byte(`"1"`))
+			q.Start([]byte(`"1"`), false)
 		}
 		n, _, _ := q.Await(context.Background(), ids[i%len(ids)], deadline)
 		q.Done(n)
+	}
+}
+
+// TestSequencerFayeDigitsFirst: a Faye session (base 36 from its
+// handshake) whose request of digits-only ids ("10".."19": 36..45) arrives
+// before the one with the ids that have letters still waits for them.
+func TestSequencerFayeDigitsFirst(t *testing.T) {
+	var q sequencer
+	q.Start([]byte(`"1"`), true)
+	var mu sync.Mutex
+	var got []uint64
+	var wg sync.WaitGroup
+	run := func(from, to int) {
+		defer wg.Done()
+		for i := from; i <= to; i++ {
+			n, ordered, skipped := q.Await(context.Background(), quoted(i, 36), time.Now().Add(10*time.Second))
+			if !ordered || skipped {
+				t.Errorf("id %d: ordered %v skipped %v", i, ordered, skipped)
+			}
+			mu.Lock()
+			got = append(got, n)
+			mu.Unlock()
+			q.Done(n)
+		}
+	}
+	wg.Add(1)
+	go run(36, 45) // "10".."19"
+	deadline := time.Now().Add(5 * time.Second)
+	for { // the digits-only request is waiting before the other arrives
+		q.mu.Lock()
+		waiting := q.wake != nil
+		q.mu.Unlock()
+		if waiting || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	wg.Add(1)
+	go run(2, 35)
+	wg.Wait()
+	for i, n := range got {
+		if n != uint64(2+i) {
+			t.Fatalf("processed out of order at %d: %v", i, got)
+		}
 	}
 }
