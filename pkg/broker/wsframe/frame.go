@@ -101,58 +101,13 @@ const rsv1 = 0x40
 // otherwise. After an error the Reader must not be used again.
 func (r *Reader) ReadMessage() (Opcode, []byte, error) {
 	for {
-		if _, err := io.ReadFull(r.r, r.hdr[:2]); err != nil {
+		h, err := r.readHeader()
+		if err != nil {
 			return 0, nil, err
 		}
-		b0, b1 := r.hdr[0], r.hdr[1]
-		z := b0&rsv1 != 0
-		if b0&0x30 != 0 || (z && r.dfl == nil) {
-			return 0, nil, violation("reserved bits set")
-		}
-		if b1&0x80 == 0 {
-			return 0, nil, violation("client frame not masked")
-		}
-		fin, op := b0&0x80 != 0, Opcode(b0&0x0f)
-		ext := 0
-		switch b1 & 0x7f {
-		case 126:
-			ext = 2
-		case 127:
-			ext = 8
-		}
-		if _, err := io.ReadFull(r.r, r.hdr[:ext+4]); err != nil {
-			return 0, nil, unexpected(err)
-		}
-		n := uint64(b1 & 0x7f)
-		switch ext {
-		case 2:
-			n = uint64(binary.BigEndian.Uint16(r.hdr[:2]))
-		case 8:
-			n = binary.BigEndian.Uint64(r.hdr[:8])
-		}
-		key := binary.LittleEndian.Uint32(r.hdr[ext : ext+4])
-
+		fin, op, z, n, key := h.fin, h.op, h.z, h.n, h.key
 		if op.control() {
-			if z {
-				return 0, nil, violation("compressed control frame")
-			}
-			if !fin || n > maxControlPayload {
-				return 0, nil, violation("fragmented or oversized control frame")
-			}
-			if op != OpClose && op != OpPing && op != OpPong {
-				return 0, nil, violation(fmt.Sprintf("unknown opcode %d", op))
-			}
-			p := make([]byte, n)
-			if _, err := io.ReadFull(r.r, p); err != nil {
-				return 0, nil, unexpected(err)
-			}
-			maskBytes(key, p)
-			if op == OpClose {
-				if err := checkClose(p); err != nil {
-					return 0, nil, err
-				}
-			}
-			return op, p, nil
+			return r.readControl(h)
 		}
 
 		switch op {
@@ -211,6 +166,72 @@ func (r *Reader) ReadMessage() (Opcode, []byte, error) {
 		}
 		return r.complete(mop, p)
 	}
+}
+
+// header is one frame's header.
+type header struct {
+	fin, z bool // FIN; RSV1 (compressed)
+	op     Opcode
+	n      uint64 // payload length
+	key    uint32 // masking key
+}
+
+// readHeader reads and checks one frame header (reserved bits, masking).
+func (r *Reader) readHeader() (header, error) {
+	if _, err := io.ReadFull(r.r, r.hdr[:2]); err != nil {
+		return header{}, err
+	}
+	b0, b1 := r.hdr[0], r.hdr[1]
+	h := header{fin: b0&0x80 != 0, z: b0&rsv1 != 0, op: Opcode(b0 & 0x0f)}
+	if b0&0x30 != 0 || (h.z && r.dfl == nil) {
+		return header{}, violation("reserved bits set")
+	}
+	if b1&0x80 == 0 {
+		return header{}, violation("client frame not masked")
+	}
+	ext := 0
+	switch b1 & 0x7f {
+	case 126:
+		ext = 2
+	case 127:
+		ext = 8
+	}
+	if _, err := io.ReadFull(r.r, r.hdr[:ext+4]); err != nil {
+		return header{}, unexpected(err)
+	}
+	h.n = uint64(b1 & 0x7f)
+	switch ext {
+	case 2:
+		h.n = uint64(binary.BigEndian.Uint16(r.hdr[:2]))
+	case 8:
+		h.n = binary.BigEndian.Uint64(r.hdr[:8])
+	}
+	h.key = binary.LittleEndian.Uint32(r.hdr[ext : ext+4])
+	return h, nil
+}
+
+// readControl reads the payload of the control frame h.
+func (r *Reader) readControl(h header) (Opcode, []byte, error) {
+	if h.z {
+		return 0, nil, violation("compressed control frame")
+	}
+	if !h.fin || h.n > maxControlPayload {
+		return 0, nil, violation("fragmented or oversized control frame")
+	}
+	if h.op != OpClose && h.op != OpPing && h.op != OpPong {
+		return 0, nil, violation(fmt.Sprintf("unknown opcode %d", h.op))
+	}
+	p := make([]byte, h.n)
+	if _, err := io.ReadFull(r.r, p); err != nil {
+		return 0, nil, unexpected(err)
+	}
+	maskBytes(h.key, p)
+	if h.op == OpClose {
+		if err := checkClose(p); err != nil {
+			return 0, nil, err
+		}
+	}
+	return h.op, p, nil
 }
 
 // checkUTF8 checks the fragments of a text message received since the
