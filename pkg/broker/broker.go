@@ -31,8 +31,9 @@ type Broker struct {
 
 	sessions *sessionTable // sessions, reaping, tombstones
 
-	lim    limits      // per-address and per-browser counts
-	faults debugFaults // armed by the debug API only
+	lim         limits        // per-address and per-browser counts
+	limitWarned limitWarnings // when a per-address limit was last logged (iplimit.go)
+	faults      debugFaults   // armed by the debug API only
 
 	servicesMu sync.RWMutex
 	services   map[string]ServiceHandler // by pattern
