@@ -684,3 +684,59 @@ func TestAdoptRecordTakenWhileAlive(t *testing.T) {
 		t.Fatalf("A's removal changed the record owner to %q", owner)
 	}
 }
+
+// acked returns the channels with a position in the stored state of id.
+func (m *memStore) acked(t *testing.T, id string) []string {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var st broker.SessionState
+	if err := json.Unmarshal(m.recs[id].state, &st); err != nil {
+		t.Fatalf("stored state of %s: %v", id, err)
+	}
+	var out []string
+	for ch := range st.Acked {
+		out = append(out, ch)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestAckedPositionsPruned: a session keeps a position (what adoption
+// resumes from) only for the channels a subscription still covers: an
+// unsubscribe drops the positions of the channels it uncovered, so the
+// state saved with every batch does not grow with every channel ever
+// delivered. A channel still covered by a wildcard keeps its position.
+func TestAckedPositionsPruned(t *testing.T) {
+	pr := startPair(t, engine.MemoryConfig{})
+	a := pr.a.peer
+	pub := openX(t, a, nil)
+	id := openX(t, a, Msg{"ack": true})
+	for _, ch := range []any{"/p/one", "/p/two", "/q/three", "/q/*"} {
+		if r := subscribeX(t, a, id, ch, nil); r["successful"] != true {
+			t.Fatalf("subscribe %v: %v", ch, r)
+		}
+	}
+	publishX(t, a, pub, "/p/one", 1)
+	publishX(t, a, pub, "/p/two", 2)
+	publishX(t, a, pub, "/q/three", 3)
+	publishX(t, a, pub, "/q/four", 4)
+	if d, _ := pollX(t, a, id, Msg{"ack": 0}); len(d) != 4 {
+		t.Fatalf("deliveries: %v", d)
+	}
+	pollX(t, a, id, Msg{"ack": 1}) // acknowledges the batch, saved with the next one
+	tests := []struct {
+		unsubscribe string
+		want        []string
+	}{
+		{"/p/one", []string{"/p/two", "/q/four", "/q/three"}},
+		{"/q/three", []string{"/p/two", "/q/four", "/q/three"}}, // still covered by /q/*
+		{"/q/*", []string{"/p/two"}},
+	}
+	for _, tc := range tests {
+		a.MustSucceed(Msg{"channel": "/meta/unsubscribe", "clientId": id, "subscription": tc.unsubscribe}) // saves the session
+		if got := pr.store.acked(t, id); !slices.Equal(got, tc.want) {
+			t.Errorf("after unsubscribing %q: positions of %v, want %v", tc.unsubscribe, got, tc.want)
+		}
+	}
+}

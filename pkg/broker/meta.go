@@ -49,10 +49,17 @@ func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message,
 	if on && s.ReplayEnabled() {
 		replayStarts = map[string]int64{}
 	}
+	// The patterns this request subscribed: if a later one fails, they are
+	// unsubscribed again, so that the session is as before (all or nothing).
+	var added []string
 	for _, name := range broadcast {
+		if on && !s.subscribed(name) {
+			added = append(added, name)
+		}
 		if on && wantsReplay(replayReq, name) {
 			starts, perr := b.subscribeReplay(ctx, s, name, replayReq)
 			if perr != nil {
+				b.undoSubscribe(ctx, s, added)
 				r.Fail(perr)
 				return r
 			}
@@ -82,6 +89,9 @@ func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message,
 		}
 		if err != nil {
 			b.log.Warn("subscription change failed", "session", s.id, "pattern", name, "subscribe", on, "err", err)
+			if on {
+				b.undoSubscribe(ctx, s, added)
+			}
 			r.Fail(protocol.NewError(protocol.CodeServerUnavailable, "Subscription failed: backplane unavailable", name))
 			return r
 		}
@@ -109,6 +119,17 @@ func (b *Broker) subscribe(ctx context.Context, s *Session, m *protocol.Message,
 		r.SetExt("replay", replayStarts)
 	}
 	return r
+}
+
+// undoSubscribe unsubscribes s from patterns (those a failed subscribe had
+// added) and drops the positions recorded for them.
+func (b *Broker) undoSubscribe(ctx context.Context, s *Session, patterns []string) {
+	for _, name := range patterns {
+		if err := b.idx.remove(ctx, s, name); err != nil {
+			b.log.Warn("undoing a failed subscription", "session", s.id, "pattern", name, "err", err)
+		}
+	}
+	s.pruneAcked()
 }
 
 // disconnectLead is how long after a /meta/disconnect the session's held

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bayeux-cluster/bayeux/pkg/broker/channel"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
@@ -232,7 +233,50 @@ func (s *Session) setSub(pattern string, on bool) bool {
 		delete(next, pattern)
 	}
 	s.subs.Store(&next)
+	if !on {
+		s.pruneAckedLocked()
+	}
 	return true
+}
+
+// pruneAcked drops the positions of the channels no subscription covers:
+// positions are kept only for what adoption resumes.
+func (s *Session) pruneAcked() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneAckedLocked()
+}
+
+func (s *Session) pruneAckedLocked() {
+	subs := *s.subs.Load()
+	for ch := range s.acked {
+		if !covers(subs, ch) {
+			delete(s.acked, ch)
+		}
+	}
+}
+
+// covers reports whether one of the patterns subs matches channel ch.
+func covers(subs map[string]struct{}, ch string) bool {
+	if _, ok := subs[ch]; ok {
+		return true
+	}
+	for p := range subs {
+		if channel.IsWildcard(p) && channel.Match(p, ch) {
+			return true
+		}
+	}
+	return false
+}
+
+// advanceLocked moves the session's position on ch to pos (cluster mode).
+// A channel that has no position and that no subscription covers (its
+// deliveries crossed an unsubscribe) gets none: see setSub.
+func (s *Session) advanceLocked(ch string, pos engine.Position) {
+	if _, ok := s.acked[ch]; !ok && !covers(*s.subs.Load(), ch) {
+		return
+	}
+	advance(s.acked, ch, pos)
 }
 
 func (s *Session) subCount() int { return len(*s.subs.Load()) }
@@ -269,7 +313,7 @@ func (s *Session) acknowledgeLocked(batch int64) {
 			s.queueBytes -= len(p.Payload)
 		}
 		for ch, pos := range s.unacked[i].end {
-			advance(s.acked, ch, pos)
+			s.advanceLocked(ch, pos)
 		}
 		i++
 	}

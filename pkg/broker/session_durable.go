@@ -35,7 +35,7 @@ func (s *Session) deliveredLocked(pubs []*engine.Publication) {
 	}
 	for _, p := range pubs {
 		if p.Epoch != "" {
-			advance(s.acked, p.Channel, engine.Position{Epoch: p.Epoch, Offset: p.Offset})
+			s.advanceLocked(p.Channel, engine.Position{Epoch: p.Epoch, Offset: p.Offset})
 		}
 	}
 }

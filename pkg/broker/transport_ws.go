@@ -84,10 +84,8 @@ func (b *Broker) maxWSPending() int { return int(b.cfg.MaxRequestBytes) * 4 }
 // released).
 func (b *Broker) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// Origins were checked by ServeHTTP against AllowedOrigins.
-	key, err := wsframe.CheckUpgrade(r)
-	if err != nil {
-		var he *wsframe.HandshakeError
-		errors.As(err, &he)
+	key, he := wsframe.CheckUpgrade(r)
+	if he != nil {
 		w.Header().Set("Sec-WebSocket-Version", "13")
 		httpError(w, he.Status, protocol.NewError(protocol.CodeBadRequest, he.Msg))
 		return

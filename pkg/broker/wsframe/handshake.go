@@ -29,9 +29,11 @@ func IsUpgrade(r *http.Request) bool {
 }
 
 // CheckUpgrade validates a websocket opening handshake request (RFC 6455
-// section 4.2.1) and returns the client's key. It does not check the
-// Origin: that is the caller's policy.
-func CheckUpgrade(r *http.Request) (key string, err error) {
+// section 4.2.1) and returns the client's key, or why the request is
+// refused: the error is always a *HandshakeError (typed, so that the
+// caller reads its status without a type assertion). It does not check
+// the Origin: that is the caller's policy.
+func CheckUpgrade(r *http.Request) (key string, err *HandshakeError) {
 	switch {
 	case r.ProtoMajor != 1:
 		return "", &HandshakeError{http.StatusHTTPVersionNotSupported, "websocket needs HTTP/1.1"}

@@ -31,14 +31,21 @@ func (rr *Reservers) For(srv *http.Server, create bool) *Reserver {
 	if h == nil {
 		h = http.DefaultServeMux
 	}
+	// Everything of srv that applies to serving one connection, hooks
+	// included (a handed-back connection's requests see the contexts and
+	// states its server would give them).
 	clone := &http.Server{
-		Handler:           h,
-		ReadTimeout:       srv.ReadTimeout,
-		ReadHeaderTimeout: srv.ReadHeaderTimeout,
-		WriteTimeout:      srv.WriteTimeout,
-		IdleTimeout:       srv.IdleTimeout,
-		MaxHeaderBytes:    srv.MaxHeaderBytes,
-		ErrorLog:          srv.ErrorLog,
+		Handler:                      h,
+		DisableGeneralOptionsHandler: srv.DisableGeneralOptionsHandler,
+		ReadTimeout:                  srv.ReadTimeout,
+		ReadHeaderTimeout:            srv.ReadHeaderTimeout,
+		WriteTimeout:                 srv.WriteTimeout,
+		IdleTimeout:                  srv.IdleTimeout,
+		MaxHeaderBytes:               srv.MaxHeaderBytes,
+		ErrorLog:                     srv.ErrorLog,
+		ConnState:                    srv.ConnState,
+		BaseContext:                  srv.BaseContext,
+		ConnContext:                  srv.ConnContext,
 	}
 	rs := &Reserver{srv: clone, l: &injectListener{ready: make(chan struct{}, 1)}}
 	rs.l.srv = clone

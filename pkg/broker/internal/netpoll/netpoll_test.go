@@ -3,10 +3,12 @@ package netpoll
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -268,6 +270,76 @@ func TestReserverServesHandedBackConn(t *testing.T) {
 }
 
 type nopConn struct{ net.Conn }
+
+type hookKey string
+
+// TestReserverKeepsServerHooks: requests on a handed-back connection see
+// what their server's hooks give every request (BaseContext, ConnContext)
+// and the connection's states are reported (ConnState).
+func TestReserverKeepsServerHooks(t *testing.T) {
+	var rr Reservers
+	var states sync.Map // http.ConnState -> struct{}
+	srv := &http.Server{
+		BaseContext: func(net.Listener) context.Context {
+			return context.WithValue(context.Background(), hookKey("base"), true)
+		},
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, hookKey("conn"), true)
+		},
+		ConnState: func(_ net.Conn, st http.ConnState) { states.Store(st, struct{}{}) },
+	}
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/hijack" {
+			io.WriteString(w, fmt.Sprintf("base=%v conn=%v", r.Context().Value(hookKey("base")), r.Context().Value(hookKey("conn"))))
+			return
+		}
+		rs := rr.For(r.Context().Value(http.ServerContextKey).(*http.Server), true)
+		states.Clear()
+		lc, err := Hijack(w)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		lc.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+		if !rs.Inject(lc) {
+			t.Error("inject refused")
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	defer rr.Shutdown(context.Background())
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	var body []byte
+	for _, path := range []string{"/hijack", "/next"} {
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if string(body) != "base=true conn=true" {
+		t.Errorf("request on the handed-back connection: %q, want base=true conn=true", body)
+	}
+	for _, st := range []http.ConnState{http.StateNew, http.StateActive} {
+		if _, ok := states.Load(st); !ok {
+			t.Errorf("handed-back connection: state %v not reported", st)
+		}
+	}
+}
 
 func TestInjectAddr(t *testing.T) {
 	l := &injectListener{}
