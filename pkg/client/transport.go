@@ -81,11 +81,12 @@ type longPolling struct{ c *Client }
 func (lp *longPolling) post(ctx context.Context, body []byte) error {
 	c := lp.c
 	resp, err := lp.do(ctx, body)
-	if err != nil && closedIdle(err) && ctx.Err() == nil {
-		// The server (or a balancer reloading) closed the kept-alive
-		// connection as idle while this request was on its way: it never
-		// read the request, so sending it again on a new connection
-		// cannot repeat it.
+	// The server (or a balancer reloading) closed the kept-alive connection
+	// as idle while this request was on its way: it never read the
+	// request, so sending it again cannot repeat it. A server closing idle
+	// connections closes them all: the next ones from the pool may fail
+	// the same way.
+	for try := 1; try < maxClosedIdleTries && err != nil && closedIdle(err) && ctx.Err() == nil; try++ {
 		resp, err = lp.do(ctx, body)
 	}
 	if err != nil {
@@ -119,6 +120,10 @@ func (lp *longPolling) do(ctx context.Context, body []byte) (*http.Response, err
 	req.Header.Set("Content-Type", "application/json;charset=UTF-8")
 	return c.cfg.HTTPClient.Do(req)
 }
+
+// maxClosedIdleTries bounds the sends of one request whose kept-alive
+// connections the server closed as idle (closedIdle).
+const maxClosedIdleTries = 4
 
 // closedIdle reports net/http's error for a request sent on a kept-alive
 // connection that the server had closed as idle (its FIN crossed the
