@@ -19,7 +19,9 @@ import (
 // through a Redis outage and a node leaving: every line either writes
 // (the node's, go-redis's, memberlist's) is one JSON object with no
 // repeated key, no null value (err=<nil>), durations as text, and
-// memberlist's [LEVEL] prefixes turned into levels.
+// memberlist's [LEVEL] prefixes turned into levels. A drain is routine:
+// the node that leaves logs nothing at ERROR (memberlist's complaints
+// about its own sockets closing under it are DEBUG).
 func TestLogsAreStructured(t *testing.T) {
 	r := testproc.StartRedis(t)
 	c := testproc.StartClusterOn(t, r, 2, "--log-format", "json", "--log-level", "debug", "--shutdown-grace", "3s")
@@ -59,10 +61,15 @@ func TestLogsAreStructured(t *testing.T) {
 					t.Errorf("node %d: %s is null: %s", i, k, line)
 				}
 			}
-			if g, ok := rec["grace"]; ok {
-				if _, isText := g.(string); !isText {
-					t.Errorf("node %d: duration not as text: %s", i, line)
+			for _, k := range durationKeys {
+				if d, ok := rec[k]; ok {
+					if _, isText := d.(string); !isText {
+						t.Errorf("node %d: duration %s not as text: %s", i, k, line)
+					}
 				}
+			}
+			if i == 1 && rec["level"] == "ERROR" {
+				t.Errorf("node %d (drained) logged an ERROR: %s", i, line)
 			}
 			msg, _ := rec["msg"].(string)
 			if libraryPrefix.MatchString(msg) {
@@ -76,6 +83,9 @@ func TestLogsAreStructured(t *testing.T) {
 		}
 	}
 }
+
+// durationKeys are the attributes the node logs durations under.
+var durationKeys = []string{"grace", "after", "window", "took", "interval", "timeout", "delay", "age"}
 
 // libraryPrefix matches what the libraries put before their messages:
 // memberlist's level and name, go-redis's name, gRPC's component.

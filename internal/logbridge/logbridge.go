@@ -25,12 +25,18 @@ func (r *RedisLogger) Printf(ctx context.Context, format string, v ...any) {
 }
 
 // Memberlist returns a *log.Logger for memberlist.Config.Logger writing to
-// l at the level each line names.
-func Memberlist(l *slog.Logger) *log.Logger {
-	return log.New(memberlistWriter{l: l}, "", 0)
+// l at the level each line names. quiet, if not nil, reports that the
+// node is leaving: memberlist then closes its sockets under its own
+// goroutines, whose complaints ("use of closed network connection", UDP
+// probes failing) are no news, and its lines are logged at DEBUG.
+func Memberlist(l *slog.Logger, quiet func() bool) *log.Logger {
+	return log.New(memberlistWriter{l: l, quiet: quiet}, "", 0)
 }
 
-type memberlistWriter struct{ l *slog.Logger }
+type memberlistWriter struct {
+	l     *slog.Logger
+	quiet func() bool
+}
 
 // levels maps memberlist's prefixes to slog levels.
 var levels = []struct {
@@ -47,6 +53,9 @@ var levels = []struct {
 // Write logs one line (log.Logger writes each line in one call).
 func (w memberlistWriter) Write(p []byte) (int, error) {
 	level, msg := parseLine(string(p))
+	if w.quiet != nil && w.quiet() {
+		level = slog.LevelDebug
+	}
 	if w.l.Enabled(context.Background(), level) {
 		w.l.Log(context.Background(), level, msg)
 	}

@@ -22,7 +22,7 @@ func TestMemberlistLevels(t *testing.T) {
 		t.Run(tt.level+" "+tt.msg, func(t *testing.T) {
 			var buf bytes.Buffer
 			l := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-			Memberlist(l).Print(tt.line)
+			Memberlist(l, nil).Print(tt.line)
 			var rec map[string]any
 			if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
 				t.Fatalf("not one JSON line: %q: %v", buf.String(), err)
@@ -34,10 +34,33 @@ func TestMemberlistLevels(t *testing.T) {
 	}
 }
 
+// TestMemberlistQuiet: once the node leaves, memberlist's lines (its
+// goroutines failing on the sockets Shutdown closed) are DEBUG.
+func TestMemberlistQuiet(t *testing.T) {
+	var buf bytes.Buffer
+	leaving := false
+	l := Memberlist(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), func() bool { return leaving })
+	l.Print("[ERR] memberlist: Failed to send ping: write udp: use of closed network connection\n")
+	leaving = true
+	l.Print("[ERR] memberlist: Failed to send ping: write udp: use of closed network connection\n")
+	var levels []string
+	dec := json.NewDecoder(&buf)
+	for dec.More() {
+		var rec map[string]any
+		if err := dec.Decode(&rec); err != nil {
+			t.Fatal(err)
+		}
+		levels = append(levels, rec["level"].(string))
+	}
+	if len(levels) != 2 || levels[0] != "ERROR" || levels[1] != "DEBUG" {
+		t.Fatalf("levels %v, want [ERROR DEBUG]", levels)
+	}
+}
+
 func TestMemberlistLevelFilter(t *testing.T) {
 	var buf bytes.Buffer
 	l := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	Memberlist(l).Print("[DEBUG] memberlist: noise")
+	Memberlist(l, nil).Print("[DEBUG] memberlist: noise")
 	if buf.Len() != 0 {
 		t.Fatalf("DEBUG line written at INFO: %q", buf.String())
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -91,6 +92,7 @@ type Membership struct {
 	joinWhy  string               // why the node is not joined ("" once it is; see Joined)
 
 	leaveOnce sync.Once
+	leaving   atomic.Bool   // Leave began: memberlist's complaints are DEBUG
 	announced chan struct{} // closed once the departure is announced (AnnounceLeaving)
 }
 
@@ -136,7 +138,9 @@ func NewMembership(cfg MembershipConfig) (*Membership, error) {
 		mc.Keyring = kr
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
-	mc.Logger = logbridge.Memberlist(cfg.Logger) // memberlist's [LEVEL] lines at their level, through slog
+	// memberlist's [LEVEL] lines at their level, through slog; DEBUG once
+	// this node leaves (its sockets close under memberlist's goroutines).
+	mc.Logger = logbridge.Memberlist(cfg.Logger, m.leaving.Load)
 	mc.Delegate = (*delegate)(m)
 	mc.Events = (*events)(m)
 	var ft *faultyTransport
@@ -340,6 +344,7 @@ func (m *Membership) AnnounceLeaving(timeout time.Duration) {
 func (m *Membership) Leave(timeout time.Duration) error {
 	m.AnnounceLeaving(timeout)
 	<-m.announced
+	m.leaving.Store(true)
 	if err := m.ml.Leave(timeout); err != nil {
 		m.log.Warn("gossip leave", "err", err)
 	}
