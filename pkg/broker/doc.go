@@ -20,10 +20,12 @@
 // Contracts:
 //   - Concurrency: every exported method of Broker and Session is safe for
 //     concurrent use. Locks are taken in one order (docs/architecture.md,
-//     "Lock order"): subIndex.opMu, subIndex.mu, wsConn.mu, Session.saveMu,
+//     "Lock order"): Session.saveMu, subIndex.opMu, subIndex.mu, wsConn.mu,
 //     Session.mu, parkedPoll.mu, heldConnect.mu; the session table, limit,
-//     registry and poller locks are leaves. No lock is held while calling an
-//     Extension, a Policy, a service handler or the SessionStore.
+//     registry, poller and sequencer locks are leaves. No lock is held while
+//     calling an Extension, a Policy or a service handler; Session.saveMu
+//     (only it) is held across the SessionStore write and the history reads
+//     of a catch-up or replay.
 //   - Ordering: a session receives the publications of one channel in the
 //     order the Engine assigned their offsets. Replies to one request are
 //     written in the order of its messages, deliveries before the

@@ -77,7 +77,7 @@ type Session struct {
 
 	replay    atomic.Bool      // deliveries carry replay ids (replay extension)
 	replayReq map[string]int64 // ext.replay of the subscribe being processed
-	saveMu    sync.Mutex       // serializes snapshot+save to the SessionStore
+	saveMu    sync.Mutex       // serializes snapshot+save to the SessionStore, and catch-up/replay; first in the lock order
 
 	seq sequencer // the client's message order across concurrent requests
 
