@@ -69,6 +69,13 @@ type wsConn struct {
 	goAway      bool   // node shutting down: close after flushing
 	pollID      uint64 // parked in the poller under this id
 	dead        bool   // terminated
+	// busy counts frames the reader is processing (begin/end); shut is set
+	// by the writer when it closes the socket for a shutdown, once nothing
+	// is busy or pending: a frame read after that is not processed. So a
+	// client closed with 1001 "going away" knows that a request it got no
+	// reply for had no effect, and may send it again (pkg/client does).
+	busy int
+	shut bool
 }
 
 const (
@@ -227,7 +234,7 @@ func (conn *wsConn) armRead() {
 func (conn *wsConn) closing() bool {
 	conn.mu.Lock()
 	defer conn.mu.Unlock()
-	return conn.closeCode != 0
+	return conn.closeCode != 0 || conn.shut
 }
 
 // closeAfterFlush has the writer send what is pending, then a close frame
@@ -266,8 +273,44 @@ func (conn *wsConn) park() bool {
 // emptyArray answers an empty message array.
 var emptyArray = []byte("[]")
 
+// begin marks a frame as being processed; false means the writer shut
+// the socket (see wsConn.shut): the frame must not be processed.
+func (conn *wsConn) begin() bool {
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	if conn.shut || conn.dead {
+		return false
+	}
+	conn.busy++
+	return true
+}
+
+// end marks a frame processed (its reply enqueued): the writer may shut
+// the socket now.
+func (conn *wsConn) end() {
+	conn.mu.Lock()
+	conn.busy--
+	conn.mu.Unlock()
+	conn.kick()
+}
+
 // frame processes one incoming frame; false means the socket must end.
 func (conn *wsConn) frame(data []byte) bool {
+	if !conn.begin() {
+		return false // shut: the writer closes the socket
+	}
+	ok, refused := conn.process(data)
+	conn.end()
+	if ok {
+		// A flooding client's next frame waits: the socket is not read
+		// while its bucket refills.
+		conn.b.throttle(conn.ctx, refused)
+	}
+	return ok
+}
+
+// process serves one frame (begin/end around it) and enqueues its reply.
+func (conn *wsConn) process(data []byte) (ok bool, refused int) {
 	b, ctx := conn.b, conn.ctx
 	msgs, err := protocol.Decode(data, b.cfg.Limits)
 	if err != nil {
@@ -277,22 +320,19 @@ func (conn *wsConn) frame(data []byte) bool {
 			reason = re.Err.String()
 		}
 		conn.closeAfterFlush(wsframe.StatusInvalidPayload, reason)
-		return false
+		return false, 0
 	}
 	if len(msgs) == 0 {
 		conn.enqueueRaw(emptyArray) // a keep-alive "[]" (sfdx-faye): answered in kind
-		return true
+		return true, 0
 	}
 	out := b.serve(ctx, &inbound{info: conn.info, msgs: msgs, parts: [][]byte{data}, async: conn.forwarded})
 	if out.res == nil {
 		conn.forwarded(out)
 	} else if !conn.accept(out.res) {
-		return false
+		return false, 0
 	}
-	// A flooding client's next frame waits: the socket is not read
-	// while its bucket refills.
-	b.throttle(ctx, out.refused)
-	return true
+	return true, out.refused
 }
 
 // forwarded writes the owner's response to a frame forwarded to the

@@ -2,12 +2,14 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
+	"github.com/coder/websocket"
 )
 
 func wsHandshake(t *testing.T, ws *wsClient, ext msg) string {
@@ -160,5 +162,62 @@ func (testAck) Outgoing(_ context.Context, s *Session, m *protocol.Message, r *p
 	}
 	if m.Channel == "/meta/connect" && s.AckEnabled() {
 		r.SetExt("ack", s.LastBatch())
+	}
+}
+
+// TestWebSocketShutdownAnswersWhatItProcessed: a node shutting down closes
+// a websocket with 1001 only once every frame it processed is answered,
+// and processes no frame after: a client publishing as fast as it can
+// while the node shuts down gets a reply for exactly the publishes that
+// took effect, so the ones it got no reply for may be sent again without
+// being repeated (pkg/client does).
+func TestWebSocketShutdownAnswersWhatItProcessed(t *testing.T) {
+	tb := newTestBroker(t, func(c *Config) { c.PublishRate, c.PublishBurst = 1e6, 1e6 })
+	c, id := tb.wsSession(t)
+	c.SetReadLimit(64 << 20) // replies to many publishes come in one frame
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() { // publish until the socket dies
+		for i := 0; ctx.Err() == nil; i++ {
+			b, _ := json.Marshal([]msg{{"channel": "/flood", "clientId": id, "data": i, "id": fmt.Sprint("p", i)}})
+			if c.Write(ctx, websocket.MessageText, b) != nil {
+				return
+			}
+		}
+	}()
+	answered := 0
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				readErr <- err
+				return
+			}
+			var ms []msg
+			_ = json.Unmarshal(b, &ms)
+			for _, m := range ms {
+				if m["channel"] == "/flood" && m["successful"] == true {
+					answered++
+				}
+			}
+		}
+	}()
+	// Let publishes flow, then shut down under them.
+	eventually(t, 5*time.Second, func() error {
+		if n := tb.Stats().Publishes; n < 200 {
+			return fmt.Errorf("%d publishes", n)
+		}
+		return nil
+	})
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = tb.Shutdown(sctx)
+	scancel()
+	err := <-readErr
+	if websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Fatalf("socket ended with %v, want 1001 going away", err)
+	}
+	if processed := tb.Stats().Publishes; int64(answered) != processed {
+		t.Fatalf("%d publishes processed, %d answered before the close: the difference took effect unanswered", processed, answered)
 	}
 }

@@ -201,11 +201,24 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*eng
 		conn.closeFromWriter(closeCode, closeReason)
 		return pubs, false, false
 	}
-	if shutdown || goAway {
+	if (shutdown || goAway) && conn.shutNow() {
 		conn.closeFromWriter(wsframe.StatusGoingAway, "node shutting down")
 		return pubs, false, false
 	}
 	return pubs, true, handoff
+}
+
+// shutNow shuts the socket for a shutdown (wsConn.shut) unless a frame is
+// being processed or a reply waits to be written: then the reader's end,
+// or the enqueue's kick, runs the writer again, which closes after it.
+func (conn *wsConn) shutNow() bool {
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	if conn.busy > 0 || len(conn.out) > 0 || conn.pong != nil {
+		return false
+	}
+	conn.shut = true
+	return true
 }
 
 // mergeArrays joins JSON arrays ("[a,b]", "[c]") into one array, after

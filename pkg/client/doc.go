@@ -53,6 +53,15 @@
 // fails with the server's error (usually 402); it is not retried, because a
 // publish might then be delivered twice.
 //
+// Two transport failures are known not to have reached the server, and a
+// publish is sent again after them: a POST on a kept-alive connection the
+// server closed as idle (net/http's "server closed idle connection": a
+// balancer reloading closes them all), and a publish left unanswered when
+// the server closed its websocket with 1001 "going away" (a node of this
+// project shutting down answers every frame it processed before it closes
+// so; a server that closes with 1001 after processing a frame it leaves
+// unanswered could see that publish twice).
+//
 // # Ordering and handlers
 //
 // Every handler is called from one dispatcher goroutine, one message at a

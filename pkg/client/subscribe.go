@@ -48,6 +48,13 @@ func (c *Client) Publish(ctx context.Context, ch string, data any) error {
 		return err
 	}
 	r, err := c.request(ctx, ct, c.requestTimeout(ctx), &protocol.Message{Channel: ch, ClientID: id, Data: raw})
+	if err != nil && serverWentAway(err) && ctx.Err() == nil {
+		// The node closed the websocket for its shutdown without answering:
+		// it did not process the publish (it answers everything it
+		// processed before closing), so sending it again, on the next
+		// socket, cannot repeat it.
+		r, err = c.request(ctx, ct, c.requestTimeout(ctx), &protocol.Message{Channel: ch, ClientID: id, Data: raw})
+	}
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", ch, err)
 	}

@@ -133,6 +133,14 @@ func closedIdle(err error) bool {
 	return strings.Contains(err.Error(), "http: server closed idle connection")
 }
 
+// serverWentAway reports that a request failed because the server closed
+// its websocket with 1001 "going away" (a node shutting down): this
+// project's node closes so only once every frame it processed is
+// answered, so a request without a reply was not processed.
+func serverWentAway(err error) bool {
+	return websocket.CloseStatus(err) == websocket.StatusGoingAway
+}
+
 // wsTransport owns the current socket (dialled lazily, replaced when it
 // dies).
 type wsTransport struct {
