@@ -64,7 +64,7 @@ func (b *Broker) adopt(ctx context.Context, st *SessionState) (*Session, error) 
 		id: st.ID, b: b, created: now, browserID: st.BrowserID,
 		info: RequestInfo{Transport: st.Transport}, lastActive: now, transport: st.Transport,
 		connected: true, lastBatch: st.LastBatch, durable: maps.Clone(st.Durable),
-		acked: maps.Clone(st.Acked),
+		acked: maps.Clone(st.Acked), sameIDRetry: st.SameIDRetry,
 	}
 	if s.acked == nil {
 		s.acked = map[string]engine.Position{}
@@ -75,7 +75,7 @@ func (b *Broker) adopt(ctx context.Context, st *SessionState) (*Session, error) 
 	s.ack = st.reliable()
 	s.implicit = st.Replay && !st.Ack
 	for _, bs := range st.Batches {
-		s.unacked = append(s.unacked, ackBatch{id: bs.ID, end: maps.Clone(bs.End)})
+		s.unacked = append(s.unacked, ackBatch{id: bs.ID, end: maps.Clone(bs.End), connect: bs.Connect})
 	}
 	s.recovering = len(s.acked) > 0 || len(s.unacked) > 0
 

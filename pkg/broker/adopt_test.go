@@ -400,6 +400,11 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 		dead      []int   // published while A is dead
 		ackOnB    int     // ext.ack of the first connect to B (-1: none)
 		want      []int   // delivered by B's first connect
+		// Connect message ids (raw JSON): connectIDs[i] on A's connect
+		// that carries batch i (nil: no ids), idOnB on B's first connect.
+		connectIDs []string
+		idOnB      string
+		cometd     bool // the handshake carries minimumVersion (not Faye's family)
 	}{
 		{
 			name: "ack: everything acknowledged", handshake: Msg{"ack": true},
@@ -431,6 +436,31 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 			want: []int{4, 5, 6, 7},
 		},
 		{
+			// Faye's family (jsforce): a connect with a new id is sent only
+			// after the previous reply arrived, so it acknowledges A's last
+			// batch, on B too: nothing is delivered twice.
+			name: "replay, Faye: a new connect id acknowledges", handshake: Msg{"replay": true},
+			batchesA: [][]int{{1, 2, 3}, {4, 5}}, dead: []int{6, 7}, ackOnB: -1,
+			connectIDs: []string{`"a"`, `"b"`}, idOnB: `"c"`,
+			want: []int{6, 7},
+		},
+		{
+			// A lost reply is resent by Faye with the same id: B resends
+			// the batch that connect carried.
+			name: "replay, Faye: a same-id retry gets the batch again", handshake: Msg{"replay": true},
+			batchesA: [][]int{{1, 2, 3}, {4, 5}}, dead: []int{6, 7}, ackOnB: -1,
+			connectIDs: []string{`"a"`, `"b"`}, idOnB: `"b"`,
+			want: []int{4, 5, 6, 7},
+		},
+		{
+			// A CometD-style client (minimumVersion) makes a new connect
+			// after a failed one: ids tell nothing, the batch is resent.
+			name: "replay, CometD: last batch resent", handshake: Msg{"replay": true}, cometd: true,
+			batchesA: [][]int{{1, 2, 3}, {4, 5}}, dead: []int{6, 7}, ackOnB: -1,
+			connectIDs: []string{`"4"`, `"5"`}, idOnB: `"6"`,
+			want: []int{4, 5, 6, 7},
+		},
+		{
 			// Plain sessions resume from B's live stream.
 			name: "plain: live only", handshake: nil,
 			batchesA: [][]int{{1, 2, 3}}, dead: []int{4, 5}, ackOnB: -1,
@@ -444,7 +474,12 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 			pub := openX(t, b, nil)           // the publisher lives on B throughout
 			publishX(t, b, pub, ch, 901, 902) // before the subscription: never delivered
 
-			id := openX(t, a, tt.handshake)
+			var id string
+			if tt.cometd {
+				id = openCometDStyle(t, a, tt.handshake)
+			} else {
+				id = openX(t, a, tt.handshake)
+			}
 			if !strings.HasPrefix(id, tagA) {
 				t.Fatalf("clientId %q not created by A", id)
 			}
@@ -459,7 +494,13 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 			}
 			for i, batch := range tt.batchesA {
 				publishX(t, b, pub, ch, batch...)
-				d, r := pollX(t, a, id, ack(i))
+				var d []Msg
+				var r Msg
+				if tt.connectIDs != nil {
+					d, r = pollXID(t, a, id, ack(i), tt.connectIDs[i])
+				} else {
+					d, r = pollX(t, a, id, ack(i))
+				}
 				if got := ns(deliveriesOf(t, d)); !slices.Equal(got, batch) {
 					t.Fatalf("batch %d from A: %v, want %v", i+1, got, batch)
 				}
@@ -476,7 +517,7 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 			if tt.ackOnB >= 0 {
 				ext = Msg{"ack": tt.ackOnB}
 			}
-			d, r := pollX(t, b, id, ext)
+			d, r := pollXID(t, b, id, ext, tt.idOnB)
 			if r["successful"] != true || r["clientId"] != id {
 				t.Fatalf("first connect to B: %v", r)
 			}
@@ -534,6 +575,23 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openCometDStyle is openX with a handshake that carries minimumVersion,
+// as CometD's clients send it (they number their messages themselves and
+// never resend a connect with the same id).
+func openCometDStyle(t *testing.T, p *bayeuxtest.Peer, ext Msg) string {
+	t.Helper()
+	r := p.Post(Msg{"channel": "/meta/handshake", "version": "1.0", "minimumVersion": "1.0", "id": "1",
+		"supportedConnectionTypes": []string{"long-polling"}, "ext": ext})
+	if len(r) != 1 || r[0]["successful"] != true {
+		t.Fatalf("handshake: %v", r)
+	}
+	id := r[0]["clientId"].(string)
+	if _, rs := bayeuxtest.Split(p.Connect(id, nil)); len(rs) != 1 || rs[0]["successful"] != true {
+		t.Fatalf("first connect: %v", rs)
+	}
+	return id
 }
 
 // ackID returns ext.ack of a connect reply (-1 if absent).

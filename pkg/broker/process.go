@@ -270,6 +270,8 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 	s := newSession(b, req.info, req.browserID)
 	s.ipLease, s.browserLease = ipLease, browserLease
 	s.seq.Start(m.ID, m.MinimumVersion == "")
+	// Faye's family resends a connect with the same id (see implicitAck).
+	s.sameIDRetry = m.MinimumVersion == ""
 	b.sessions.add(s) // a new random id: never taken
 	b.metrics.handshakes.Add(1)
 	b.obs.SessionOpened(req.info.Transport)
@@ -330,7 +332,7 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 		timeout = min(max(time.Duration(*m.Advice.Timeout)*time.Millisecond, 0), b.cfg.MaxTimeout)
 	}
 	r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: b.ms(b.cfg.Interval), Timeout: b.ms(timeout)}
-	s.implicitAck()
+	s.implicitAck(string(m.ID))
 	if err := b.catchUp(ctx, s); err != nil {
 		b.log.Warn("adopted session not caught up", "session", s.id, "err", err)
 		r.Fail(protocol.NewError(protocol.CodeServerUnavailable, "Session recovery pending: backplane unavailable"))
@@ -368,7 +370,7 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 		}
 		hc.ip = ipLease
 	}
-	hc.w = s.beginConnect(req.info.Transport)
+	hc.w = s.beginConnect(req.info.Transport, string(m.ID))
 	if !hc.immediate {
 		hc.held = true
 		b.obs.HeldConnect(1)
