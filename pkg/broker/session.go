@@ -365,13 +365,22 @@ func (s *Session) enqueueTo(p *engine.Publication, kb *kickBatch) {
 // starting a writer goroutine per message. Not safe for concurrent use.
 type kickBatch struct {
 	ks []kicker
+	// seen, when set (a batch of publications: fanoutBatch), holds every
+	// kicker in ks, so that each is recorded once per batch.
+	seen map[kicker]struct{}
 }
 
 // add records k, once if added twice in a row (a session's push writer and
-// its held connect's are the same socket).
+// its held connect's are the same socket), and once per batch with seen.
 func (kb *kickBatch) add(k kicker) {
 	if n := len(kb.ks); n > 0 && kb.ks[n-1] == k {
 		return
+	}
+	if kb.seen != nil {
+		if _, ok := kb.seen[k]; ok {
+			return
+		}
+		kb.seen[k] = struct{}{}
 	}
 	kb.ks = append(kb.ks, k)
 }
@@ -406,6 +415,7 @@ func (kb *kickBatch) run() {
 	}
 	clear(kb.ks)
 	kb.ks = kb.ks[:0]
+	clear(kb.seen)
 }
 
 func signal(c chan struct{}) {
