@@ -42,6 +42,13 @@ type RedisConfig struct {
 	WaitReplicas int
 	// WaitTimeout bounds the WAIT (default 1s).
 	WaitTimeout time.Duration
+	// PipelineSize is the most publishes the node sends to Redis in one
+	// pipeline (default DefaultPipelineSize; see publisher).
+	PipelineSize int
+	// PipelineDelay, if positive, is how long a pipeline waits for more
+	// publishes after its first before it is sent; 0 sends what is queued
+	// as soon as the previous pipeline has returned.
+	PipelineDelay time.Duration
 	// Prefix of every key and pub/sub channel (default "bx").
 	Prefix string
 	// HistorySize is the number of publications kept per channel (default
@@ -90,6 +97,7 @@ type Redis struct {
 	mode   string               // "single", "sentinel" or "cluster"
 	lay    layout
 	script *redis.Script
+	pub    *publisher
 
 	mu       sync.Mutex
 	patterns map[string]bool // subscribed patterns
@@ -162,6 +170,7 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 		_ = r.client.Close()
 		return nil, fmt.Errorf("redis script load: %w", err)
 	}
+	r.pub = newPublisher(r)
 	return r, nil
 }
 
@@ -171,7 +180,8 @@ func newEpoch() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Publish implements engine.Engine with one EVALSHA.
+// Publish implements engine.Engine with one EVALSHA, sent in the node's
+// next pipeline (see publisher); it returns when that pipeline has.
 func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (pub engine.Publication, err error) {
 	ctx, span := r.cfg.Tracer.RedisPublish(ctx, name)
 	defer func() { tracing.Published(span, pub.Offset, err); span.End() }()
@@ -184,22 +194,28 @@ func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (pub e
 	for _, c := range cands {
 		args = append(args, r.lay.psChan(part, c))
 	}
-	keys := []string{r.lay.metaKey(name), r.lay.streamKey(name)}
+	q := &pubReq{keys: []string{r.lay.metaKey(name), r.lay.streamKey(name)}, args: args, bytes: len(payload)}
 	var start time.Time
 	if r.cfg.Observer != nil {
 		start = time.Now()
 	}
-	res, err := r.runScript(ctx, keys, args)
+	err = r.pub.do(ctx, q)
+	if err == nil {
+		err = q.err
+	}
 	if r.cfg.Observer != nil {
 		r.cfg.Observer.RedisCommand(OpPublish, time.Since(start), err)
 	}
-	if errors.Is(err, ErrNotReplicated) {
+	switch {
+	case errors.Is(err, ErrNotReplicated):
 		return engine.Publication{}, fmt.Errorf("publish %s: %w", name, err)
-	}
-	if err != nil {
+	case errors.Is(err, engine.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return engine.Publication{}, fmt.Errorf("%w: publish %s: %w", engine.ErrUnavailable, name, err)
+	case err != nil:
 		r.failed(ctx, err)
 		return engine.Publication{}, fmt.Errorf("%w: publish %s: %w", engine.ErrUnavailable, name, err)
 	}
+	res := q.res
 	if len(res) != 2 {
 		return engine.Publication{}, fmt.Errorf("publish %s: unexpected script result %v", name, res)
 	}
@@ -475,6 +491,7 @@ func (r *Redis) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)
+		r.pub.close()
 		r.closeReaders()
 		err = r.client.Close()
 	})
