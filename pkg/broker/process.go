@@ -254,6 +254,7 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 	}
 	ipLease, ok := b.lim.ipSessions.acquire(hostOf(req.info.RemoteAddr), b.cfg.MaxSessionsPerIP)
 	if !ok {
+		b.limitRefused(LimitSessionsPerIP, hostOf(req.info.RemoteAddr), b.cfg.MaxSessionsPerIP)
 		r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many sessions from this address", strconv.Itoa(b.cfg.MaxSessionsPerIP)))
 		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(10000)}
 		b.outgoing(ctx, nil, m, r)
@@ -362,6 +363,7 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 	if !hc.immediate && req.info.Transport != protocol.WebSocket {
 		ipLease, ok := b.lim.ipHeld.acquire(hostOf(req.info.RemoteAddr), b.cfg.MaxHeldPerIP)
 		if !ok {
+			b.limitRefused(LimitHeldPerIP, hostOf(req.info.RemoteAddr), b.cfg.MaxHeldPerIP)
 			hc.browser.release()
 			r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many held connections from this address", strconv.Itoa(b.cfg.MaxHeldPerIP)))
 			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(1000)}

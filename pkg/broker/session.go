@@ -433,6 +433,9 @@ func (s *Session) closeLocked(reason *protocol.Error) {
 	}
 	s.closed = reason
 	s.queue, s.unacked, s.pending, s.queueBytes = nil, nil, nil, 0
+	// Messages waiting for their order go now: no gap fills here any more
+	// (a moved session's next messages reach its new owner).
+	s.seq.Stop()
 	if s.waiter != nil && reason != errDisconnected { // see Broker.disconnect
 		s.endWaiterLocked(endClosed)
 	}
