@@ -405,6 +405,8 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 		connectIDs []string
 		idOnB      string
 		cometd     bool // the handshake carries minimumVersion (not Faye's family)
+		drain      bool // A drains (exact record) instead of dying
+		told       bool // B's first connect ends the session: 410, handshake advice
 	}{
 		{
 			name: "ack: everything acknowledged", handshake: Msg{"ack": true},
@@ -461,10 +463,22 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 			want: []int{4, 5, 6, 7},
 		},
 		{
-			// Plain sessions resume from B's live stream.
-			name: "plain: live only", handshake: nil,
+			// A plain session's record holds no positions: B cannot know
+			// what it missed, and tells the client instead of a silent gap.
+			name: "plain: told it may have missed messages", handshake: nil,
 			batchesA: [][]int{{1, 2, 3}}, dead: []int{4, 5}, ackOnB: -1,
-			want: nil,
+			told: true,
+		},
+		{
+			// A drain writes exact positions: B catches up from history.
+			name: "plain: drained, resumes exactly", handshake: nil, drain: true,
+			batchesA: [][]int{{1, 2, 3}}, dead: []int{4, 5}, ackOnB: -1,
+			want: []int{4, 5},
+		},
+		{
+			name: "ack: drained", handshake: Msg{"ack": true}, drain: true,
+			batchesA: [][]int{{1, 2, 3}, {4, 5}}, dead: []int{6, 7}, ackOnB: 2,
+			want: []int{6, 7},
 		},
 	}
 	for _, tt := range tests {
@@ -510,7 +524,11 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 			}
 			saves := pr.store.saveCount(id)
 
-			pr.killA()
+			if tt.drain {
+				pr.a.stop(true)
+			} else {
+				pr.killA()
+			}
 			publishX(t, b, pub, ch, tt.dead...)
 
 			var ext Msg
@@ -518,6 +536,10 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 				ext = Msg{"ack": tt.ackOnB}
 			}
 			d, r := pollXID(t, b, id, ext, tt.idOnB)
+			if tt.told {
+				checkToldGap(t, pr, b, id, d, r)
+				return
+			}
 			if r["successful"] != true || r["clientId"] != id {
 				t.Fatalf("first connect to B: %v", r)
 			}
@@ -577,12 +599,37 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 	}
 }
 
+// checkToldGap checks that B answered the first connect of the adopted
+// session id (deliveries d, reply r) with 410 and handshake advice,
+// counted a gap and ended the session: its next connect is told the same.
+func checkToldGap(t *testing.T, pr *pair, b *bayeuxtest.Peer, id string, d []Msg, r Msg) {
+	t.Helper()
+	e, _ := r["error"].(string)
+	adv, _ := r["advice"].(map[string]any)
+	if r["successful"] != false || !strings.HasPrefix(e, "410:") || adv["reconnect"] != "handshake" || len(d) != 0 {
+		t.Fatalf("first connect to B: %v (deliveries %v); want 410 with handshake advice", r, d)
+	}
+	if s := pr.b.b.Stats(); s.Gaps != 1 || s.Adopted != 1 {
+		t.Fatalf("B: gaps = %d, adopted = %d; want 1, 1", s.Gaps, s.Adopted)
+	}
+	bayeuxtest.Eventually(t, 2*time.Second, func() error { // removed by the sweeper
+		if _, ok := pr.b.b.Session(id); ok {
+			return errors.New("B still holds the session it ended")
+		}
+		return nil
+	})
+	_, r = pollX(t, b, id, nil)
+	if e, _ := r["error"].(string); r["successful"] != false || !strings.HasPrefix(e, "410:") {
+		t.Fatalf("next connect: %v; want 410 again", r)
+	}
+}
+
 // openCometDStyle is openX with a handshake that carries minimumVersion,
 // as CometD's clients send it (they number their messages themselves and
 // never resend a connect with the same id).
 func openCometDStyle(t *testing.T, p *bayeuxtest.Peer, ext Msg) string {
 	t.Helper()
-	r := p.Post(Msg{"channel": "/meta/handshake", "version": "1.0", "minimumVersion": "1.0", "id": "1",
+	r := p.Post(Msg{"channel": "/meta/handshake", "version": "1.0", "minimumVersion": "1.0",
 		"supportedConnectionTypes": []string{"long-polling"}, "ext": ext})
 	if len(r) != 1 || r[0]["successful"] != true {
 		t.Fatalf("handshake: %v", r)

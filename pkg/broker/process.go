@@ -333,6 +333,12 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 		timeout = min(max(time.Duration(*m.Advice.Timeout)*time.Millisecond, 0), b.cfg.MaxTimeout)
 	}
 	r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: b.ms(b.cfg.Interval), Timeout: b.ms(timeout)}
+	if b.adoptionGap(s) {
+		r.Fail(errAdoptedGap)
+		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectHandshake, Interval: protocol.Int64(0)}
+		b.outgoing(ctx, s, m, r)
+		return nil, r
+	}
 	s.implicitAck(string(m.ID))
 	if err := b.catchUp(ctx, s); err != nil {
 		b.log.Warn("adopted session not caught up", "session", s.id, "err", err)

@@ -75,6 +75,11 @@ type Session struct {
 	// lost: another node took the session over (its record no longer
 	// names this node); it must not deliver any more.
 	lost bool
+	// adoptedGap: a plain session with subscriptions adopted from a record
+	// that is not exact (its owner failed): what was published between
+	// the failure and the adoption is gone, and its first connect here
+	// tells the client (Broker.adoptionGap).
+	adoptedGap bool
 	// newBatch: a batch was made since the last save (cluster mode).
 	newBatch bool
 

@@ -150,7 +150,7 @@ func (s *Session) snapshot(withPositions bool) *SessionState {
 	st := &SessionState{
 		ID: s.id, BrowserID: s.browserID, Transport: s.transport, Subs: subs,
 		Ack: s.ack && !s.implicit, Replay: s.replay.Load(), LastBatch: s.lastBatch,
-		Durable: maps.Clone(s.durable), SameIDRetry: s.sameIDRetry,
+		Durable: maps.Clone(s.durable), SameIDRetry: s.sameIDRetry, Exact: withPositions,
 	}
 	if s.ack || withPositions {
 		st.Acked = maps.Clone(s.acked)

@@ -65,6 +65,11 @@ type SessionState struct {
 	// minimumVersion); with Batches[].Connect it tells the adopter which
 	// batches a replay client already has (Session.implicitAck).
 	SameIDRetry bool `json:"f,omitempty"`
+	// Exact: written by a drain (Broker.handOff), with the positions of
+	// every session, exact since it delivers nothing more. A record
+	// without it is a live owner's: a plain session's positions are not in
+	// it, so its adopter cannot know what the client missed.
+	Exact bool `json:"x,omitempty"`
 }
 
 // BatchState is one delivered batch: its id, the connect that carried it
