@@ -212,10 +212,11 @@ func (rd *reader) consume(ctx context.Context, h engine.Handler, pumped <-chan s
 // deliver decodes items (what the connection sent, in order) and hands
 // their publications to the broker as one batch.
 func (rd *reader) deliver(ctx context.Context, out *batchOut, items []any) {
+	now := time.Now() // when the batch's channels were last seen (sweepTracked)
 	for _, v := range items {
 		switch m := v.(type) {
 		case *redis.Message:
-			rd.onMessage(ctx, out, m.Payload)
+			rd.onMessage(ctx, out, m.Payload, now)
 		case *redis.Subscription:
 			out.flush()
 			rd.onSubscription(ctx, out, m)
@@ -273,7 +274,7 @@ func (rd *reader) onSubscription(ctx context.Context, h engine.Handler, m *redis
 // onMessage parses an envelope "epoch offset ms [traceparent ]channel\npayload"
 // (a traceparent only from a node that traces; a channel starts with "/")
 // and delivers it once, in order, filling a gap from history if needed.
-func (rd *reader) onMessage(ctx context.Context, out *batchOut, env string) {
+func (rd *reader) onMessage(ctx context.Context, out *batchOut, env string, now time.Time) {
 	r := rd.e
 	head, payload, ok := cutString(env, '\n')
 	if !ok {
@@ -294,7 +295,6 @@ func (rd *reader) onMessage(ctx context.Context, out *batchOut, env string) {
 		return
 	}
 	t := rd.tracked[name]
-	now := time.Now()
 	if t != nil && t.epoch == "" {
 		// Subscribed before the channel existed: its first epoch is ours.
 		t.epoch = strings.Clone(epoch)
