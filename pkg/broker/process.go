@@ -171,6 +171,9 @@ func (b *Broker) processMessage(ctx context.Context, req *request, res *result, 
 		res.replies = append(res.replies, r)
 		return false
 	}
+	if !deferrable(s, m) { // an extension may have changed the channel
+		b.settle(ctx, res)
+	}
 	if m.Channel == protocol.ChannelConnect {
 		if res.connect != nil { // two connects in one request: end the first
 			res.connect.answer(false) // observes its reply
