@@ -21,6 +21,9 @@ type inbound struct {
 	// /meta/connect is answered: serve forwards it on a goroutine of its
 	// own and returns at once (a websocket keeps reading meanwhile).
 	async func(outcome)
+	// keepPending: publishes processed here may be left pending in the
+	// result (request.keepPending).
+	keepPending bool
 }
 
 // outcome is what serving a request produced: the local result, or the
@@ -59,7 +62,7 @@ func (b *Broker) serve(ctx context.Context, in *inbound) outcome {
 		}
 		return b.forward(ctx, rt, node, in)
 	}
-	res := b.process(ctx, &request{info: in.info, browserID: in.browserID, msgs: in.msgs, received: time.Now()})
+	res := b.process(ctx, &request{info: in.info, browserID: in.browserID, msgs: in.msgs, received: time.Now(), keepPending: in.keepPending})
 	return outcome{res: res, refused: res.refused}
 }
 

@@ -170,8 +170,31 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 		_ = r.client.Close()
 		return nil, fmt.Errorf("redis script load: %w", err)
 	}
+	if err := r.warmPipelines(ctx); err != nil {
+		_ = r.client.Close()
+		return nil, fmt.Errorf("redis pipeline connection: %w", err)
+	}
 	r.pub = newPublisher(r)
 	return r, nil
+}
+
+// warmPipelines opens the pipeline connection (go-redis keeps pipelines
+// in a pool of their own) with a pipelined PING, on every master of a
+// Redis Cluster, so that the first publish does not pay for a dial.
+func (r *Redis) warmPipelines(ctx context.Context) error {
+	ping := func(ctx context.Context, c *redis.Client) error {
+		pipe := c.Pipeline()
+		pipe.Ping(ctx)
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	if r.cc != nil {
+		return r.cc.ForEachMaster(ctx, ping)
+	}
+	if c, ok := r.client.(*redis.Client); ok {
+		return ping(ctx, c)
+	}
+	return nil
 }
 
 func newEpoch() string {
@@ -182,9 +205,17 @@ func newEpoch() string {
 
 // Publish implements engine.Engine with one EVALSHA, sent in the node's
 // next pipeline (see publisher); it returns when that pipeline has.
-func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (pub engine.Publication, err error) {
+func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (engine.Publication, error) {
+	return r.PublishAsync(ctx, name, payload)()
+}
+
+var _ engine.AsyncPublisher = (*Redis)(nil)
+
+// PublishAsync implements engine.AsyncPublisher: the publish is queued for
+// the node's pipelines when it returns (in call order), and wait returns
+// when its pipeline has.
+func (r *Redis) PublishAsync(ctx context.Context, name string, payload []byte) (wait func() (engine.Publication, error)) {
 	ctx, span := r.cfg.Tracer.RedisPublish(ctx, name)
-	defer func() { tracing.Published(span, pub.Offset, err); span.End() }()
 	var buf [channel.MaxDepth + 2]string
 	cands := channel.Candidates(buf[:0], name)
 	args := make([]any, 0, 7+len(cands))
@@ -199,13 +230,23 @@ func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (pub e
 	if r.cfg.Observer != nil {
 		start = time.Now()
 	}
-	err = r.pub.do(ctx, q)
-	if err == nil {
-		err = q.err
+	queued := r.pub.enqueue(ctx, q)
+	return func() (pub engine.Publication, err error) {
+		defer func() { tracing.Published(span, pub.Offset, err); span.End() }()
+		if err = queued; err == nil {
+			if err = r.pub.await(ctx, q); err == nil {
+				err = q.err
+			}
+		}
+		if r.cfg.Observer != nil {
+			r.cfg.Observer.RedisCommand(OpPublish, time.Since(start), err)
+		}
+		return r.published(ctx, name, payload, q.res, err)
 	}
-	if r.cfg.Observer != nil {
-		r.cfg.Observer.RedisCommand(OpPublish, time.Since(start), err)
-	}
+}
+
+// published turns a publish's script result (or error) into its outcome.
+func (r *Redis) published(ctx context.Context, name string, payload []byte, res []any, err error) (engine.Publication, error) {
 	switch {
 	case errors.Is(err, ErrNotReplicated):
 		return engine.Publication{}, fmt.Errorf("publish %s: %w", name, err)
@@ -215,7 +256,6 @@ func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (pub e
 		r.failed(ctx, err)
 		return engine.Publication{}, fmt.Errorf("%w: publish %s: %w", engine.ErrUnavailable, name, err)
 	}
-	res := q.res
 	if len(res) != 2 {
 		return engine.Publication{}, fmt.Errorf("publish %s: unexpected script result %v", name, res)
 	}

@@ -88,17 +88,22 @@ func (p *publisher) close() {
 	<-p.done
 }
 
-// do queues q and waits until its pipeline returned (q.res and q.err are
-// then set), or until ctx ends before q was sent.
-func (p *publisher) do(ctx context.Context, q *pubReq) error {
+// enqueue queues q, waiting for room until ctx ends.
+func (p *publisher) enqueue(ctx context.Context, q *pubReq) error {
 	q.done = make(chan struct{})
 	select {
 	case p.queue <- q:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-p.ctx.Done():
 		return engine.ErrClosed
 	}
+}
+
+// await waits until q's pipeline returned (q.res and q.err are then set),
+// or until ctx ends before q was sent.
+func (p *publisher) await(ctx context.Context, q *pubReq) error {
 	select {
 	case <-q.done:
 		return nil
