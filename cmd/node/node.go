@@ -129,7 +129,7 @@ func (n *node) newEngine(ctx context.Context) error {
 		return nil
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, WaitReplicas: c.RedisWaitReplicas, Retention: retention, Logger: n.log.With("component", "redis"), Observer: n.met, Tracer: n.tr})
+	r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, WaitReplicas: c.RedisWaitReplicas, PipelineSize: c.RedisPipelineSize, PipelineDelay: c.RedisPipelineDelay, Retention: retention, Logger: n.log.With("component", "redis"), Observer: n.met, Tracer: n.tr})
 	cancel()
 	if err != nil {
 		return err

@@ -422,8 +422,21 @@ func (b *Broker) releaseHeld(ctx context.Context) {
 	}
 }
 
-// engineHandler adapts the broker to engine.Handler.
+// engineHandler adapts the broker to engine.BatchHandler.
 type engineHandler Broker
+
+var _ engine.BatchHandler = (*engineHandler)(nil)
+
+// OnPublications fans a batch out with one wake-up per socket or held
+// connect (subIndex.fanoutBatch).
+func (h *engineHandler) OnPublications(ps []*engine.Publication) {
+	b := (*Broker)(h)
+	n := b.idx.fanoutBatch(ps, withReplayID)
+	b.metrics.deliveries.Add(int64(n))
+	if n > 0 {
+		b.obs.Deliveries(n)
+	}
+}
 
 func (h *engineHandler) OnPublication(p *engine.Publication) {
 	b := (*Broker)(h)

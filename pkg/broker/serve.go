@@ -21,6 +21,9 @@ type inbound struct {
 	// /meta/connect is answered: serve forwards it on a goroutine of its
 	// own and returns at once (a websocket keeps reading meanwhile).
 	async func(outcome)
+	// keepPending: publishes processed here may be left pending in the
+	// result (request.keepPending).
+	keepPending bool
 }
 
 // outcome is what serving a request produced: the local result, or the
@@ -31,6 +34,17 @@ type outcome struct {
 	// means the client went away meanwhile (write nothing).
 	body []byte
 	gone bool
+	// lost: a forwarded request holding a /meta/connect got no response
+	// from the owner, which may have answered it with messages (a batch
+	// recorded as delivered). The transport loses the reply the way a
+	// failed connection does (an HTTP 503 whose body is not Bayeux, a
+	// websocket closed with 1013), never with a Bayeux reply: a client
+	// takes an unsuccessful reply as the connect's answer, and a client of
+	// Faye's family would then send a connect with a new id, which
+	// acknowledges the batch it never got (Session.implicitAck); after a
+	// failed connection it resends the connect with the same id, which
+	// gets the batch again.
+	lost bool
 	// refused counts publishes refused for their rate (see throttle).
 	refused int
 }
@@ -48,7 +62,7 @@ func (b *Broker) serve(ctx context.Context, in *inbound) outcome {
 		}
 		return b.forward(ctx, rt, node, in)
 	}
-	res := b.process(ctx, &request{info: in.info, browserID: in.browserID, msgs: in.msgs, received: time.Now()})
+	res := b.process(ctx, &request{info: in.info, browserID: in.browserID, msgs: in.msgs, received: time.Now(), keepPending: in.keepPending})
 	return outcome{res: res, refused: res.refused}
 }
 
@@ -121,6 +135,9 @@ func (b *Broker) forward(ctx context.Context, rt routing, node string, in *inbou
 		}
 		if b.draining.Err() == nil {
 			b.log.Warn("forward to session owner failed", "owner", node, "err", err)
+		}
+		if holdsConnect(in.msgs) {
+			return outcome{lost: true}
 		}
 	}
 	clientID := clientIDOf(in.msgs)
@@ -206,6 +223,9 @@ func (b *Broker) ServeForwarded(ctx context.Context, req *ForwardedRequest) (*Fo
 	if out.res == nil {
 		if out.gone {
 			return nil, ctx.Err()
+		}
+		if out.lost {
+			return nil, ErrReplyLost
 		}
 		return &ForwardedResponse{Body: out.body, RateRefused: out.refused}, nil
 	}

@@ -58,6 +58,10 @@ type wsConn struct {
 
 	dfl *wsframe.Deflate // permessage-deflate negotiated (nil: not); ws_deflate.go
 
+	// waiting are processed frames whose publishes are in flight, their
+	// replies due in this order (reader only; see settle).
+	waiting []*result
+
 	mu          sync.Mutex
 	out         [][]byte // encoded replies waiting for the writer
 	outBytes    int
@@ -69,13 +73,15 @@ type wsConn struct {
 	goAway      bool   // node shutting down: close after flushing
 	pollID      uint64 // parked in the poller under this id
 	dead        bool   // terminated
-	// busy counts frames the reader is processing (begin/end); shut is set
+	// busy is set by the reader while it processes frames whose replies
+	// are not all handed to the writer yet (begin, settled); shut is set
 	// by the writer when it closes the socket for a shutdown, once nothing
 	// is busy or pending: a frame read after that is not processed. So a
 	// client closed with 1001 "going away" knows that a request it got no
 	// reply for had no effect, and may send it again (pkg/client does).
-	busy int
-	shut bool
+	busy     bool
+	shut     bool
+	shutWait bool // the writer waits for busy to end (settled kicks it)
 }
 
 const (
@@ -151,6 +157,8 @@ func (conn *wsConn) readFrames() {
 		conn.armRead()
 		op, data, err := conn.rd.ReadMessage()
 		if err != nil {
+			conn.settle() // the replies of earlier frames go before the close
+			conn.settled()
 			var ce *wsframe.CloseError
 			var ne net.Error
 			switch {
@@ -171,15 +179,27 @@ func (conn *wsConn) readFrames() {
 			conn.kick()
 		case wsframe.OpPong:
 		case wsframe.OpClose: // echo the code, after what is pending
+			conn.settle()
+			conn.settled()
 			conn.closeAfterFlush(wsframe.CloseCode(data), "")
 			return
 		default:
-			if !conn.frame(data) {
+			if !conn.begin() {
+				return // shut: the writer closes the socket; the frame has no effect
+			}
+			ok := conn.frame(data)
+			if ok && (!conn.lc.Buffered() || len(conn.waiting) >= wsPublishWindow) {
+				ok = conn.settle()
+			}
+			if !ok {
+				conn.settle()
+				conn.settled()
 				if !conn.closing() {
 					conn.terminate()
 				} // else the writer flushes, closes with closeCode and terminates
 				return
 			}
+			conn.settled()
 		}
 		if conn.lc.Buffered() || conn.awaitBytes() {
 			continue
@@ -237,6 +257,36 @@ func (conn *wsConn) closing() bool {
 	return conn.closeCode != 0 || conn.shut
 }
 
+// begin marks the reader busy with a frame (reader only); false means the
+// writer shut the socket (see wsConn.shut): the frame must not be
+// processed.
+func (conn *wsConn) begin() bool {
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	if conn.shut || conn.dead {
+		return false
+	}
+	conn.busy = true
+	return true
+}
+
+// settled ends the busy state once every processed frame's reply is with
+// the writer (no publishes waiting: see settle), and lets the writer
+// shut the socket if it waits to (reader only).
+func (conn *wsConn) settled() {
+	if len(conn.waiting) > 0 {
+		return
+	}
+	conn.mu.Lock()
+	conn.busy = false
+	wait := conn.shutWait
+	conn.shutWait = false
+	conn.mu.Unlock()
+	if wait {
+		conn.kick()
+	}
+}
+
 // closeAfterFlush has the writer send what is pending, then a close frame
 // with code and reason, and end the socket. The first code set wins.
 func (conn *wsConn) closeAfterFlush(code wsframe.StatusCode, reason string) {
@@ -273,66 +323,79 @@ func (conn *wsConn) park() bool {
 // emptyArray answers an empty message array.
 var emptyArray = []byte("[]")
 
-// begin marks a frame as being processed; false means the writer shut
-// the socket (see wsConn.shut): the frame must not be processed.
-func (conn *wsConn) begin() bool {
-	conn.mu.Lock()
-	defer conn.mu.Unlock()
-	if conn.shut || conn.dead {
-		return false
-	}
-	conn.busy++
-	return true
-}
-
-// end marks a frame processed (its reply enqueued): the writer may shut
-// the socket now.
-func (conn *wsConn) end() {
-	conn.mu.Lock()
-	conn.busy--
-	conn.mu.Unlock()
-	conn.kick()
-}
-
 // frame processes one incoming frame; false means the socket must end.
 func (conn *wsConn) frame(data []byte) bool {
-	if !conn.begin() {
-		return false // shut: the writer closes the socket
-	}
-	ok, refused := conn.process(data)
-	conn.end()
-	if ok {
-		// A flooding client's next frame waits: the socket is not read
-		// while its bucket refills.
-		conn.b.throttle(conn.ctx, refused)
-	}
-	return ok
-}
-
-// process serves one frame (begin/end around it) and enqueues its reply.
-func (conn *wsConn) process(data []byte) (ok bool, refused int) {
 	b, ctx := conn.b, conn.ctx
 	msgs, err := protocol.Decode(data, b.cfg.Limits)
 	if err != nil {
+		conn.settle() // the replies of earlier frames go before the close
 		var re *protocol.RequestError
 		reason := "400::Bad request"
 		if errors.As(err, &re) {
 			reason = re.Err.String()
 		}
 		conn.closeAfterFlush(wsframe.StatusInvalidPayload, reason)
-		return false, 0
+		return false
+	}
+	publishes := onlyPublishes(msgs)
+	if !publishes && !conn.settle() { // earlier publishes are acknowledged first
+		return false
 	}
 	if len(msgs) == 0 {
 		conn.enqueueRaw(emptyArray) // a keep-alive "[]" (sfdx-faye): answered in kind
-		return true, 0
+		return true
 	}
-	out := b.serve(ctx, &inbound{info: conn.info, msgs: msgs, parts: [][]byte{data}, async: conn.forwarded})
-	if out.res == nil {
+	out := b.serve(ctx, &inbound{info: conn.info, msgs: msgs, parts: [][]byte{data}, async: conn.forwarded, keepPending: publishes})
+	switch {
+	case out.res == nil:
+		if !conn.settle() {
+			return false
+		}
 		conn.forwarded(out)
-	} else if !conn.accept(out.res) {
-		return false, 0
+	case len(out.res.pending) > 0 || len(conn.waiting) > 0:
+		conn.waiting = append(conn.waiting, out.res)
+	case !conn.accept(out.res):
+		return false
 	}
-	return true, out.refused
+	if out.refused > 0 {
+		// A flooding client's next frame waits: the socket is not read
+		// while its bucket refills.
+		ok := conn.settle()
+		b.throttle(ctx, out.refused)
+		return ok
+	}
+	return true
+}
+
+// wsPublishWindow bounds the frames whose publishes a websocket keeps in
+// flight together before it waits for their acknowledgements.
+const wsPublishWindow = 64
+
+// onlyPublishes reports whether every message of a frame is a publish to
+// a broadcast channel: such a frame may be processed while the publishes
+// of earlier frames are in flight.
+func onlyPublishes(msgs []*protocol.Message) bool {
+	for _, m := range msgs {
+		if protocol.IsMeta(m.Channel) || protocol.IsService(m.Channel) {
+			return false
+		}
+	}
+	return len(msgs) > 0
+}
+
+// settle waits for the publishes of the waiting frames, in order, and
+// hands their replies to the writer; false means the socket must end.
+func (conn *wsConn) settle() bool {
+	ok := true
+	for i, res := range conn.waiting {
+		conn.b.settle(conn.ctx, res)
+		if ok && !conn.accept(res) {
+			ok = false
+		}
+		conn.waiting[i] = nil
+	}
+	conn.waiting = conn.waiting[:0]
+	return ok
 }
 
 // forwarded writes the owner's response to a frame forwarded to the
@@ -340,7 +403,10 @@ func (conn *wsConn) process(data []byte) (ok bool, refused int) {
 // on a goroutine of its own, so that the socket keeps reading; other
 // frames inline, which keeps one client's publishes in order).
 func (conn *wsConn) forwarded(out outcome) {
-	if !out.gone && out.body != nil {
+	switch {
+	case out.lost:
+		conn.closeAfterFlush(wsframe.StatusTryAgainLater, "session owner's reply lost")
+	case !out.gone && out.body != nil:
 		conn.enqueueRaw(out.body)
 	}
 }

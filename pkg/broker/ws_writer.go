@@ -208,13 +208,18 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*eng
 	return pubs, true, handoff
 }
 
-// shutNow shuts the socket for a shutdown (wsConn.shut) unless a frame is
-// being processed or a reply waits to be written: then the reader's end,
-// or the enqueue's kick, runs the writer again, which closes after it.
+// shutNow shuts the socket for a shutdown (wsConn.shut) unless the reader
+// is busy with frames or a reply waits to be written: then the reader's
+// settled, or the enqueue's kick, runs the writer again, which closes
+// after it.
 func (conn *wsConn) shutNow() bool {
 	conn.mu.Lock()
 	defer conn.mu.Unlock()
-	if conn.busy > 0 || len(conn.out) > 0 || conn.pong != nil {
+	if conn.busy {
+		conn.shutWait = true
+		return false
+	}
+	if len(conn.out) > 0 || conn.pong != nil {
 		return false
 	}
 	conn.shut = true
