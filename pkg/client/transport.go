@@ -230,7 +230,11 @@ func (t *wsTransport) conn(ctx context.Context) (*wsConn, error) {
 				return
 			case f := <-conn.out:
 				if err := ws.Write(cctx, websocket.MessageText, f); err != nil {
-					conn.fail(err)
+					// The reader reports why the socket died: a write
+					// fails too when the server closed it (1001 "going
+					// away", see serverWentAway), and that is what
+					// requests must learn.
+					_ = ws.CloseNow()
 					return
 				}
 			}
