@@ -11,7 +11,8 @@
 //     Redis is one instance (redis://), a primary with replicas behind
 //     Sentinel (redis+sentinel://) or a Redis Cluster (redis+cluster://);
 //     RedisConfig.WaitReplicas acknowledges a publish only once replicas
-//     have it.
+//     have it. The node's publishes, from all sessions, are sent in
+//     pipelines by one flusher (redis_publisher.go), in queue order.
 //   - hashicorp/memberlist is the membership: which nodes are alive, and the
 //     node tag, gRPC address and protocol version of each.
 //   - gRPC (api/proto/cluster/v1) carries requests to the node that owns a

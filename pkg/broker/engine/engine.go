@@ -84,6 +84,18 @@ type Engine interface {
 	Close() error
 }
 
+// AsyncPublisher is an Engine that can queue a publish and let the caller
+// queue more before the first is ordered (one connection's publishes in
+// flight together). Publishes queued by one goroutine are ordered in the
+// order of the PublishAsync calls.
+type AsyncPublisher interface {
+	// PublishAsync queues the publish (waiting for room in a full queue
+	// until ctx ends) and returns wait, which blocks until the outcome is
+	// known and returns it as Publish would. wait must be called exactly
+	// once.
+	PublishAsync(ctx context.Context, channel string, payload []byte) (wait func() (Publication, error))
+}
+
 // Retained, as the position History reads after, means "from the oldest
 // publication still retained", whatever the epoch (replay of everything).
 var Retained = Position{Epoch: "*"}
