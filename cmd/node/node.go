@@ -337,6 +337,9 @@ func (n *node) shutdown(srv *http.Server, cancelRun context.CancelFunc, brokerDo
 	n.log.Info("shutting down", "grace", n.c.ShutdownGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), n.c.ShutdownGrace)
 	defer cancel()
+	if n.cl != nil {
+		n.cl.Draining()
+	}
 	if err := n.b.Shutdown(sctx); err != nil {
 		n.log.Warn("broker shutdown incomplete", "err", err)
 	}

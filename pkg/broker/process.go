@@ -306,6 +306,7 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 	}
 	ipLease, ok := b.lim.ipSessions.acquire(hostOf(req.info.RemoteAddr), b.cfg.MaxSessionsPerIP)
 	if !ok {
+		b.limitRefused(LimitSessionsPerIP, hostOf(req.info.RemoteAddr), b.cfg.MaxSessionsPerIP)
 		r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many sessions from this address", strconv.Itoa(b.cfg.MaxSessionsPerIP)))
 		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(10000)}
 		b.outgoing(ctx, nil, m, r)
@@ -322,6 +323,8 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 	s := newSession(b, req.info, req.browserID)
 	s.ipLease, s.browserLease = ipLease, browserLease
 	s.seq.Start(m.ID, m.MinimumVersion == "")
+	// Faye's family resends a connect with the same id (see implicitAck).
+	s.sameIDRetry = m.MinimumVersion == ""
 	b.sessions.add(s) // a new random id: never taken
 	b.metrics.handshakes.Add(1)
 	b.obs.SessionOpened(req.info.Transport)
@@ -382,7 +385,13 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 		timeout = min(max(time.Duration(*m.Advice.Timeout)*time.Millisecond, 0), b.cfg.MaxTimeout)
 	}
 	r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: b.ms(b.cfg.Interval), Timeout: b.ms(timeout)}
-	s.implicitAck()
+	if b.adoptionGap(s) {
+		r.Fail(errAdoptedGap)
+		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectHandshake, Interval: protocol.Int64(0)}
+		b.outgoing(ctx, s, m, r)
+		return nil, r
+	}
+	s.implicitAck(string(m.ID))
 	if err := b.catchUp(ctx, s); err != nil {
 		b.log.Warn("adopted session not caught up", "session", s.id, "err", err)
 		r.Fail(protocol.NewError(protocol.CodeServerUnavailable, "Session recovery pending: backplane unavailable"))
@@ -412,6 +421,7 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 	if !hc.immediate && req.info.Transport != protocol.WebSocket {
 		ipLease, ok := b.lim.ipHeld.acquire(hostOf(req.info.RemoteAddr), b.cfg.MaxHeldPerIP)
 		if !ok {
+			b.limitRefused(LimitHeldPerIP, hostOf(req.info.RemoteAddr), b.cfg.MaxHeldPerIP)
 			hc.browser.release()
 			r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many held connections from this address", strconv.Itoa(b.cfg.MaxHeldPerIP)))
 			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(1000)}
@@ -420,7 +430,7 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 		}
 		hc.ip = ipLease
 	}
-	hc.w = s.beginConnect(req.info.Transport)
+	hc.w = s.beginConnect(req.info.Transport, string(m.ID))
 	if !hc.immediate {
 		hc.held = true
 		b.obs.HeldConnect(1)

@@ -359,7 +359,10 @@ func (conn *wsConn) settle() bool {
 // on a goroutine of its own, so that the socket keeps reading; other
 // frames inline, which keeps one client's publishes in order).
 func (conn *wsConn) forwarded(out outcome) {
-	if !out.gone && out.body != nil {
+	switch {
+	case out.lost:
+		conn.closeAfterFlush(wsframe.StatusTryAgainLater, "session owner's reply lost")
+	case !out.gone && out.body != nil:
 		conn.enqueueRaw(out.body)
 	}
 }

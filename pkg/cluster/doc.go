@@ -32,8 +32,12 @@
 // LocalSessionOp, in rpc.go) and to install itself (SetCluster).
 //
 // Concurrency: every exported method is safe for concurrent use. Memberlist
-// delegates only update a map under a short lock and never block. The Redis
-// subscriber delivers to the broker from one reader goroutine per pub/sub
-// connection (one on a single Redis; one per partition on Redis Cluster),
-// each in its connection's order.
+// delegates only update a map under a short lock and never block. Each
+// pub/sub connection (one on a single Redis; one per partition on Redis
+// Cluster) has two goroutines (redis_batch.go): a pump that reads it into
+// a bounded queue (512; full, the pump waits and the socket and Redis's
+// output buffer take the back-pressure) and a consumer that delivers to
+// the broker, in the connection's order, everything ready in the queue as
+// one batch of up to 256 (engine.BatchHandler), never waiting for a batch
+// to fill.
 package cluster

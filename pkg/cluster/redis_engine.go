@@ -76,12 +76,13 @@ type RedisConfig struct {
 // Redis is the cluster engine. It implements engine.Engine, on one Redis
 // instance or on a Redis Cluster with sharded pub/sub (see layout).
 //
-// Delivery: one reader goroutine per partition (one in single-instance
-// mode) reads the partition's pub/sub connection, deduplicates
+// Delivery: one reader per partition (one in single-instance mode) reads
+// the partition's pub/sub connection (redis_batch.go), deduplicates
 // publications that arrive on several of the node's Redis channels (a
 // channel and a wildcard pattern), checks offsets per channel and fills
 // gaps from the history stream, so the Handler sees each publication once,
-// in offset order per channel. A channel belongs to one partition, so its
+// in offset order per channel, in batches of what the connection had
+// buffered when the Handler is an engine.BatchHandler. A channel belongs to one partition, so its
 // calls are serialized; different partitions call the Handler
 // concurrently. After a pub/sub connection is lost and re-established (in
 // cluster mode also after its slot moved to another shard, or a failover),
@@ -110,7 +111,11 @@ type Redis struct {
 
 var _ engine.Engine = (*Redis)(nil)
 
+// tracked is the position of a channel delivered on this node. Its name
+// and epoch are strings of their own, not parts of a received envelope:
+// the publications delivered share them.
 type tracked struct {
+	name   string
 	epoch  string
 	offset uint64
 	at     int64 // time (unix ms) of the publication at offset; 0: unknown

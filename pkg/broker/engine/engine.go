@@ -38,6 +38,21 @@ type Handler interface {
 	OnGap(channel string, from, to Position)
 }
 
+// BatchHandler is a Handler that also takes several publications in one
+// call. An engine that has more than one publication ready at once (the
+// Redis engine: what its pub/sub connection has buffered) hands them over
+// with OnPublications when its handler is a BatchHandler, so that the
+// handler wakes each subscriber once per batch instead of once per
+// publication; with a plain Handler it calls OnPublication for each.
+type BatchHandler interface {
+	Handler
+	// OnPublications is OnPublication for each of pubs, in order (the
+	// ordering guarantees of Handler hold within and across batches).
+	// The slice is the engine's and is reused once the call returns; the
+	// Publications it points to are not.
+	OnPublications(pubs []*Publication)
+}
+
 // Engine is the broker's backend. All methods are safe for concurrent use.
 type Engine interface {
 	// Publish assigns the next offset on the concrete channel and
