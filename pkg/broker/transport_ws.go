@@ -71,17 +71,10 @@ type wsConn struct {
 	closeCode   wsframe.StatusCode // non-zero: the writer closes with it after flushing
 	closeReason string
 	goAway      bool   // node shutting down: close after flushing
+	goingAway   bool   // the writer is closing for goAway: no frame is processed any more
+	busy        bool   // the reader is processing frames or has publishes in flight (see enter)
 	pollID      uint64 // parked in the poller under this id
 	dead        bool   // terminated
-	// busy is set by the reader while it processes frames whose replies
-	// are not all handed to the writer yet (begin, settled); shut is set
-	// by the writer when it closes the socket for a shutdown, once nothing
-	// is busy or pending: a frame read after that is not processed. So a
-	// client closed with 1001 "going away" knows that a request it got no
-	// reply for had no effect, and may send it again (pkg/client does).
-	busy     bool
-	shut     bool
-	shutWait bool // the writer waits for busy to end (settled kicks it)
 }
 
 const (
@@ -158,7 +151,6 @@ func (conn *wsConn) readFrames() {
 		op, data, err := conn.rd.ReadMessage()
 		if err != nil {
 			conn.settle() // the replies of earlier frames go before the close
-			conn.settled()
 			var ce *wsframe.CloseError
 			var ne net.Error
 			switch {
@@ -180,12 +172,11 @@ func (conn *wsConn) readFrames() {
 		case wsframe.OpPong:
 		case wsframe.OpClose: // echo the code, after what is pending
 			conn.settle()
-			conn.settled()
 			conn.closeAfterFlush(wsframe.CloseCode(data), "")
 			return
 		default:
-			if !conn.begin() {
-				return // shut: the writer closes the socket; the frame has no effect
+			if !conn.enter() {
+				return // the writer is closing the socket (drain) and terminates it
 			}
 			ok := conn.frame(data)
 			if ok && (!conn.lc.Buffered() || len(conn.waiting) >= wsPublishWindow) {
@@ -193,13 +184,15 @@ func (conn *wsConn) readFrames() {
 			}
 			if !ok {
 				conn.settle()
-				conn.settled()
+				conn.leave()
 				if !conn.closing() {
 					conn.terminate()
 				} // else the writer flushes, closes with closeCode and terminates
 				return
 			}
-			conn.settled()
+			if len(conn.waiting) == 0 {
+				conn.leave()
+			}
 		}
 		if conn.lc.Buffered() || conn.awaitBytes() {
 			continue
@@ -207,6 +200,33 @@ func (conn *wsConn) readFrames() {
 		if conn.park() {
 			return
 		}
+	}
+}
+
+// enter marks the reader busy with a frame, so that a drain's go-away
+// close waits until the frame's replies (and its publishes in flight) are
+// handed to the writer: a publish the node took in is answered, never cut
+// off by the close. False: the writer already decided to close; the frame
+// is not processed (its client sees the close without a reply and may
+// send it again elsewhere).
+func (conn *wsConn) enter() bool {
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	if conn.goingAway || conn.dead {
+		return false
+	}
+	conn.busy = true
+	return true
+}
+
+// leave ends what enter began; a go-away that waited for it is resumed.
+func (conn *wsConn) leave() {
+	conn.mu.Lock()
+	conn.busy = false
+	goAway := conn.goAway
+	conn.mu.Unlock()
+	if goAway {
+		conn.kick()
 	}
 }
 
@@ -254,37 +274,7 @@ func (conn *wsConn) armRead() {
 func (conn *wsConn) closing() bool {
 	conn.mu.Lock()
 	defer conn.mu.Unlock()
-	return conn.closeCode != 0 || conn.shut
-}
-
-// begin marks the reader busy with a frame (reader only); false means the
-// writer shut the socket (see wsConn.shut): the frame must not be
-// processed.
-func (conn *wsConn) begin() bool {
-	conn.mu.Lock()
-	defer conn.mu.Unlock()
-	if conn.shut || conn.dead {
-		return false
-	}
-	conn.busy = true
-	return true
-}
-
-// settled ends the busy state once every processed frame's reply is with
-// the writer (no publishes waiting: see settle), and lets the writer
-// shut the socket if it waits to (reader only).
-func (conn *wsConn) settled() {
-	if len(conn.waiting) > 0 {
-		return
-	}
-	conn.mu.Lock()
-	conn.busy = false
-	wait := conn.shutWait
-	conn.shutWait = false
-	conn.mu.Unlock()
-	if wait {
-		conn.kick()
-	}
+	return conn.closeCode != 0
 }
 
 // closeAfterFlush has the writer send what is pending, then a close frame

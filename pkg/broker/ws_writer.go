@@ -145,7 +145,10 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*eng
 	conn.pong = nil
 	s := conn.session
 	closeCode, closeReason := conn.closeCode, conn.closeReason
-	goAway := conn.goAway && conn.held == nil
+	goAway := conn.goAway && conn.held == nil && !conn.busy
+	if goAway {
+		conn.goingAway = true // the reader processes no frame after this
+	}
 	var complete *heldConnect
 	if due {
 		complete = conn.held
@@ -201,28 +204,29 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*eng
 		conn.closeFromWriter(closeCode, closeReason)
 		return pubs, false, false
 	}
-	if (shutdown || goAway) && conn.shutNow() {
+	if shutdown || goAway {
+		if !goAway && !conn.goingAwayNow() {
+			// A held connect answered for the shutdown, while the reader
+			// is busy or replies wait: closed once they are written (the
+			// drain's goAway, or their kick, runs the writer again).
+			return pubs, true, handoff
+		}
 		conn.closeFromWriter(wsframe.StatusGoingAway, "node shutting down")
 		return pubs, false, false
 	}
 	return pubs, true, handoff
 }
 
-// shutNow shuts the socket for a shutdown (wsConn.shut) unless the reader
-// is busy with frames or a reply waits to be written: then the reader's
-// settled, or the enqueue's kick, runs the writer again, which closes
-// after it.
-func (conn *wsConn) shutNow() bool {
+// goingAwayNow decides the shutdown close (goingAway: no frame is
+// processed after it) unless the reader is busy or a reply or pong waits
+// to be written.
+func (conn *wsConn) goingAwayNow() bool {
 	conn.mu.Lock()
 	defer conn.mu.Unlock()
-	if conn.busy {
-		conn.shutWait = true
+	if conn.busy || len(conn.out) > 0 || conn.pong != nil {
 		return false
 	}
-	if len(conn.out) > 0 || conn.pong != nil {
-		return false
-	}
-	conn.shut = true
+	conn.goingAway = true
 	return true
 }
 
