@@ -70,6 +70,11 @@ func (b *Broker) route(ctx context.Context, msgs []*protocol.Message, hops int) 
 	if b.router == nil {
 		return routeLocal, ""
 	}
+	// A node without its lease serves nothing until it has it again and
+	// knows which sessions are still its own (fence.go).
+	if !b.awaitFence(ctx) {
+		return routeUnavailable, ""
+	}
 	for _, m := range msgs {
 		if m.Channel == protocol.ChannelHandshake {
 			return routeLocal, ""
