@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bayeux-cluster/bayeux/internal/bayeuxtest"
 	"github.com/bayeux-cluster/bayeux/pkg/broker"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 )
@@ -127,5 +128,41 @@ func TestFencedNodeActsOnNothing(t *testing.T) {
 	publishX(t, b.peer, pub, ch, 5)
 	if d, _ := pollX(t, b.peer, id, Msg{"ack": ackID(r)}); !slices.Equal(ns(deliveriesOf(t, d)), []int{5}) {
 		t.Fatalf("after A came back: %v, want [5]", ns(deliveriesOf(t, d)))
+	}
+}
+
+// TestStaleConnectTakesNothing: a /meta/connect that reaches the node
+// after a later message of its session (its client gave up on it: it sat
+// in a frozen node, or a connection that was closed) is answered at once,
+// empty. Answered normally it would take the next batch into a reply
+// nobody reads, and with replay without the ack extension the client's
+// next connect would acknowledge that batch: lost.
+func TestStaleConnectTakesNothing(t *testing.T) {
+	const ch = "/s"
+	pr := startPair(t, engine.MemoryConfig{})
+	a := pr.a.peer
+	pub := openX(t, a, nil)
+	id := openX(t, a, Msg{"replay": true})
+	if r := a.Post(Msg{"id": "10", "channel": "/meta/subscribe", "clientId": id, "subscription": ch}); r[0]["successful"] != true {
+		t.Fatalf("subscribe: %v", r)
+	}
+	connect := func(msgID string) ([]int, Msg) {
+		t.Helper()
+		d, r := bayeuxtest.Split(a.Post(Msg{"id": msgID, "channel": "/meta/connect", "clientId": id, "connectionType": "long-polling", "advice": Msg{"timeout": 0}}))
+		if len(r) != 1 {
+			t.Fatalf("connect %s replies: %v", msgID, r)
+		}
+		return ns(deliveriesOf(t, d)), r[0]
+	}
+	publishX(t, a, pub, ch, 1)
+	if got, _ := connect("12"); !slices.Equal(got, []int{1}) {
+		t.Fatalf("connect 12: %v, want [1]", got)
+	}
+	publishX(t, a, pub, ch, 2)
+	if got, r := connect("11"); len(got) != 0 || r["successful"] != true {
+		t.Fatalf("stale connect 11: %v (%v), want nothing, successful", got, r)
+	}
+	if got, _ := connect("13"); !slices.Equal(got, []int{2}) {
+		t.Fatalf("connect 13: %v, want [2]", got)
 	}
 }
