@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bayeux-cluster/bayeux/internal/testproc"
 	"github.com/bayeux-cluster/bayeux/pkg/broker"
 )
 
@@ -26,13 +29,29 @@ func (e *storeEnv) leasedStore(tag string, ttl time.Duration) (*SessionStore, *L
 
 // TestLeaseExpiresLocallyFirst: the node sees its lease lapse (on its own
 // clock, from the renewal's send time) while Redis still holds the key,
-// so a peer can never adopt while the node still believes it acts. A
-// renewed lease stays held.
+// so a peer can never adopt while the node still believes it acts. The
+// node's link to Redis is slow (100 ms each way, through a proxy): Redis
+// starts the key's time to live when the command arrives, later than the
+// node's send, so the margin is the link's delay. A renewed lease stays
+// held.
 func TestLeaseExpiresLocallyFirst(t *testing.T) {
 	e := newStoreEnv(t)
-	const ttl = 400 * time.Millisecond
-	st, l := e.leasedStore("aaaaaa", ttl)
+	const ttl, delay = 400 * time.Millisecond, 100 * time.Millisecond
+	proxy := testproc.StartFaultProxy(t, e.client.Options().Addr)
+	proxy.Delay(delay)
+	slow := redis.NewClient(&redis.Options{Addr: proxy.Addr})
+	t.Cleanup(func() { _ = slow.Close() })
+	st := NewSessionStore(slow, "", "aaaaaa", storeTTL)
+	l := NewLease(slow, "", "aaaaaa", ttl, ttl/4, slog.New(slog.DiscardHandler))
+	st.UseLease(l)
 	ctx := storeCtx(t)
+	// A connection made first: its set-up costs round trips of its own.
+	if err := slow.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if !l.Held() || !st.Held() {
 		t.Fatal("lease not held after Acquire")
 	}
@@ -43,7 +62,7 @@ func TestLeaseExpiresLocallyFirst(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	held, err := LeaseHeld(ctx, e.client, "", "aaaaaa")
+	held, err := LeaseHeld(ctx, e.client, "", "aaaaaa") // direct, no delay
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +77,10 @@ func TestLeaseExpiresLocallyFirst(t *testing.T) {
 		return err == nil && !held
 	})
 
-	// Renewed, it stays held across several TTLs.
+	// Renewed (over a fast link), it stays held across several TTLs;
+	// taken again after its lapse, it has a new generation.
+	l = NewLease(e.client, "", "aaaaaa", ttl, ttl/4, slog.New(slog.DiscardHandler))
+	l.st.Store(&leaseState{gen: 1}) // the lapsed generation
 	rctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); l.Run(rctx) }()
@@ -66,8 +88,7 @@ func TestLeaseExpiresLocallyFirst(t *testing.T) {
 	if err := l.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	gen, _ := l.current()
-	if gen != 2 {
+	if gen, _ := l.current(); gen != 2 {
 		t.Errorf("generation after taking the lease again = %d, want 2", gen)
 	}
 	for end := time.Now().Add(3 * ttl); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
