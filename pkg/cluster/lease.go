@@ -46,6 +46,28 @@ type Lease struct {
 	mu     sync.Mutex
 	regain func(ctx context.Context, gen int64) error
 	heldCh chan struct{} // closed when the lease is held; replaced on a lapse
+
+	// Logging during a long outage: a lapse once per generation, failed
+	// renewals and takes at most every leaseWarnEvery.
+	lapsedGen int64
+	lastWarn  time.Time
+}
+
+// leaseWarnEvery bounds the lease's repeated warnings during an outage.
+const leaseWarnEvery = 10 * time.Second
+
+// warn logs at WARN at most every leaseWarnEvery.
+func (l *Lease) warn(msg string, args ...any) {
+	l.mu.Lock()
+	now := time.Now()
+	due := now.Sub(l.lastWarn) >= leaseWarnEvery
+	if due {
+		l.lastWarn = now
+	}
+	l.mu.Unlock()
+	if due {
+		l.log.Warn(msg, args...)
+	}
 }
 
 // leaseState is the lease's generation and local deadline (time since
@@ -165,7 +187,7 @@ func (l *Lease) step(ctx context.Context) {
 		ok, err := l.renew.Run(ctx, l.client, []string{l.key}, st.gen, l.ttl.Milliseconds()).Int()
 		switch {
 		case err != nil:
-			l.log.Warn("lease not renewed", "err", err, "left", (st.deadline - l.now()).String())
+			l.warn("lease not renewed", "err", err, "left", (st.deadline - l.now()).String())
 			return
 		case ok == 1:
 			l.extend(st, sent+l.ttl)
@@ -177,7 +199,7 @@ func (l *Lease) step(ctx context.Context) {
 		l.lapse(st.gen)
 	}
 	if err := l.take(ctx, st.gen+1); err != nil {
-		l.log.Warn("lease not taken", "generation", st.gen+1, "err", err)
+		l.warn("lease not taken", "generation", st.gen+1, "err", err)
 	}
 }
 
@@ -196,8 +218,12 @@ func (l *Lease) lapse(gen int64) {
 		l.heldCh = make(chan struct{})
 	default:
 	}
+	first := l.lapsedGen != gen
+	l.lapsedGen = gen
 	l.mu.Unlock()
-	l.log.Warn("lease lapsed: this node acts on no session until it holds it again", "generation", gen)
+	if first {
+		l.log.Warn("lease lapsed: this node acts on no session until it holds it again", "generation", gen)
+	}
 }
 
 // take sets the lease with generation gen, runs the regain callback and
@@ -226,6 +252,7 @@ func (l *Lease) take(ctx context.Context, gen int64) error {
 	default:
 		close(l.heldCh)
 	}
+	l.lastWarn = time.Time{} // the next outage is told at once
 	l.mu.Unlock()
 	if gen > 1 {
 		l.log.Info("lease taken again", "generation", gen)
