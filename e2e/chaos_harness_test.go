@@ -186,8 +186,8 @@ func shortErr(err error) string {
 		return fmt.Sprintf("%d %s", ce.Err.Code, ce.Err.Message)
 	}
 	s := err.Error()
-	if len(s) > 80 {
-		s = s[:80]
+	if len(s) > 160 {
+		s = s[:160]
 	}
 	return s
 }

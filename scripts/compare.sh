@@ -80,25 +80,8 @@ trap cleanup EXIT
 go build -o "$work/node" ./cmd/node
 go build -o "$work/bench" ./cmd/bench
 
-# wait_line FILE PREFIX: the rest of the first line of FILE after PREFIX.
-wait_line() {
-  for _ in $(seq 200); do
-    if u=$(grep -m1 "^$2" "$1" 2>/dev/null); then echo "${u#"$2"}"; return; fi
-    sleep 0.05
-  done
-  echo "server did not start: $(cat "$1" "${1%.out}.err" 2>/dev/null)" >&2; exit 1
-}
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
-# Our node with the limits a benchmark would trip (one client address,
-# thousands of sessions, unthrottled publishers) turned off.
-node_flags=(--publish-rate -1 --max-sessions-per-ip -1 --max-held-per-ip -1 --max-sessions-per-browser -1
-  --demo=false --pprof --log-level warn)
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 has() { [[ " $SERVERS " == *" $1 "* ]]; }
 declare -A url pid aux
 
@@ -113,74 +96,12 @@ if has faye; then
   url[faye]=$(wait_line "$work/faye.out" "BAYEUX_URL=")
 fi
 if has cluster; then
-  rport=$(free_port)
-  redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --protected-mode no >"$work/redis.log" 2>&1 &
-  pids+=($!); redis_pid=$!
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$rport") 2>/dev/null && break; sleep 0.05; done
-  join=() cpids=() cbases=() backends=""
-  for i in 1 2 3; do
-    env ${NODE_GOGC:+GOGC=$NODE_GOGC} ${CLUSTER_GOMAXPROCS:+GOMAXPROCS=$CLUSTER_GOMAXPROCS} "$work/node" --listen 127.0.0.1:0 --api-listen= --redis "redis://127.0.0.1:$rport" --gossip-listen 127.0.0.1:0 \
-      --grpc-listen 127.0.0.1:0 "${join[@]}" "${node_flags[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
-    pids+=($!); cpids+=($!)
-    u=$(wait_line "$work/node$i.out" "bayeux node serving ")
-    cbases+=("${u%/cometd}")
-    hp=${u#http://}
-    backends+="    server ${hp%%/*} max_fails=0;"$'\n'
-    if [ $i = 1 ]; then
-      g=$(wait_line "$work/node1.out" "bayeux node gossip ")
-      join=(--join "${g%% *}")
-    fi
-  done
-  for n in 1 2 3; do # every node sees three members
-    for _ in $(seq 200); do
-      m=$(curl -sf "${cbases[n-1]}/metrics" | awk '/^bayeux_gossip_members /{print $2}') || true
-      [ "$m" = 3 ] && break
-      sleep 0.05
-    done
-    [ "$m" = 3 ] || { echo "cluster did not converge (node $n sees ${m:-?} members)" >&2; exit 1; }
-  done
-  lport=$(free_port)
-  mkdir -p "$work/nginx" && chmod 777 "$work/nginx"
-  n=$work/nginx
-  cat >"$n/nginx.conf" <<EOF
-worker_processes 1;
-error_log $n/error.log warn;
-pid $n/nginx.pid;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  upstream bayeux {
-$backends  }
-  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
-  server {
-    listen 127.0.0.1:$lport;
-    client_body_temp_path $n/body;
-    proxy_temp_path $n/proxy;
-    fastcgi_temp_path $n/fastcgi;
-    uwsgi_temp_path $n/uwsgi;
-    scgi_temp_path $n/scgi;
-    client_max_body_size 2m;
-    location / {
-      proxy_pass http://bayeux;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade \$http_upgrade;
-      proxy_set_header Connection \$connection_upgrade;
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_buffering off;
-      proxy_request_buffering off;
-      proxy_read_timeout 180s;
-      proxy_send_timeout 180s;
-      proxy_next_upstream off;
-    }
-  }
-}
-EOF
-  nginx -c "$n/nginx.conf" -p "$n" -g "daemon off;" >"$n/stdout" 2>&1 &
-  pids+=($!); nginx_pid=$!
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$lport") 2>/dev/null && break; sleep 0.05; done
-  url[cluster]="http://127.0.0.1:$lport/cometd"
-  pid[cluster]=$(IFS=,; echo "${cpids[*]}")
+  start_redis redis
+  start_cluster node 3 "redis://127.0.0.1:$redis_port"
+  cbases=("${cluster_bases[@]}")
+  start_nginx nginx "${cluster_backends[@]}"
+  url[cluster]="http://127.0.0.1:$nginx_port/cometd"
+  pid[cluster]=$(IFS=,; echo "${cluster_pids[*]}")
   aux[cluster]="$redis_pid,$nginx_pid,$(pgrep -d, -P "$nginx_pid" || true)"
   aux[cluster]=${aux[cluster]%,}
 fi

@@ -59,7 +59,9 @@ type config struct {
 	ReorderWindow time.Duration
 	PeerLossGrace time.Duration
 
-	RedisWaitReplicas int // --redis-wait-replicas
+	RedisWaitReplicas  int           // --redis-wait-replicas
+	RedisPipelineSize  int           // --redis-pipeline-size
+	RedisPipelineDelay time.Duration // --redis-pipeline-delay
 
 	Auth auth.Options // --auth-* and --acl-file
 
@@ -115,6 +117,8 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown may take")
 	fs.StringVar(&c.Redis, "redis", "", "Redis URL of the cluster backplane: redis://host:port (one instance), redis+sentinel://host:26379,host:26379/MASTER_NAME (primary and replicas behind Redis Sentinel) or redis+cluster://host:port,host:port (Redis Cluster, sharded pub/sub; ?partitions=N, default 64); rediss... for TLS; empty: single node, embedded in-memory engine")
 	fs.IntVar(&c.RedisWaitReplicas, "redis-wait-replicas", 0, "acknowledge a publish only once this many Redis replicas have it (WAIT, 1s timeout; fewer is a 503 publish failure), so a Redis failover loses no acknowledged publish; for Sentinel and Redis Cluster")
+	fs.IntVar(&c.RedisPipelineSize, "redis-pipeline-size", cluster.DefaultPipelineSize, "most publishes the node sends to Redis in one pipeline (all sessions' publishes are batched; one pipeline in flight at a time)")
+	fs.DurationVar(&c.RedisPipelineDelay, "redis-pipeline-delay", 0, "how long a publish pipeline waits for more publishes before it is sent; 0: what is queued is sent as soon as the previous pipeline has returned")
 	fs.StringVar(&c.NodeID, "node-id", "", "unique node id (default: hostname plus a random suffix)")
 	fs.StringVar(&c.GossipListen, "gossip-listen", ":7946", "gossip (memberlist) listen address")
 	fs.StringVar(&c.GRPCListen, "grpc-listen", ":7947", "node-to-node gRPC listen address")
@@ -195,6 +199,9 @@ func (c *config) validate() error {
 	}
 	if c.RedisWaitReplicas < 0 || (c.RedisWaitReplicas > 0 && c.Redis == "") {
 		return fmt.Errorf("--redis-wait-replicas %d: want 0, or a positive count with --redis", c.RedisWaitReplicas)
+	}
+	if c.RedisPipelineSize <= 0 || c.RedisPipelineDelay < 0 {
+		return fmt.Errorf("--redis-pipeline-size must be positive and --redis-pipeline-delay not negative")
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {

@@ -40,6 +40,8 @@ func TestNodeMetrics(t *testing.T) {
 		`bayeux_queue_overflows_total`,
 		`bayeux_held_connects`,
 		`bayeux_gaps_total`,
+		`bayeux_limit_refusals_total{limit="sessions_per_ip"}`,
+		`bayeux_limit_refusals_total{limit="held_per_ip"}`,
 	} {
 		v, ok := before[s]
 		if !ok {

@@ -129,7 +129,7 @@ func (n *node) newEngine(ctx context.Context) error {
 		return nil
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, WaitReplicas: c.RedisWaitReplicas, Retention: retention, Logger: n.log.With("component", "redis"), Observer: n.met, Tracer: n.tr})
+	r, err := cluster.NewRedis(sctx, cluster.RedisConfig{URL: c.Redis, WaitReplicas: c.RedisWaitReplicas, PipelineSize: c.RedisPipelineSize, PipelineDelay: c.RedisPipelineDelay, Retention: retention, Logger: n.log.With("component", "redis"), Observer: n.met, Tracer: n.tr})
 	cancel()
 	if err != nil {
 		return err
@@ -337,6 +337,9 @@ func (n *node) shutdown(srv *http.Server, cancelRun context.CancelFunc, brokerDo
 	n.log.Info("shutting down", "grace", n.c.ShutdownGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), n.c.ShutdownGrace)
 	defer cancel()
+	if n.cl != nil {
+		n.cl.Draining()
+	}
 	if err := n.b.Shutdown(sctx); err != nil {
 		n.log.Warn("broker shutdown incomplete", "err", err)
 	}

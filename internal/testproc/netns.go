@@ -345,8 +345,12 @@ var upstreamRE = regexp.MustCompile(`(?s)(upstream bayeux \{\n).*?(\n\s*\})`)
 // SetBackends replaces the balancer's backends ("host:port") and reloads
 // nginx (SIGHUP to its master, by PID). Requests and websockets in flight
 // finish on the old workers; new connections go to the new backends. It
-// returns once a worker started on the new configuration, and fails the
-// test if none does within 10s (e.g. nginx rejected the configuration).
+// returns once a worker started on the new configuration and every old
+// worker stopped taking requests (it is gone, or shutting down: its
+// listening sockets closed, its idle keep-alive connections too), and
+// fails the test if that takes over 10s (e.g. nginx rejected the
+// configuration). Until then an old worker still sends new requests to
+// the old backends: a backend stopped earlier refuses them (502).
 func (b *Balancer) SetBackends(t testing.TB, backends []string) {
 	t.Helper()
 	path := ""
@@ -377,10 +381,16 @@ func (b *Balancer) SetBackends(t testing.TB, backends []string) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		started, oldServing := false, false
 		for _, pid := range childPIDs(master) {
 			if !old[pid] {
-				return
+				started = true
+			} else if workerServing(pid) {
+				oldServing = true
 			}
+		}
+		if started && !oldServing {
+			return
 		}
 		if time.Now().After(deadline) {
 			errLog, _ := os.ReadFile(filepath.Join(filepath.Dir(path), "error.log"))
@@ -388,6 +398,18 @@ func (b *Balancer) SetBackends(t testing.TB, backends []string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// workerServing reports whether the nginx worker pid still takes
+// requests: it is alive and not "shutting down" (the process title an
+// nginx worker takes once told to quit).
+func workerServing(pid int) bool {
+	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return false
+	}
+	title := string(cmdline)
+	return strings.Contains(title, "worker process") && !strings.Contains(title, "shutting down")
 }
 
 // childPIDs returns the processes whose parent is ppid (from /proc).

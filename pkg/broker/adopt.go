@@ -66,7 +66,7 @@ func (b *Broker) adopt(ctx context.Context, st *SessionState) (*Session, error) 
 		id: st.ID, b: b, created: now, browserID: st.BrowserID,
 		info: RequestInfo{Transport: st.Transport}, lastActive: now, transport: st.Transport,
 		connected: true, lastBatch: st.LastBatch, durable: maps.Clone(st.Durable),
-		acked: maps.Clone(st.Acked),
+		acked: maps.Clone(st.Acked), sameIDRetry: st.SameIDRetry,
 	}
 	if s.acked == nil {
 		s.acked = map[string]engine.Position{}
@@ -77,9 +77,10 @@ func (b *Broker) adopt(ctx context.Context, st *SessionState) (*Session, error) 
 	s.ack = st.reliable()
 	s.implicit = st.Replay && !st.Ack
 	for _, bs := range st.Batches {
-		s.unacked = append(s.unacked, ackBatch{id: bs.ID, end: maps.Clone(bs.End)})
+		s.unacked = append(s.unacked, ackBatch{id: bs.ID, end: maps.Clone(bs.End), connect: bs.Connect})
 	}
 	s.recovering = len(s.acked) > 0 || len(s.unacked) > 0
+	s.adoptedGap = !st.reliable() && !st.Exact && len(st.Subs) > 0
 
 	if cur, added := b.sessions.add(s); !added {
 		return cur, nil // adopted concurrently by another request
@@ -245,6 +246,34 @@ func (b *Broker) lostMessages(s *Session, ch string) {
 	s.closeLocked(protocol.NewError(protocol.CodeMessagesLost, "Messages lost; handshake again", ch))
 	s.mu.Unlock()
 	b.reap(s)
+}
+
+// errAdoptedGap ends a plain session adopted after its owner failed (see
+// Session.adoptedGap).
+var errAdoptedGap = protocol.NewError(protocol.CodeMessagesLost, "Messages may have been lost: the session's node failed; handshake again")
+
+// adoptionGap ends s, a plain session with subscriptions adopted after its
+// owner failed, at its first /meta/connect here, if it has not ended yet:
+// messages published between the failure and the adoption were not
+// delivered and cannot be found (a plain session's record holds no
+// positions), so the client is told in-band (410, handshake advice) rather
+// than left with a silent gap. It reports whether it ended s.
+func (b *Broker) adoptionGap(s *Session) bool {
+	s.mu.Lock()
+	gap := s.adoptedGap && s.closed == nil
+	s.adoptedGap = false
+	if gap {
+		s.closeLocked(errAdoptedGap)
+	}
+	s.mu.Unlock()
+	if !gap {
+		return false
+	}
+	b.metrics.gaps.Add(1)
+	b.obs.Gap()
+	b.log.Info("plain session adopted after its node failed: told it may have missed messages", "session", s.id)
+	b.reap(s)
+	return true
 }
 
 // refreshRecords extends the store records of every local session and

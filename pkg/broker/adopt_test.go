@@ -400,6 +400,13 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 		dead      []int   // published while A is dead
 		ackOnB    int     // ext.ack of the first connect to B (-1: none)
 		want      []int   // delivered by B's first connect
+		// Connect message ids (raw JSON): connectIDs[i] on A's connect
+		// that carries batch i (nil: no ids), idOnB on B's first connect.
+		connectIDs []string
+		idOnB      string
+		cometd     bool // the handshake carries minimumVersion (not Faye's family)
+		drain      bool // A drains (exact record) instead of dying
+		told       bool // B's first connect ends the session: 410, handshake advice
 	}{
 		{
 			name: "ack: everything acknowledged", handshake: Msg{"ack": true},
@@ -431,10 +438,47 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 			want: []int{4, 5, 6, 7},
 		},
 		{
-			// Plain sessions resume from B's live stream.
-			name: "plain: live only", handshake: nil,
+			// Faye's family (jsforce): a connect with a new id is sent only
+			// after the previous reply arrived, so it acknowledges A's last
+			// batch, on B too: nothing is delivered twice.
+			name: "replay, Faye: a new connect id acknowledges", handshake: Msg{"replay": true},
+			batchesA: [][]int{{1, 2, 3}, {4, 5}}, dead: []int{6, 7}, ackOnB: -1,
+			connectIDs: []string{`"a"`, `"b"`}, idOnB: `"c"`,
+			want: []int{6, 7},
+		},
+		{
+			// A lost reply is resent by Faye with the same id: B resends
+			// the batch that connect carried.
+			name: "replay, Faye: a same-id retry gets the batch again", handshake: Msg{"replay": true},
+			batchesA: [][]int{{1, 2, 3}, {4, 5}}, dead: []int{6, 7}, ackOnB: -1,
+			connectIDs: []string{`"a"`, `"b"`}, idOnB: `"b"`,
+			want: []int{4, 5, 6, 7},
+		},
+		{
+			// A CometD-style client (minimumVersion) makes a new connect
+			// after a failed one: ids tell nothing, the batch is resent.
+			name: "replay, CometD: last batch resent", handshake: Msg{"replay": true}, cometd: true,
+			batchesA: [][]int{{1, 2, 3}, {4, 5}}, dead: []int{6, 7}, ackOnB: -1,
+			connectIDs: []string{`"4"`, `"5"`}, idOnB: `"6"`,
+			want: []int{4, 5, 6, 7},
+		},
+		{
+			// A plain session's record holds no positions: B cannot know
+			// what it missed, and tells the client instead of a silent gap.
+			name: "plain: told it may have missed messages", handshake: nil,
 			batchesA: [][]int{{1, 2, 3}}, dead: []int{4, 5}, ackOnB: -1,
-			want: nil,
+			told: true,
+		},
+		{
+			// A drain writes exact positions: B catches up from history.
+			name: "plain: drained, resumes exactly", handshake: nil, drain: true,
+			batchesA: [][]int{{1, 2, 3}}, dead: []int{4, 5}, ackOnB: -1,
+			want: []int{4, 5},
+		},
+		{
+			name: "ack: drained", handshake: Msg{"ack": true}, drain: true,
+			batchesA: [][]int{{1, 2, 3}, {4, 5}}, dead: []int{6, 7}, ackOnB: 2,
+			want: []int{6, 7},
 		},
 	}
 	for _, tt := range tests {
@@ -444,7 +488,12 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 			pub := openX(t, b, nil)           // the publisher lives on B throughout
 			publishX(t, b, pub, ch, 901, 902) // before the subscription: never delivered
 
-			id := openX(t, a, tt.handshake)
+			var id string
+			if tt.cometd {
+				id = openCometDStyle(t, a, tt.handshake)
+			} else {
+				id = openX(t, a, tt.handshake)
+			}
 			if !strings.HasPrefix(id, tagA) {
 				t.Fatalf("clientId %q not created by A", id)
 			}
@@ -459,7 +508,13 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 			}
 			for i, batch := range tt.batchesA {
 				publishX(t, b, pub, ch, batch...)
-				d, r := pollX(t, a, id, ack(i))
+				var d []Msg
+				var r Msg
+				if tt.connectIDs != nil {
+					d, r = pollXID(t, a, id, ack(i), tt.connectIDs[i])
+				} else {
+					d, r = pollX(t, a, id, ack(i))
+				}
 				if got := ns(deliveriesOf(t, d)); !slices.Equal(got, batch) {
 					t.Fatalf("batch %d from A: %v, want %v", i+1, got, batch)
 				}
@@ -469,14 +524,22 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 			}
 			saves := pr.store.saveCount(id)
 
-			pr.killA()
+			if tt.drain {
+				pr.a.stop(true)
+			} else {
+				pr.killA()
+			}
 			publishX(t, b, pub, ch, tt.dead...)
 
 			var ext Msg
 			if tt.ackOnB >= 0 {
 				ext = Msg{"ack": tt.ackOnB}
 			}
-			d, r := pollX(t, b, id, ext)
+			d, r := pollXID(t, b, id, ext, tt.idOnB)
+			if tt.told {
+				checkToldGap(t, pr, b, id, d, r)
+				return
+			}
 			if r["successful"] != true || r["clientId"] != id {
 				t.Fatalf("first connect to B: %v", r)
 			}
@@ -534,6 +597,48 @@ func TestAdoptAfterOwnerDies(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkToldGap checks that B answered the first connect of the adopted
+// session id (deliveries d, reply r) with 410 and handshake advice,
+// counted a gap and ended the session: its next connect is told the same.
+func checkToldGap(t *testing.T, pr *pair, b *bayeuxtest.Peer, id string, d []Msg, r Msg) {
+	t.Helper()
+	e, _ := r["error"].(string)
+	adv, _ := r["advice"].(map[string]any)
+	if r["successful"] != false || !strings.HasPrefix(e, "410:") || adv["reconnect"] != "handshake" || len(d) != 0 {
+		t.Fatalf("first connect to B: %v (deliveries %v); want 410 with handshake advice", r, d)
+	}
+	if s := pr.b.b.Stats(); s.Gaps != 1 || s.Adopted != 1 {
+		t.Fatalf("B: gaps = %d, adopted = %d; want 1, 1", s.Gaps, s.Adopted)
+	}
+	bayeuxtest.Eventually(t, 2*time.Second, func() error { // removed by the sweeper
+		if _, ok := pr.b.b.Session(id); ok {
+			return errors.New("B still holds the session it ended")
+		}
+		return nil
+	})
+	_, r = pollX(t, b, id, nil)
+	if e, _ := r["error"].(string); r["successful"] != false || !strings.HasPrefix(e, "410:") {
+		t.Fatalf("next connect: %v; want 410 again", r)
+	}
+}
+
+// openCometDStyle is openX with a handshake that carries minimumVersion,
+// as CometD's clients send it (they number their messages themselves and
+// never resend a connect with the same id).
+func openCometDStyle(t *testing.T, p *bayeuxtest.Peer, ext Msg) string {
+	t.Helper()
+	r := p.Post(Msg{"channel": "/meta/handshake", "version": "1.0", "minimumVersion": "1.0",
+		"supportedConnectionTypes": []string{"long-polling"}, "ext": ext})
+	if len(r) != 1 || r[0]["successful"] != true {
+		t.Fatalf("handshake: %v", r)
+	}
+	id := r[0]["clientId"].(string)
+	if _, rs := bayeuxtest.Split(p.Connect(id, nil)); len(rs) != 1 || rs[0]["successful"] != true {
+		t.Fatalf("first connect: %v", rs)
+	}
+	return id
 }
 
 // ackID returns ext.ack of a connect reply (-1 if absent).

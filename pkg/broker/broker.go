@@ -31,8 +31,9 @@ type Broker struct {
 
 	sessions *sessionTable // sessions, reaping, tombstones
 
-	lim    limits      // per-address and per-browser counts
-	faults debugFaults // armed by the debug API only
+	lim         limits        // per-address and per-browser counts
+	limitWarned limitWarnings // when a per-address limit was last logged (iplimit.go)
+	faults      debugFaults   // armed by the debug API only
 
 	servicesMu sync.RWMutex
 	services   map[string]ServiceHandler // by pattern
@@ -364,22 +365,37 @@ func (b *Broker) ShuttingDown() bool { return b.shuttingDown.Load() }
 // Shutdown stops taking handshakes and answers every held connect with
 // reconnect "retry" advice so clients move to another node. It does not
 // close the engine or the HTTP server.
+//
+// In cluster mode it first hands every session off (handOff). Right after
+// that, the held connects this node forwarded to other owners are
+// released there (forwardTo), and, every drainTick until Shutdown
+// returns, whatever is still held here is answered: a session adopted or
+// created while the hand-off ran is handed off too, a connect that raced
+// the first pass is answered. So a drain takes as long as its hand-off
+// and the last replies, not ctx's deadline.
 func (b *Broker) Shutdown(ctx context.Context) error {
 	b.shuttingDown.Store(true)
-	defer b.stopForwards()
 	if b.store != nil {
 		// Cluster mode: hand every session to the peers (drain).
 		if err := b.handOff(ctx); err != nil {
 			b.log.Warn("drain", "err", err)
 		}
 	}
-	for _, s := range b.sessions.snapshot() {
-		s.mu.Lock()
-		if s.waiter != nil {
-			s.endWaiterLocked(endShutdown)
+	b.stopForwards()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(drainTick)
+		defer t.Stop()
+		for {
+			b.releaseHeld(ctx)
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
 		}
-		s.mu.Unlock()
-	}
+	}()
 	// Sockets and parked long-polls close after writing the retry advice;
 	// wait for them, then cut what is left when ctx ends.
 	b.closeWebSockets(ctx)
@@ -387,8 +403,47 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// engineHandler adapts the broker to engine.Handler.
+// drainTick is how often a draining node answers what is still held
+// (Shutdown) and asks the owner of a connect it forwarded to release it
+// (forwardTo): either may arrive just after the previous attempt.
+const drainTick = 50 * time.Millisecond
+
+// releaseHeld is one pass of Shutdown's: in cluster mode the sessions
+// still here are handed off (their held connects answered with retry
+// advice); on a single node every held connect is answered with retry
+// advice.
+func (b *Broker) releaseHeld(ctx context.Context) {
+	all := b.sessions.snapshot()
+	if b.store != nil && len(all) > 0 {
+		if err := b.handOff(ctx); err != nil {
+			b.log.Warn("drain", "err", err)
+		}
+		return
+	}
+	for _, s := range all {
+		s.mu.Lock()
+		if s.waiter != nil {
+			s.endWaiterLocked(endShutdown)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// engineHandler adapts the broker to engine.BatchHandler.
 type engineHandler Broker
+
+var _ engine.BatchHandler = (*engineHandler)(nil)
+
+// OnPublications fans a batch out with one wake-up per socket or held
+// connect (subIndex.fanoutBatch).
+func (h *engineHandler) OnPublications(ps []*engine.Publication) {
+	b := (*Broker)(h)
+	n := b.idx.fanoutBatch(ps, withReplayID)
+	b.metrics.deliveries.Add(int64(n))
+	if n > 0 {
+		b.obs.Deliveries(n)
+	}
+}
 
 func (h *engineHandler) OnPublication(p *engine.Publication) {
 	b := (*Broker)(h)

@@ -11,9 +11,13 @@ import (
 )
 
 // ErrReplyDropped is ServeForwarded's error for a reply the debug API
-// asked to lose (drop-next-connect): the forwarding node then answers its
-// client as for an owner it cannot reach.
+// asked to lose (drop-next-connect): the forwarding node then loses its
+// client's reply too (outcome.lost).
 var ErrReplyDropped = errors.New("broker: reply dropped (debug API)")
+
+// ErrReplyLost is ServeForwarded's error for a connect this node forwarded
+// once more and whose reply did not come back (outcome.lost).
+var ErrReplyLost = errors.New("broker: the session owner's reply was lost")
 
 // debugFaults holds the faults the debug API armed. Without any armed it
 // costs one atomic load per answered connect that carries messages.

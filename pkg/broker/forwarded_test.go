@@ -3,9 +3,15 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
@@ -49,4 +55,59 @@ func TestForwardedConnectAnsweredOnDelivery(t *testing.T) {
 			}
 		})
 	}
+}
+
+// failingRouter sends every unknown session to a node it cannot reach (or
+// whose reply does not come back).
+type failingRouter struct{}
+
+func (failingRouter) Resolve(context.Context, string, int) (Route, error) {
+	return Route{Node: "gone"}, nil
+}
+
+func (failingRouter) Forward(context.Context, string, *ForwardedRequest) (*ForwardedResponse, error) {
+	return nil, errors.New("connection reset by peer")
+}
+
+func (failingRouter) SessionOp(context.Context, string, string, SessionOpKind) (bool, error) {
+	return false, errors.New("unreachable")
+}
+
+// TestForwardedConnectReplyLost: when a forwarded request that holds a
+// /meta/connect gets no response from the owner (which may have answered
+// it with messages), the client's reply is lost the way a failed
+// connection is (HTTP 503 that is not Bayeux, a websocket closed with
+// 1013), so that the client resends the connect; Faye's family resends
+// the same id and gets the batch again. Other requests get Bayeux 503
+// replies with retry advice.
+func TestForwardedConnectReplyLost(t *testing.T) {
+	tb := newTestBroker(t, nil)
+	tb.SetCluster(failingRouter{}, nil)
+	const id = "elsewhere0123456789"
+	connect := msg{"channel": "/meta/connect", "clientId": id, "connectionType": protocol.LongPolling, "id": "7"}
+	publish := msg{"channel": "/x", "clientId": id, "data": 1, "id": "8"}
+
+	t.Run("long-polling connect", func(t *testing.T) {
+		r := post(t, nil, tb.url, []msg{connect})
+		if r.Status != http.StatusServiceUnavailable || r.Msgs != nil || json.Valid(r.Body) {
+			t.Fatalf("lost connect reply: HTTP %d %q; want 503 with a body that is not JSON", r.Status, r.Body)
+		}
+	})
+	t.Run("long-polling publish", func(t *testing.T) {
+		r := post(t, nil, tb.url, []msg{publish})
+		if r.Status != http.StatusOK || len(r.Msgs) != 1 || r.Msgs[0]["successful"] != false ||
+			!strings.HasPrefix(fmt.Sprint(r.Msgs[0]["error"]), "503:") {
+			t.Fatalf("forwarded publish: HTTP %d %s; want a Bayeux 503 reply", r.Status, r.Body)
+		}
+	})
+	t.Run("websocket connect", func(t *testing.T) {
+		ws := tb.wsDial(t)
+		c := maps.Clone(connect)
+		c["connectionType"] = protocol.WebSocket
+		ws.send(c)
+		_, err := ws.recv(5 * time.Second)
+		if got := websocket.CloseStatus(err); got != 1013 {
+			t.Fatalf("websocket after a lost connect reply: %v (close status %d); want closed with 1013", err, got)
+		}
+	})
 }

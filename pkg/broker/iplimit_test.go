@@ -2,9 +2,11 @@ package broker
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -103,6 +105,90 @@ func TestClientIP(t *testing.T) {
 		}
 		if got := b.clientIP(r); got != tc.want {
 			t.Errorf("peer %s XFF %q: %s, want %s", tc.peer, tc.xff, got, tc.want)
+		}
+	}
+}
+
+// logBuffer is a goroutine-safe log sink.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestPerIPLimitWarns: every refusal by a per-address limit is counted
+// (Observer.LimitRefused, the metric bayeux_limit_refusals_total{limit}),
+// and the first of each limit is logged at WARN with the address and a
+// hint naming --trusted-proxies (behind a balancer every client has its
+// address); the next ones within limitWarnEvery are not logged again.
+func TestPerIPLimitWarns(t *testing.T) {
+	obs := &countingObserver{}
+	logs := &logBuffer{}
+	tb := newTestBroker(t, func(c *Config) {
+		c.MaxSessionsPerIP, c.MaxHeldPerIP, c.Timeout = 2, 1, 10*time.Second
+		c.Observer = obs
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	ids := []string{tb.handshake(t, nil), tb.handshake(t, nil)}
+	hs := msg{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{"long-polling"}}
+	for range 3 {
+		if r := post(t, nil, tb.url, []msg{hs}).Msgs[0]; r["successful"] != false {
+			t.Fatalf("handshake over the limit: %v", r)
+		}
+	}
+	done := make(chan []msg, 1)
+	go func() { done <- tb.connect(t, ids[0], nil) }()
+	eventually(t, 5*time.Second, func() error {
+		if !tb.hasHeld(ids[0]) {
+			return fmt.Errorf("not held")
+		}
+		return nil
+	})
+	for range 2 {
+		if r := tb.connect(t, ids[1], nil)[0]; r["successful"] != false {
+			t.Fatalf("held connect over the limit: %v", r)
+		}
+	}
+	post(t, nil, tb.url, []msg{{"channel": "/meta/disconnect", "clientId": ids[0]}})
+	<-done
+
+	tests := []struct {
+		limit   string
+		refused int
+	}{
+		{LimitSessionsPerIP, 3},
+		{LimitHeldPerIP, 2},
+	}
+	out := logs.String()
+	for _, tc := range tests {
+		if n := obs.get("limit/" + tc.limit); n != tc.refused {
+			t.Errorf("%s: %d refusals counted, want %d", tc.limit, n, tc.refused)
+		}
+		var warns []string
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "level=WARN") && strings.Contains(line, "limit="+tc.limit) {
+				warns = append(warns, line)
+			}
+		}
+		if len(warns) != 1 {
+			t.Errorf("%s: %d WARN lines, want 1:\n%s", tc.limit, len(warns), strings.Join(warns, "\n"))
+			continue
+		}
+		for _, want := range []string{"--trusted-proxies", "address=127.0.0.1"} {
+			if !strings.Contains(warns[0], want) {
+				t.Errorf("%s: WARN %q does not name %s", tc.limit, warns[0], want)
+			}
 		}
 	}
 }

@@ -160,54 +160,68 @@ func (b *Broker) subscribable(ctx context.Context, s *Session, m *protocol.Messa
 
 // publish handles a publish from a client: to a /service/ channel (handled
 // locally, never broadcast) or to a broadcast channel (through the engine).
-func (b *Broker) publish(ctx context.Context, s *Session, m *protocol.Message) (r *protocol.Reply, rateLimited bool) {
+// When the engine can queue publishes (engine.AsyncPublisher), a broadcast
+// publish is queued and done, not nil, completes r once the engine has
+// ordered it (or failed): the caller may queue more publishes first.
+func (b *Broker) publish(ctx context.Context, s *Session, m *protocol.Message) (r *protocol.Reply, rateLimited bool, done func()) {
 	r = protocol.ReplyTo(m)
 	if protocol.IsMeta(m.Channel) {
 		r.Fail(protocol.NewError(protocol.CodeInvalidChannel, "Unknown meta channel or publish to a meta channel", m.Channel))
-		return r, false
+		return r, false, nil
 	}
 	if err := validatePublishChannel(m.Channel); err != nil {
 		r.Fail(err)
-		return r, false
+		return r, false, nil
 	}
 	if len(m.Data) == 0 {
 		r.Fail(protocol.NewError(protocol.CodeBadRequest, "Missing data", m.Channel))
-		return r, false
+		return r, false, nil
 	}
 	if !s.takeToken(b.cfg.PublishRate, b.cfg.PublishBurst) {
 		r.Fail(protocol.NewError(protocol.CodeTooMany, "Publish rate exceeded", m.Channel))
-		return r, true
+		return r, true, nil
 	}
 	if protocol.IsService(m.Channel) {
 		if h := b.service(m.Channel); h != nil {
 			if err := h(ctx, s, m); err != nil {
 				r.Fail(err)
-				return r, false
+				return r, false, nil
 			}
 		}
 		r.Succeed()
-		return r, false
+		return r, false, nil
 	}
 	if err := b.cfg.Policy.CanPublish(ctx, s, m.Channel, m); err != nil {
 		b.obs.Publish(false)
 		r.Fail(err)
-		return r, false
+		return r, false, nil
 	}
 	ctx, span := b.cfg.Tracer.Publish(ctx, m.Channel)
-	defer span.End()
 	payload := protocol.AppendPublication(make([]byte, 0, 32+len(m.Channel)+len(m.Data)), m.Channel, m.Data, nil, nil)
-	if _, err := b.eng.Publish(ctx, m.Channel, payload); err != nil {
-		b.obs.Publish(false)
-		b.log.Warn("publish failed", "channel", m.Channel, "err", err)
-		msg := "Publish failed: backplane unavailable"
-		if errors.Is(err, engine.ErrNotDurable) {
-			msg = "Publish failed: not confirmed by enough Redis replicas; it may have been delivered"
+	complete := func(err error) {
+		defer span.End()
+		if err != nil {
+			b.obs.Publish(false)
+			b.log.Warn("publish failed", "channel", m.Channel, "err", err)
+			msg := "Publish failed: backplane unavailable"
+			if errors.Is(err, engine.ErrNotDurable) {
+				msg = "Publish failed: not confirmed by enough Redis replicas; it may have been delivered"
+			}
+			r.Fail(protocol.NewError(protocol.CodeServerUnavailable, msg, m.Channel))
+			return
 		}
-		r.Fail(protocol.NewError(protocol.CodeServerUnavailable, msg, m.Channel))
-		return r, false
+		b.metrics.publishes.Add(1)
+		b.obs.Publish(true)
+		r.Succeed()
 	}
-	b.metrics.publishes.Add(1)
-	b.obs.Publish(true)
-	r.Succeed()
-	return r, false
+	if ae, ok := b.eng.(engine.AsyncPublisher); ok {
+		wait := ae.PublishAsync(ctx, m.Channel, payload)
+		return r, false, func() {
+			_, err := wait()
+			complete(err)
+		}
+	}
+	_, err := b.eng.Publish(ctx, m.Channel, payload)
+	complete(err)
+	return r, false, nil
 }

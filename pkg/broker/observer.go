@@ -51,6 +51,9 @@ type Observer interface {
 	// DeliveryLatency is called for each publication handed to a client's
 	// transport, with the time since it was published (seconds).
 	DeliveryLatency(seconds float64)
+	// LimitRefused is called for every request refused by a per-address
+	// limit (LimitSessionsPerIP, LimitHeldPerIP).
+	LimitRefused(limit string)
 }
 
 // observeDelivered reports the publish-to-deliver latency of pubs (those
@@ -91,3 +94,4 @@ func (nopObserver) HeldConnect(int)         {}
 func (nopObserver) Gap()                    {}
 func (nopObserver) SessionAdopted()         {}
 func (nopObserver) DeliveryLatency(float64) {}
+func (nopObserver) LimitRefused(string)     {}

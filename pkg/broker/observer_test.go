@@ -42,6 +42,7 @@ func (o *countingObserver) HeldConnect(d int)       { o.add("held", d) }
 func (o *countingObserver) Gap()                    { o.add("gap", 1) }
 func (o *countingObserver) SessionAdopted()         { o.add("adopted", 1) }
 func (o *countingObserver) DeliveryLatency(float64) { o.add("latency", 1) }
+func (o *countingObserver) LimitRefused(l string)   { o.add("limit/"+l, 1) }
 
 func (o *countingObserver) want(t *testing.T, k string, v int) {
 	t.Helper()

@@ -16,6 +16,10 @@ type request struct {
 	browserID string // BAYEUX_BROWSER cookie; empty for websocket
 	msgs      []*protocol.Message
 	received  time.Time
+	// keepPending: the caller settles the result's pending publishes
+	// (a websocket, to keep the publishes of several frames in flight
+	// together); otherwise process settles them before it returns.
+	keepPending bool
 }
 
 // result is what processing a request produced. replies are in message
@@ -27,6 +31,38 @@ type result struct {
 	session   *Session // the session the request acted for, if any
 	handshook bool     // a new session was created
 	refused   int      // publishes refused for their rate (see throttle)
+	// pending are publishes queued in the engine whose replies follow
+	// replies (settle completes them, in order).
+	pending []pendingPublish
+}
+
+// pendingPublish is a publish queued in the engine, not yet acknowledged.
+type pendingPublish struct {
+	s    *Session
+	m    *protocol.Message
+	r    *protocol.Reply
+	done func() // completes r
+}
+
+// settle waits for res's pending publishes, in order, and appends their
+// replies.
+func (b *Broker) settle(ctx context.Context, res *result) {
+	for i, p := range res.pending {
+		p.done()
+		b.outgoing(ctx, p.s, p.m, p.r)
+		b.observeReply(p.r)
+		res.replies = append(res.replies, p.r)
+		res.pending[i] = pendingPublish{}
+	}
+	res.pending = res.pending[:0]
+}
+
+// deferrable reports whether m may be processed while earlier publishes
+// of its request are still pending: a publish to a broadcast channel by a
+// known session. Any other message waits for them (a subscribe after a
+// publish, say, keeps its meaning).
+func deferrable(s *Session, m *protocol.Message) bool {
+	return s != nil && m.Invalid == nil && !protocol.IsMeta(m.Channel) && !protocol.IsService(m.Channel)
 }
 
 // process handles every message of a request served here (Broker.serve)
@@ -79,6 +115,9 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 			s.seq.Done(n)
 		}
 	}
+	if !req.keepPending {
+		b.settle(ctx, res)
+	}
 	if crossed {
 		delayCrossedConnect(ctx)
 	}
@@ -91,6 +130,9 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 // disconnected moments ago (see delayCrossedConnect). stale: the session
 // already processed a later message of its client (sequencer.Stale).
 func (b *Broker) processMessage(ctx context.Context, req *request, res *result, s *Session, m *protocol.Message, stale bool) (crossed bool) {
+	if !deferrable(s, m) {
+		b.settle(ctx, res)
+	}
 	if m.Invalid != nil {
 		r := protocol.ReplyTo(m)
 		r.Fail(m.Invalid)
@@ -124,12 +166,16 @@ func (b *Broker) processMessage(ctx context.Context, req *request, res *result, 
 	res.session = s
 	s.touch()
 	if err := b.incoming(ctx, s, m); err != nil {
+		b.settle(ctx, res)
 		r := protocol.ReplyTo(m)
 		r.Fail(err)
 		b.outgoing(ctx, s, m, r)
 		b.observeReply(r)
 		res.replies = append(res.replies, r)
 		return false
+	}
+	if !deferrable(s, m) { // an extension may have changed the channel
+		b.settle(ctx, res)
 	}
 	if m.Channel == protocol.ChannelConnect {
 		if res.connect != nil { // two connects in one request: end the first
@@ -155,9 +201,15 @@ func (b *Broker) processMessage(ctx context.Context, req *request, res *result, 
 		r = b.disconnect(s, m)
 	default:
 		var limited bool
-		if r, limited = b.publish(ctx, s, m); limited {
+		var done func()
+		if r, limited, done = b.publish(ctx, s, m); limited {
 			res.refused++
 		}
+		if done != nil {
+			res.pending = append(res.pending, pendingPublish{s: s, m: m, r: r, done: done})
+			return crossed
+		}
+		b.settle(ctx, res)
 	}
 	b.outgoing(ctx, s, m, r)
 	b.observeReply(r)
@@ -257,6 +309,7 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 	}
 	ipLease, ok := b.lim.ipSessions.acquire(hostOf(req.info.RemoteAddr), b.cfg.MaxSessionsPerIP)
 	if !ok {
+		b.limitRefused(LimitSessionsPerIP, hostOf(req.info.RemoteAddr), b.cfg.MaxSessionsPerIP)
 		r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many sessions from this address", strconv.Itoa(b.cfg.MaxSessionsPerIP)))
 		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(10000)}
 		b.outgoing(ctx, nil, m, r)
@@ -273,6 +326,8 @@ func (b *Broker) handshake(ctx context.Context, req *request, m *protocol.Messag
 	s := newSession(b, req.info, req.browserID)
 	s.ipLease, s.browserLease = ipLease, browserLease
 	s.seq.Start(m.ID, m.MinimumVersion == "")
+	// Faye's family resends a connect with the same id (see implicitAck).
+	s.sameIDRetry = m.MinimumVersion == ""
 	b.sessions.add(s) // a new random id: never taken
 	b.metrics.handshakes.Add(1)
 	b.obs.SessionOpened(req.info.Transport)
@@ -347,7 +402,13 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 		timeout = min(max(time.Duration(*m.Advice.Timeout)*time.Millisecond, 0), b.cfg.MaxTimeout)
 	}
 	r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: b.ms(b.cfg.Interval), Timeout: b.ms(timeout)}
-	s.implicitAck()
+	if b.adoptionGap(s) {
+		r.Fail(errAdoptedGap)
+		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectHandshake, Interval: protocol.Int64(0)}
+		b.outgoing(ctx, s, m, r)
+		return nil, r
+	}
+	s.implicitAck(string(m.ID))
 	if err := b.catchUp(ctx, s); err != nil {
 		b.log.Warn("adopted session not caught up", "session", s.id, "err", err)
 		r.Fail(protocol.NewError(protocol.CodeServerUnavailable, "Session recovery pending: backplane unavailable"))
@@ -377,6 +438,7 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 	if !hc.immediate && req.info.Transport != protocol.WebSocket {
 		ipLease, ok := b.lim.ipHeld.acquire(hostOf(req.info.RemoteAddr), b.cfg.MaxHeldPerIP)
 		if !ok {
+			b.limitRefused(LimitHeldPerIP, hostOf(req.info.RemoteAddr), b.cfg.MaxHeldPerIP)
 			hc.browser.release()
 			r.Fail(protocol.NewError(protocol.CodeTooMany, "Too many held connections from this address", strconv.Itoa(b.cfg.MaxHeldPerIP)))
 			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(1000)}
@@ -385,7 +447,7 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 		}
 		hc.ip = ipLease
 	}
-	hc.w = s.beginConnect(req.info.Transport)
+	hc.w = s.beginConnect(req.info.Transport, string(m.ID))
 	if !hc.immediate {
 		hc.held = true
 		b.obs.HeldConnect(1)

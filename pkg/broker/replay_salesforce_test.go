@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -183,5 +184,58 @@ func TestReplayOnlyWebSocketDeliversAtOnce(t *testing.T) {
 	}
 	if ev, _ := m["data"].(map[string]any)["event"].(map[string]any); ev["replayId"] == nil {
 		t.Fatalf("delivery without data.event.replayId: %v", m)
+	}
+}
+
+// TestReplayConnectIDs: a replay session without the ack extension
+// acknowledges a batch with its next /meta/connect. A client of Faye's
+// family (jsforce; no minimumVersion in its handshake) resends a connect
+// whose reply it lost with the same message id: that connect gets the
+// batch again, and a connect with a new id acknowledges it. A CometD-style
+// client (minimumVersion) never resends an id: every connect acknowledges.
+func TestReplayConnectIDs(t *testing.T) {
+	const ch = "/ids/x"
+	tests := []struct {
+		name   string
+		cometd bool
+		second string // message id of the connect after the one that carried [1 2]
+		want   []int  // delivered by that connect
+	}{
+		{"Faye: a new id acknowledges", false, `"b"`, nil},
+		{"Faye: the same id gets the batch again", false, `"a"`, []int{1, 2}},
+		{"Faye: no id acknowledges", false, "", nil},
+		{"CometD: the same id acknowledges", true, `"a"`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n := startXNode(t, nil, nil)
+			p := n.peer
+			pub := openX(t, p, nil)
+			var id string
+			if tt.cometd {
+				id = openCometDStyle(t, p, Msg{"replay": true})
+			} else {
+				id = openX(t, p, Msg{"replay": true})
+			}
+			if r := subscribeX(t, p, id, ch, nil); r["successful"] != true {
+				t.Fatalf("subscribe: %v", r)
+			}
+			publishX(t, p, pub, ch, 1, 2)
+			if d, _ := pollXID(t, p, id, nil, `"a"`); !slices.Equal(ns(deliveriesOf(t, d)), []int{1, 2}) {
+				t.Fatalf("first batch: %v", deliveriesOf(t, d))
+			}
+			d, r := pollXID(t, p, id, nil, tt.second)
+			if r["successful"] != true {
+				t.Fatalf("second connect: %v", r)
+			}
+			if got := ns(deliveriesOf(t, d)); !slices.Equal(got, tt.want) {
+				t.Fatalf("second connect delivered %v, want %v", got, tt.want)
+			}
+			// A new id acknowledges whatever came before: only new events.
+			publishX(t, p, pub, ch, 3)
+			if d, _ := pollXID(t, p, id, nil, `"c"`); !slices.Equal(ns(deliveriesOf(t, d)), []int{3}) {
+				t.Fatalf("after a new id: %v, want [3]", deliveriesOf(t, d))
+			}
+		})
 	}
 }

@@ -137,9 +137,19 @@ func publishX(t *testing.T, p *bayeuxtest.Peer, id, ch string, vs ...int) {
 // connect reply.
 func pollX(t *testing.T, p *bayeuxtest.Peer, id string, ext Msg) ([]Msg, Msg) {
 	t.Helper()
+	return pollXID(t, p, id, ext, "")
+}
+
+// pollXID is pollX with the connect's message id msgID (raw JSON; ""
+// for none).
+func pollXID(t *testing.T, p *bayeuxtest.Peer, id string, ext Msg, msgID string) ([]Msg, Msg) {
+	t.Helper()
 	m := Msg{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling", "advice": Msg{"timeout": 0}}
 	if ext != nil {
 		m["ext"] = ext
+	}
+	if msgID != "" {
+		m["id"] = json.RawMessage(msgID)
 	}
 	d, r := bayeuxtest.Split(p.Post(m))
 	if len(r) != 1 || r[0]["channel"] != "/meta/connect" {

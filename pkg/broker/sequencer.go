@@ -159,7 +159,7 @@ func (q *sequencer) Await(ctx context.Context, id []byte, deadline time.Time) (n
 			timer.Stop()
 		}
 	}()
-	for n > q.next {
+	for n > q.next && !q.off {
 		if q.wake == nil {
 			q.wake = make(chan struct{})
 		}
@@ -188,6 +188,16 @@ func (q *sequencer) Await(ctx context.Context, id []byte, deadline time.Time) (n
 	}
 	q.mu.Unlock()
 	return n, true, skipped
+}
+
+// Stop ends ordering for good and lets every waiting message go at once:
+// the session ended (or moved to another node, which the messages it
+// waits for now reach), so no gap will fill here.
+func (q *sequencer) Stop() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.off = true
+	q.wakeLocked()
 }
 
 // Done marks message n as processed, letting the messages after it go.

@@ -139,6 +139,43 @@ func TestSequencerContextEnds(t *testing.T) {
 	}
 }
 
+// TestSequencerStopReleasesWaiters: a message waiting for an earlier one
+// goes at once when the sequencer stops (its session ended or moved to
+// another node, where the earlier message went), not at its deadline; and
+// nothing waits after.
+func TestSequencerStopReleasesWaiters(t *testing.T) {
+	var q sequencer
+	q.Start([]byte(`"1"`), false)
+	done := make(chan bool)
+	go func() {
+		_, _, skipped := q.Await(context.Background(), []byte(`"5"`), time.Now().Add(time.Hour))
+		done <- skipped
+	}()
+	// The waiter is parked on the gap 2..4 (poll until it is).
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		q.mu.Lock()
+		waiting := q.wake != nil
+		q.mu.Unlock()
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Await never waited")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	q.Stop()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Await did not return after Stop")
+	}
+	start := time.Now()
+	if _, ordered, _ := q.Await(context.Background(), []byte(`"9"`), time.Now().Add(time.Hour)); ordered || time.Since(start) > time.Second {
+		t.Errorf("after Stop: ordered=%v, waited %v; want not ordered, no wait", ordered, time.Since(start))
+	}
+}
+
 // TestSequencerBounded: ids far ahead never make the state grow beyond
 // maxAhead.
 func TestSequencerBounded(t *testing.T) {

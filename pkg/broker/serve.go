@@ -21,6 +21,9 @@ type inbound struct {
 	// /meta/connect is answered: serve forwards it on a goroutine of its
 	// own and returns at once (a websocket keeps reading meanwhile).
 	async func(outcome)
+	// keepPending: publishes processed here may be left pending in the
+	// result (request.keepPending).
+	keepPending bool
 }
 
 // outcome is what serving a request produced: the local result, or the
@@ -31,6 +34,17 @@ type outcome struct {
 	// means the client went away meanwhile (write nothing).
 	body []byte
 	gone bool
+	// lost: a forwarded request holding a /meta/connect got no response
+	// from the owner, which may have answered it with messages (a batch
+	// recorded as delivered). The transport loses the reply the way a
+	// failed connection does (an HTTP 503 whose body is not Bayeux, a
+	// websocket closed with 1013), never with a Bayeux reply: a client
+	// takes an unsuccessful reply as the connect's answer, and a client of
+	// Faye's family would then send a connect with a new id, which
+	// acknowledges the batch it never got (Session.implicitAck); after a
+	// failed connection it resends the connect with the same id, which
+	// gets the batch again.
+	lost bool
 	// refused counts publishes refused for their rate (see throttle).
 	refused int
 }
@@ -48,7 +62,7 @@ func (b *Broker) serve(ctx context.Context, in *inbound) outcome {
 		}
 		return b.forward(ctx, rt, node, in)
 	}
-	res := b.process(ctx, &request{info: in.info, browserID: in.browserID, msgs: in.msgs, received: time.Now()})
+	res := b.process(ctx, &request{info: in.info, browserID: in.browserID, msgs: in.msgs, received: time.Now(), keepPending: in.keepPending})
 	return outcome{res: res, refused: res.refused}
 }
 
@@ -137,6 +151,9 @@ func (b *Broker) forward(ctx context.Context, rt routing, node string, in *inbou
 		if b.draining.Err() == nil {
 			b.log.Warn("forward to session owner failed", "owner", node, "err", err)
 		}
+		if holdsConnect(in.msgs) {
+			return outcome{lost: true}
+		}
 	}
 	clientID := clientIDOf(in.msgs)
 	replies := make([]*protocol.Reply, 0, len(in.msgs))
@@ -151,28 +168,48 @@ func (b *Broker) forward(ctx context.Context, rt routing, node string, in *inbou
 }
 
 // forwardTo calls the Router. A request holding a /meta/connect is held by
-// the owner; when this node drains, the owner is asked to release it (answer
-// it at once, empty; the queue stays), and its reply comes back the normal
-// way. Cancelling the call instead could lose a reply the owner had already
-// made, with messages in it. If the owner cannot be asked, the call is
-// cancelled after releaseWait.
+// the owner; once this node drains (Shutdown, after the hand-off), the
+// owner is asked to release it (answer it at once, empty; the queue
+// stays), every drainTick until the reply is back: the connect may reach
+// the owner after a release did. Its reply comes back the normal way.
+// Cancelling the call instead could lose a reply the owner had already
+// made, with messages in it. If the owner cannot be asked, or does not
+// answer within releaseWait, the call is cancelled.
 func (b *Broker) forwardTo(ctx context.Context, node string, req *ForwardedRequest, msgs []*protocol.Message) (*ForwardedResponse, error) {
 	if id := clientIDOf(msgs); id != "" && holdsConnect(msgs) {
 		fctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		defer context.AfterFunc(b.draining, func() {
-			rctx, rcancel := context.WithTimeout(context.Background(), releaseWait)
-			defer rcancel()
-			if _, err := b.router.SessionOp(rctx, node, id, OpReleaseConnect); err != nil {
-				cancel()
-				return
-			}
-			t := time.AfterFunc(releaseWait, cancel)
-			context.AfterFunc(fctx, func() { t.Stop() })
-		})()
+		defer context.AfterFunc(b.draining, func() { b.releaseForwarded(fctx, cancel, node, id) })()
 		ctx = fctx
 	}
 	return b.router.Forward(ctx, node, req)
+}
+
+// releaseForwarded asks node to release the held connect of session id
+// until fctx ends (the forwarded call returned), every drainTick; it
+// cancels the call when node cannot be asked or releaseWait passed.
+func (b *Broker) releaseForwarded(fctx context.Context, cancel context.CancelFunc, node, id string) {
+	defer cancel()
+	deadline := time.NewTimer(releaseWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(drainTick)
+	defer tick.Stop()
+	for {
+		rctx, rcancel := context.WithTimeout(fctx, releaseWait)
+		_, err := b.router.SessionOp(rctx, node, id, OpReleaseConnect)
+		rcancel()
+		if err != nil && fctx.Err() == nil {
+			b.log.Debug("release of a forwarded connect failed", "owner", node, "session", id, "err", err)
+			return
+		}
+		select {
+		case <-fctx.Done():
+			return
+		case <-deadline.C:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // ServeForwarded serves a request another node forwarded to this node, the
@@ -201,6 +238,9 @@ func (b *Broker) ServeForwarded(ctx context.Context, req *ForwardedRequest) (*Fo
 	if out.res == nil {
 		if out.gone {
 			return nil, ctx.Err()
+		}
+		if out.lost {
+			return nil, ErrReplyLost
 		}
 		return &ForwardedResponse{Body: out.body, RateRefused: out.refused}, nil
 	}

@@ -53,6 +53,10 @@ type Session struct {
 	implicit  bool // with ack: a connect acknowledges every earlier batch (replay without the ack extension)
 	unacked   []ackBatch
 	lastBatch int64
+	// sameIDRetry: the client resends a /meta/connect whose reply it lost
+	// with the same message id (Faye and the clients built on it, which
+	// handshake without minimumVersion); see implicitAck.
+	sameIDRetry bool
 
 	// Cluster mode (Broker.store set): acked holds, per concrete channel,
 	// the position up to which the client has everything (acknowledged in
@@ -71,6 +75,11 @@ type Session struct {
 	// lost: another node took the session over (its record no longer
 	// names this node); it must not deliver any more.
 	lost bool
+	// adoptedGap: a plain session with subscriptions adopted from a record
+	// that is not exact (its owner failed): what was published between
+	// the failure and the adoption is gone, and its first connect here
+	// tells the client (Broker.adoptionGap).
+	adoptedGap bool
 	// newBatch: a batch was made since the last save (cluster mode).
 	newBatch bool
 
@@ -114,9 +123,10 @@ func (s *Session) takeToken(rate float64, burst int) bool {
 }
 
 type ackBatch struct {
-	id   int64
-	pubs []*engine.Publication
-	end  map[string]engine.Position // cluster mode: where the batch reaches per channel
+	id      int64
+	pubs    []*engine.Publication
+	end     map[string]engine.Position // cluster mode: where the batch reaches per channel
+	connect string                     // the message id (raw JSON) of the /meta/connect that carried it; "" if none
 }
 
 // waiter is a held /meta/connect. wake is signalled (non-blocking, cap 1)
@@ -124,10 +134,11 @@ type ackBatch struct {
 // reason telling why. notify (set under Session.mu with watchWaiter) is
 // kicked on both, for a holder that waits without a goroutine.
 type waiter struct {
-	wake   chan struct{}
-	done   chan struct{}
-	reason waitEnd
-	notify kicker
+	wake      chan struct{}
+	done      chan struct{}
+	reason    waitEnd
+	notify    kicker
+	connectID string // the held /meta/connect's message id (raw JSON), labels the batch it carries
 }
 
 // kicker is woken by a session that has something for it. kick must not
@@ -359,13 +370,22 @@ func (s *Session) enqueueTo(p *engine.Publication, kb *kickBatch) {
 // starting a writer goroutine per message. Not safe for concurrent use.
 type kickBatch struct {
 	ks []kicker
+	// seen, when set (a batch of publications: fanoutBatch), holds every
+	// kicker in ks, so that each is recorded once per batch.
+	seen map[kicker]struct{}
 }
 
 // add records k, once if added twice in a row (a session's push writer and
-// its held connect's are the same socket).
+// its held connect's are the same socket), and once per batch with seen.
 func (kb *kickBatch) add(k kicker) {
 	if n := len(kb.ks); n > 0 && kb.ks[n-1] == k {
 		return
+	}
+	if kb.seen != nil {
+		if _, ok := kb.seen[k]; ok {
+			return
+		}
+		kb.seen[k] = struct{}{}
 	}
 	kb.ks = append(kb.ks, k)
 }
@@ -400,6 +420,7 @@ func (kb *kickBatch) run() {
 	}
 	clear(kb.ks)
 	kb.ks = kb.ks[:0]
+	clear(kb.seen)
 }
 
 func signal(c chan struct{}) {
@@ -417,6 +438,9 @@ func (s *Session) closeLocked(reason *protocol.Error) {
 	}
 	s.closed = reason
 	s.queue, s.unacked, s.pending, s.queueBytes = nil, nil, nil, 0
+	// Messages waiting for their order go now: no gap fills here any more
+	// (a moved session's next messages reach its new owner).
+	s.seq.Stop()
 	if s.waiter != nil && reason != errDisconnected { // see Broker.disconnect
 		s.endWaiterLocked(endClosed)
 	}
@@ -446,9 +470,10 @@ func (s *Session) closedReason() *protocol.Error {
 	return s.closed
 }
 
-// beginConnect installs a new held connect, ending any previous one.
-func (s *Session) beginConnect(transport string) *waiter {
-	w := &waiter{wake: make(chan struct{}, 1), done: make(chan struct{})}
+// beginConnect installs a new held connect (message id connectID, raw
+// JSON), ending any previous one.
+func (s *Session) beginConnect(transport, connectID string) *waiter {
+	w := &waiter{wake: make(chan struct{}, 1), done: make(chan struct{}), connectID: connectID}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.transport = transport
@@ -511,7 +536,7 @@ func (s *Session) endConnect(w *waiter, deliver bool) (pubs []*engine.Publicatio
 	} else {
 		if len(s.queue) > 0 {
 			s.lastBatch++
-			s.unacked = append(s.unacked, ackBatch{id: s.lastBatch, pubs: s.queue, end: s.endOf(s.queue)})
+			s.unacked = append(s.unacked, ackBatch{id: s.lastBatch, pubs: s.queue, end: s.endOf(s.queue), connect: w.connectID})
 			s.queue = nil
 			s.newBatch = true
 		}

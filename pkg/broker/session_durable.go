@@ -77,13 +77,42 @@ func (s *Session) EnableReplay() {
 // ReplayEnabled reports whether the replay extension is on.
 func (s *Session) ReplayEnabled() bool { return s.replay.Load() }
 
-// implicitAck acknowledges every delivered batch when the client's
-// acknowledgement is its next /meta/connect (replay without ack).
-func (s *Session) implicitAck() {
+// implicitAck acknowledges, when the client's acknowledgement is its next
+// /meta/connect (replay without ack), the delivered batches the client
+// has: connectID is the message id (raw JSON) of the connect being
+// processed.
+//
+// A client of Faye's family (sameIDRetry) resends a connect whose reply it
+// lost with the same id, and a connect with a new id only after the
+// previous reply arrived. So a connect with the id of the one that carried
+// a batch did not get it (the batch is resent), and one with another id
+// acknowledges every batch before it: also on a node that adopted the
+// session, where the reply's fate is unknown otherwise. For other clients
+// (and connects or batches without an id) a connect acknowledges every
+// batch on the node that delivered them, and none on a node that adopted
+// the session (the last batch is resent: at least once).
+func (s *Session) implicitAck(connectID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.implicit && !s.recovering {
-		s.acknowledgeLocked(s.lastBatch)
+	if !s.implicit {
+		return
+	}
+	through, known := s.lastBatch, !s.recovering
+	if s.sameIDRetry && connectID != "" {
+		known = true
+		for _, b := range s.unacked {
+			if b.connect == "" {
+				known = !s.recovering
+				break
+			}
+			if b.connect == connectID {
+				through = b.id - 1 // carried by this connect: its reply was lost
+				break
+			}
+		}
+	}
+	if known {
+		s.acknowledgeLocked(through)
 	}
 }
 
@@ -138,12 +167,12 @@ func (s *Session) snapshot(withPositions bool) *SessionState {
 	st := &SessionState{
 		ID: s.id, BrowserID: s.browserID, Transport: s.transport, Subs: subs,
 		Ack: s.ack && !s.implicit, Replay: s.replay.Load(), LastBatch: s.lastBatch,
-		Durable: maps.Clone(s.durable),
+		Durable: maps.Clone(s.durable), SameIDRetry: s.sameIDRetry, Exact: withPositions,
 	}
 	if s.ack || withPositions {
 		st.Acked = maps.Clone(s.acked)
 		for _, b := range s.unacked {
-			st.Batches = append(st.Batches, BatchState{ID: b.id, End: maps.Clone(b.end)})
+			st.Batches = append(st.Batches, BatchState{ID: b.id, End: maps.Clone(b.end), Connect: b.connect})
 		}
 	}
 	return st

@@ -60,13 +60,26 @@ type SessionState struct {
 	// Durable holds extension state that must survive adoption (for
 	// example the authenticated identity), as JSON.
 	Durable map[string][]byte `json:"d,omitempty"`
+	// SameIDRetry: the client resends a /meta/connect whose reply it lost
+	// with the same message id (Faye's family: a handshake without
+	// minimumVersion); with Batches[].Connect it tells the adopter which
+	// batches a replay client already has (Session.implicitAck).
+	SameIDRetry bool `json:"f,omitempty"`
+	// Exact: written by a drain (Broker.handOff), with the positions of
+	// every session, exact since it delivers nothing more. A record
+	// without it is a live owner's: a plain session's positions are not in
+	// it, so its adopter cannot know what the client missed.
+	Exact bool `json:"x,omitempty"`
 }
 
-// BatchState is one delivered batch: its id and, per channel, the position
-// of its last publication.
+// BatchState is one delivered batch: its id, the connect that carried it
+// and, per channel, the position of its last publication.
 type BatchState struct {
 	ID  int64                      `json:"i"`
 	End map[string]engine.Position `json:"e"`
+	// Connect is the message id (raw JSON) of the /meta/connect whose
+	// reply carried the batch ("" if it had none).
+	Connect string `json:"c,omitempty"`
 }
 
 // reliable reports whether the session's deliveries are tracked by
@@ -104,7 +117,7 @@ func (st *SessionState) clone() *SessionState {
 	c.Acked = maps.Clone(st.Acked)
 	c.Batches = make([]BatchState, len(st.Batches))
 	for i, b := range st.Batches {
-		c.Batches[i] = BatchState{ID: b.ID, End: maps.Clone(b.End)}
+		c.Batches[i] = BatchState{ID: b.ID, End: maps.Clone(b.End), Connect: b.Connect}
 	}
 	c.Durable = maps.Clone(st.Durable)
 	return &c

@@ -22,6 +22,7 @@ type subIndex struct {
 	mu   sync.RWMutex
 	m    map[string]map[*Session]struct{}
 	kbs  sync.Pool // *kickBatch, reused across fanouts
+	bkbs sync.Pool // *kickBatch with its seen set, reused across fanoutBatch calls
 }
 
 func newSubIndex(eng engine.Engine) *subIndex {
@@ -118,6 +119,33 @@ func (x *subIndex) fanout(p *engine.Publication, replayed func(*engine.Publicati
 	kb.run() // outside the lock: it may write to sockets
 	if cap(kb.ks) <= 1024 {
 		x.kbs.Put(kb)
+	}
+	return n
+}
+
+// fanoutBatch is fanout for each of ps, in order, under one read lock,
+// with one wake-up per writer for the whole batch: a websocket that
+// receives several of the publications gets them in one frame (one
+// write(2)), a held connect is answered once with all of them. It returns
+// the number of deliveries.
+func (x *subIndex) fanoutBatch(ps []*engine.Publication, replayed func(*engine.Publication) *engine.Publication) int {
+	var buf [channel.MaxDepth + 2]string
+	kb, _ := x.bkbs.Get().(*kickBatch)
+	if kb == nil {
+		kb = &kickBatch{seen: map[kicker]struct{}{}}
+	}
+	n := 0
+	func() {
+		x.mu.RLock()
+		defer x.mu.RUnlock()
+		for _, p := range ps {
+			n += x.enqueueAll(channel.Candidates(buf[:0], p.Channel), p, replayed, kb)
+		}
+	}()
+	big := len(kb.ks) > 1024
+	kb.run() // outside the lock: it may write to sockets
+	if !big {
+		x.bkbs.Put(kb)
 	}
 	return n
 }

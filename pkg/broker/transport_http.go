@@ -256,6 +256,10 @@ func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, trans
 	b.throttle(ctx, out.refused) // a flooding client waits for its answer
 	res := out.res
 	if res == nil { // forwarded: the owner's response
+		if out.lost {
+			lostReply(w)
+			return nil
+		}
 		return out.body
 	}
 	if res.handshook && browserID == "" {
@@ -287,6 +291,16 @@ func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, trans
 		return nil
 	}
 	return appendResponse(nil, res.replies, pubs, hc.reply)
+}
+
+// lostReply answers a request whose connect reply was lost on its way
+// from the session's owner (outcome.lost): 503 with a body that is not
+// Bayeux, which every client treats as a failed request and retries.
+func lostReply(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/plain;charset=UTF-8")
+	w.Header().Set("Retry-After", "1")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = io.WriteString(w, "session owner's reply lost; send the request again\n")
 }
 
 // dropConnection closes the request's connection without a response (the

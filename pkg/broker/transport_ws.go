@@ -58,6 +58,10 @@ type wsConn struct {
 
 	dfl *wsframe.Deflate // permessage-deflate negotiated (nil: not); ws_deflate.go
 
+	// waiting are processed frames whose publishes are in flight, their
+	// replies due in this order (reader only; see settle).
+	waiting []*result
+
 	mu          sync.Mutex
 	out         [][]byte // encoded replies waiting for the writer
 	outBytes    int
@@ -146,6 +150,7 @@ func (conn *wsConn) readFrames() {
 		conn.armRead()
 		op, data, err := conn.rd.ReadMessage()
 		if err != nil {
+			conn.settle() // the replies of earlier frames go before the close
 			var ce *wsframe.CloseError
 			var ne net.Error
 			switch {
@@ -166,10 +171,16 @@ func (conn *wsConn) readFrames() {
 			conn.kick()
 		case wsframe.OpPong:
 		case wsframe.OpClose: // echo the code, after what is pending
+			conn.settle()
 			conn.closeAfterFlush(wsframe.CloseCode(data), "")
 			return
 		default:
-			if !conn.frame(data) {
+			ok := conn.frame(data)
+			if ok && (!conn.lc.Buffered() || len(conn.waiting) >= wsPublishWindow) {
+				ok = conn.settle()
+			}
+			if !ok {
+				conn.settle()
 				if !conn.closing() {
 					conn.terminate()
 				} // else the writer flushes, closes with closeCode and terminates
@@ -273,6 +284,7 @@ func (conn *wsConn) frame(data []byte) bool {
 	b, ctx := conn.b, conn.ctx
 	msgs, err := protocol.Decode(data, b.cfg.Limits)
 	if err != nil {
+		conn.settle() // the replies of earlier frames go before the close
 		var re *protocol.RequestError
 		reason := "400::Bad request"
 		if errors.As(err, &re) {
@@ -281,20 +293,65 @@ func (conn *wsConn) frame(data []byte) bool {
 		conn.closeAfterFlush(wsframe.StatusInvalidPayload, reason)
 		return false
 	}
+	publishes := onlyPublishes(msgs)
+	if !publishes && !conn.settle() { // earlier publishes are acknowledged first
+		return false
+	}
 	if len(msgs) == 0 {
 		conn.enqueueRaw(emptyArray) // a keep-alive "[]" (sfdx-faye): answered in kind
 		return true
 	}
-	out := b.serve(ctx, &inbound{info: conn.info, msgs: msgs, parts: [][]byte{data}, async: conn.forwarded})
-	if out.res == nil {
+	out := b.serve(ctx, &inbound{info: conn.info, msgs: msgs, parts: [][]byte{data}, async: conn.forwarded, keepPending: publishes})
+	switch {
+	case out.res == nil:
+		if !conn.settle() {
+			return false
+		}
 		conn.forwarded(out)
-	} else if !conn.accept(out.res) {
+	case len(out.res.pending) > 0 || len(conn.waiting) > 0:
+		conn.waiting = append(conn.waiting, out.res)
+	case !conn.accept(out.res):
 		return false
 	}
-	// A flooding client's next frame waits: the socket is not read
-	// while its bucket refills.
-	b.throttle(ctx, out.refused)
+	if out.refused > 0 {
+		// A flooding client's next frame waits: the socket is not read
+		// while its bucket refills.
+		ok := conn.settle()
+		b.throttle(ctx, out.refused)
+		return ok
+	}
 	return true
+}
+
+// wsPublishWindow bounds the frames whose publishes a websocket keeps in
+// flight together before it waits for their acknowledgements.
+const wsPublishWindow = 64
+
+// onlyPublishes reports whether every message of a frame is a publish to
+// a broadcast channel: such a frame may be processed while the publishes
+// of earlier frames are in flight.
+func onlyPublishes(msgs []*protocol.Message) bool {
+	for _, m := range msgs {
+		if protocol.IsMeta(m.Channel) || protocol.IsService(m.Channel) {
+			return false
+		}
+	}
+	return len(msgs) > 0
+}
+
+// settle waits for the publishes of the waiting frames, in order, and
+// hands their replies to the writer; false means the socket must end.
+func (conn *wsConn) settle() bool {
+	ok := true
+	for i, res := range conn.waiting {
+		conn.b.settle(conn.ctx, res)
+		if ok && !conn.accept(res) {
+			ok = false
+		}
+		conn.waiting[i] = nil
+	}
+	conn.waiting = conn.waiting[:0]
+	return ok
 }
 
 // forwarded writes the owner's response to a frame forwarded to the
@@ -302,7 +359,10 @@ func (conn *wsConn) frame(data []byte) bool {
 // on a goroutine of its own, so that the socket keeps reading; other
 // frames inline, which keeps one client's publishes in order).
 func (conn *wsConn) forwarded(out outcome) {
-	if !out.gone && out.body != nil {
+	switch {
+	case out.lost:
+		conn.closeAfterFlush(wsframe.StatusTryAgainLater, "session owner's reply lost")
+	case !out.gone && out.body != nil:
 		conn.enqueueRaw(out.body)
 	}
 }

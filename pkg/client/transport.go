@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/coder/websocket"
@@ -79,15 +80,14 @@ type longPolling struct{ c *Client }
 // before returning.
 func (lp *longPolling) post(ctx context.Context, body []byte) error {
 	c := lp.c
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.URL, bytes.NewReader(body))
-	if err != nil {
-		return err
+	resp, err := lp.do(ctx, body)
+	if err != nil && closedIdle(err) && ctx.Err() == nil {
+		// The server (or a balancer reloading) closed the kept-alive
+		// connection as idle while this request was on its way: it never
+		// read the request, so sending it again on a new connection
+		// cannot repeat it.
+		resp, err = lp.do(ctx, body)
 	}
-	for k, v := range c.cfg.Header {
-		req.Header[k] = v
-	}
-	req.Header.Set("Content-Type", "application/json;charset=UTF-8")
-	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return &transportError{err}
 	}
@@ -104,6 +104,28 @@ func (lp *longPolling) post(ctx context.Context, body []byte) error {
 		return &transportError{fmt.Errorf("bad response: %w", derr)}
 	}
 	return c.httpResult(resp, msgs)
+}
+
+// do sends one POST.
+func (lp *longPolling) do(ctx context.Context, body []byte) (*http.Response, error) {
+	c := lp.c
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range c.cfg.Header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json;charset=UTF-8")
+	return c.cfg.HTTPClient.Do(req)
+}
+
+// closedIdle reports net/http's error for a request sent on a kept-alive
+// connection that the server had closed as idle (its FIN crossed the
+// request): the server did not read the request. net/http retries only
+// idempotent requests on it, and does not export the error.
+func closedIdle(err error) bool {
+	return strings.Contains(err.Error(), "http: server closed idle connection")
 }
 
 // wsTransport owns the current socket (dialled lazily, replaced when it

@@ -284,15 +284,31 @@ func (c *Cluster) SessionOp(ctx context.Context, node, clientID string, op broke
 	return resp.GetFound(), nil
 }
 
-// Stop leaves the cluster and stops the gRPC server (after in-flight calls
-// end or ctx expires).
+// Draining tells the peers that this node is about to leave on purpose
+// (its departure is no failure). Stop completes it; calling it at the
+// start of a drain lets the announcement travel meanwhile.
+func (c *Cluster) Draining() { c.mem.AnnounceLeaving(time.Second) }
+
+// stopWait bounds how long Stop lets the gRPC calls in flight end: by
+// then a drained node's forwarded connects were released (broker
+// Shutdown), so what is left is cut.
+const stopWait = 2 * time.Second
+
+// Stop leaves the cluster and stops the gRPC server: after the calls in
+// flight end, or after stopWait (or ctx) it cuts them. It closes every
+// connection to the peers.
 func (c *Cluster) Stop(ctx context.Context) {
 	c.hs.Shutdown()
 	_ = c.mem.Leave(time.Second)
 	done := make(chan struct{})
 	go func() { c.grpc.GracefulStop(); close(done) }()
+	t := time.NewTimer(stopWait)
+	defer t.Stop()
 	select {
 	case <-done:
+	case <-t.C:
+		c.log.Warn("grpc calls still in flight; stopping", "after", stopWait)
+		c.grpc.Stop()
 	case <-ctx.Done():
 		c.grpc.Stop()
 	}

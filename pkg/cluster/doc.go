@@ -11,7 +11,8 @@
 //     Redis is one instance (redis://), a primary with replicas behind
 //     Sentinel (redis+sentinel://) or a Redis Cluster (redis+cluster://);
 //     RedisConfig.WaitReplicas acknowledges a publish only once replicas
-//     have it.
+//     have it. The node's publishes, from all sessions, are sent in
+//     pipelines by one flusher (redis_publisher.go), in queue order.
 //   - hashicorp/memberlist is the membership: which nodes are alive, and the
 //     node tag, gRPC address and protocol version of each.
 //   - gRPC (api/proto/cluster/v1) carries requests to the node that owns a
@@ -39,8 +40,12 @@
 // LocalSessionOp, in rpc.go) and to install itself (SetCluster).
 //
 // Concurrency: every exported method is safe for concurrent use. Memberlist
-// delegates only update a map under a short lock and never block. The Redis
-// subscriber delivers to the broker from one reader goroutine per pub/sub
-// connection (one on a single Redis; one per partition on Redis Cluster),
-// each in its connection's order.
+// delegates only update a map under a short lock and never block. Each
+// pub/sub connection (one on a single Redis; one per partition on Redis
+// Cluster) has two goroutines (redis_batch.go): a pump that reads it into
+// a bounded queue (512; full, the pump waits and the socket and Redis's
+// output buffer take the back-pressure) and a consumer that delivers to
+// the broker, in the connection's order, everything ready in the queue as
+// one batch of up to 256 (engine.BatchHandler), never waiting for a batch
+// to fill.
 package cluster

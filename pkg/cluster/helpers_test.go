@@ -145,15 +145,21 @@ func newEngine(t *testing.T, url string, mutate func(*RedisConfig)) *Redis {
 func run(t *testing.T, e *Redis) *recorder {
 	t.Helper()
 	rec := &recorder{}
+	runWith(t, e, rec)
+	return rec
+}
+
+// runWith starts e.Run with h until the test ends.
+func runWith(t *testing.T, e *Redis, h engine.Handler) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { _ = e.Run(ctx, rec); close(done) }()
+	go func() { _ = e.Run(ctx, h); close(done) }()
 	t.Cleanup(func() {
 		cancel()
 		_ = e.Close() // Run's blocking read does not watch ctx; Close ends it
 		<-done
 	})
-	return rec
 }
 
 func subscribe(t *testing.T, e *Redis, patterns ...string) {

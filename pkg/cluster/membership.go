@@ -89,6 +89,9 @@ type Membership struct {
 	byTag    map[string]Meta      // live nodes, self included
 	departed map[string]departure // nodes that failed recently (see Quorum)
 	joinWhy  string               // why the node is not joined ("" once it is; see Joined)
+
+	leaveOnce sync.Once
+	announced chan struct{} // closed once the departure is announced (AnnounceLeaving)
 }
 
 // NewMembership starts gossip on cfg.Listen. Call Join to find peers.
@@ -310,16 +313,33 @@ func (m *Membership) Members() []Meta {
 	return out
 }
 
-// Leave announces departure and stops gossip.
+// AnnounceLeaving starts telling the peers (in this node's metadata) that
+// it is about to leave on purpose, so that they do not count its departure
+// as a failure; Leave waits for the announcement (up to timeout). A
+// draining node calls it first, so that the announcement travels while it
+// hands its sessions off. Calls after the first do nothing.
+func (m *Membership) AnnounceLeaving(timeout time.Duration) {
+	m.leaveOnce.Do(func() {
+		m.mu.Lock()
+		self := m.byTag[m.cfg.Self.Tag]
+		self.Leaving = true
+		m.byTag[m.cfg.Self.Tag] = self
+		m.mu.Unlock()
+		m.announced = make(chan struct{})
+		go func() {
+			defer close(m.announced)
+			if err := m.ml.UpdateNode(timeout); err != nil {
+				m.log.Warn("gossip: announcing departure", "err", err)
+			}
+		}()
+	})
+}
+
+// Leave announces departure (AnnounceLeaving, if not called yet, then the
+// departure itself) and stops gossip.
 func (m *Membership) Leave(timeout time.Duration) error {
-	m.mu.Lock()
-	self := m.byTag[m.cfg.Self.Tag]
-	self.Leaving = true
-	m.byTag[m.cfg.Self.Tag] = self
-	m.mu.Unlock()
-	if err := m.ml.UpdateNode(timeout); err != nil {
-		m.log.Warn("gossip: announcing departure", "err", err)
-	}
+	m.AnnounceLeaving(timeout)
+	<-m.announced
 	if err := m.ml.Leave(timeout); err != nil {
 		m.log.Warn("gossip leave", "err", err)
 	}

@@ -4,7 +4,7 @@ import "time"
 
 // Redis operations reported to an Observer.
 const (
-	OpPublish = "publish" // the publish script (EVALSHA, EVAL on NOSCRIPT)
+	OpPublish = "publish" // one publish: its wait in the queue and its pipeline (EVALSHA, EVAL on NOSCRIPT)
 	OpHistory = "history" // the history read (HMGET + XRANGE pipeline)
 )
 

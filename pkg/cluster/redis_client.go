@@ -94,65 +94,6 @@ func (r *Redis) dial(ctx context.Context) error {
 	return nil
 }
 
-// runScript runs the publish script: one EVALSHA (EVAL if Redis lost the
-// script), followed in the same pipeline by WAIT when WaitReplicas is
-// set. On a Redis Cluster the pipeline goes to the shard that owns the
-// channel's keys (WAIT has no key to route by).
-func (r *Redis) runScript(ctx context.Context, keys []string, args []any) ([]any, error) {
-	if r.cfg.WaitReplicas <= 0 {
-		res, err := r.script.EvalSha(ctx, r.client, keys, args...).Slice()
-		if err != nil && isNoScript(err) {
-			res, err = r.script.Eval(ctx, r.client, keys, args...).Slice()
-		}
-		return res, err
-	}
-	var c redis.Cmdable = r.client
-	if r.cc != nil {
-		shard, err := r.cc.MasterForKey(ctx, keys[0])
-		if err != nil {
-			return nil, err
-		}
-		c = shard
-	}
-	res, err := r.scriptAndWait(ctx, c, keys, args, false)
-	if err != nil && isNoScript(err) {
-		res, err = r.scriptAndWait(ctx, c, keys, args, true)
-	}
-	if err != nil && r.cc != nil && isRedirect(err) {
-		// The slot moved (resharding): the publish fails, and the next
-		// one goes to the new owner once the slot map is reloaded.
-		r.cc.ReloadState(ctx)
-	}
-	return res, err
-}
-
-// scriptAndWait pipelines the publish script and WAIT on c.
-func (r *Redis) scriptAndWait(ctx context.Context, c redis.Cmdable, keys []string, args []any, eval bool) ([]any, error) {
-	pipe := c.Pipeline()
-	var sc *redis.Cmd
-	if eval {
-		sc = r.script.Eval(ctx, pipe, keys, args...)
-	} else {
-		sc = r.script.EvalSha(ctx, pipe, keys, args...)
-	}
-	// WAIT as a plain command: Pipeliner does not list it. Its timeout
-	// stays below the connection's read timeout (see NewRedis).
-	wc := pipe.Do(ctx, "wait", r.cfg.WaitReplicas, r.cfg.WaitTimeout.Milliseconds())
-	_, _ = pipe.Exec(ctx)
-	res, err := sc.Slice()
-	if err != nil {
-		return nil, err
-	}
-	n, err := wc.Int64()
-	if err != nil {
-		return nil, fmt.Errorf("%w: WAIT: %w", ErrNotReplicated, err)
-	}
-	if n < int64(r.cfg.WaitReplicas) {
-		return nil, fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, n, r.cfg.WaitReplicas, r.cfg.WaitTimeout)
-	}
-	return res, nil
-}
-
 // isRedirect reports a MOVED or ASK reply.
 func isRedirect(err error) bool {
 	var re redis.Error

@@ -42,6 +42,13 @@ type RedisConfig struct {
 	WaitReplicas int
 	// WaitTimeout bounds the WAIT (default 1s).
 	WaitTimeout time.Duration
+	// PipelineSize is the most publishes the node sends to Redis in one
+	// pipeline (default DefaultPipelineSize; see publisher).
+	PipelineSize int
+	// PipelineDelay, if positive, is how long a pipeline waits for more
+	// publishes after its first before it is sent; 0 sends what is queued
+	// as soon as the previous pipeline has returned.
+	PipelineDelay time.Duration
 	// Prefix of every key and pub/sub channel (default "bx").
 	Prefix string
 	// HistorySize is the number of publications kept per channel (default
@@ -69,12 +76,13 @@ type RedisConfig struct {
 // Redis is the cluster engine. It implements engine.Engine, on one Redis
 // instance or on a Redis Cluster with sharded pub/sub (see layout).
 //
-// Delivery: one reader goroutine per partition (one in single-instance
-// mode) reads the partition's pub/sub connection, deduplicates
+// Delivery: one reader per partition (one in single-instance mode) reads
+// the partition's pub/sub connection (redis_batch.go), deduplicates
 // publications that arrive on several of the node's Redis channels (a
 // channel and a wildcard pattern), checks offsets per channel and fills
 // gaps from the history stream, so the Handler sees each publication once,
-// in offset order per channel. A channel belongs to one partition, so its
+// in offset order per channel, in batches of what the connection had
+// buffered when the Handler is an engine.BatchHandler. A channel belongs to one partition, so its
 // calls are serialized; different partitions call the Handler
 // concurrently. After a pub/sub connection is lost and re-established (in
 // cluster mode also after its slot moved to another shard, or a failover),
@@ -89,6 +97,7 @@ type Redis struct {
 	mode   string               // "single", "sentinel" or "cluster"
 	lay    layout
 	script *redis.Script
+	pub    *publisher
 
 	mu       sync.Mutex
 	patterns map[string]bool // subscribed patterns
@@ -102,7 +111,11 @@ type Redis struct {
 
 var _ engine.Engine = (*Redis)(nil)
 
+// tracked is the position of a channel delivered on this node. Its name
+// and epoch are strings of their own, not parts of a received envelope:
+// the publications delivered share them.
 type tracked struct {
+	name   string
 	epoch  string
 	offset uint64
 	at     int64 // time (unix ms) of the publication at offset; 0: unknown
@@ -157,7 +170,31 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 		_ = r.client.Close()
 		return nil, fmt.Errorf("redis script load: %w", err)
 	}
+	if err := r.warmPipelines(ctx); err != nil {
+		_ = r.client.Close()
+		return nil, fmt.Errorf("redis pipeline connection: %w", err)
+	}
+	r.pub = newPublisher(r)
 	return r, nil
+}
+
+// warmPipelines opens the pipeline connection (go-redis keeps pipelines
+// in a pool of their own) with a pipelined PING, on every master of a
+// Redis Cluster, so that the first publish does not pay for a dial.
+func (r *Redis) warmPipelines(ctx context.Context) error {
+	ping := func(ctx context.Context, c *redis.Client) error {
+		pipe := c.Pipeline()
+		pipe.Ping(ctx)
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	if r.cc != nil {
+		return r.cc.ForEachMaster(ctx, ping)
+	}
+	if c, ok := r.client.(*redis.Client); ok {
+		return ping(ctx, c)
+	}
+	return nil
 }
 
 func newEpoch() string {
@@ -166,10 +203,19 @@ func newEpoch() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Publish implements engine.Engine with one EVALSHA.
-func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (pub engine.Publication, err error) {
+// Publish implements engine.Engine with one EVALSHA, sent in the node's
+// next pipeline (see publisher); it returns when that pipeline has.
+func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (engine.Publication, error) {
+	return r.PublishAsync(ctx, name, payload)()
+}
+
+var _ engine.AsyncPublisher = (*Redis)(nil)
+
+// PublishAsync implements engine.AsyncPublisher: the publish is queued for
+// the node's pipelines when it returns (in call order), and wait returns
+// when its pipeline has.
+func (r *Redis) PublishAsync(ctx context.Context, name string, payload []byte) (wait func() (engine.Publication, error)) {
 	ctx, span := r.cfg.Tracer.RedisPublish(ctx, name)
-	defer func() { tracing.Published(span, pub.Offset, err); span.End() }()
 	var buf [channel.MaxDepth + 2]string
 	cands := channel.Candidates(buf[:0], name)
 	args := make([]any, 0, 7+len(cands))
@@ -179,19 +225,34 @@ func (r *Redis) Publish(ctx context.Context, name string, payload []byte) (pub e
 	for _, c := range cands {
 		args = append(args, r.lay.psChan(part, c))
 	}
-	keys := []string{r.lay.metaKey(name), r.lay.streamKey(name)}
+	q := &pubReq{keys: []string{r.lay.metaKey(name), r.lay.streamKey(name)}, args: args, bytes: len(payload)}
 	var start time.Time
 	if r.cfg.Observer != nil {
 		start = time.Now()
 	}
-	res, err := r.runScript(ctx, keys, args)
-	if r.cfg.Observer != nil {
-		r.cfg.Observer.RedisCommand(OpPublish, time.Since(start), err)
+	queued := r.pub.enqueue(ctx, q)
+	return func() (pub engine.Publication, err error) {
+		defer func() { tracing.Published(span, pub.Offset, err); span.End() }()
+		if err = queued; err == nil {
+			if err = r.pub.await(ctx, q); err == nil {
+				err = q.err
+			}
+		}
+		if r.cfg.Observer != nil {
+			r.cfg.Observer.RedisCommand(OpPublish, time.Since(start), err)
+		}
+		return r.published(ctx, name, payload, q.res, err)
 	}
-	if errors.Is(err, ErrNotReplicated) {
+}
+
+// published turns a publish's script result (or error) into its outcome.
+func (r *Redis) published(ctx context.Context, name string, payload []byte, res []any, err error) (engine.Publication, error) {
+	switch {
+	case errors.Is(err, ErrNotReplicated):
 		return engine.Publication{}, fmt.Errorf("publish %s: %w", name, err)
-	}
-	if err != nil {
+	case errors.Is(err, engine.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return engine.Publication{}, fmt.Errorf("%w: publish %s: %w", engine.ErrUnavailable, name, err)
+	case err != nil:
 		r.failed(ctx, err)
 		return engine.Publication{}, fmt.Errorf("%w: publish %s: %w", engine.ErrUnavailable, name, err)
 	}
@@ -470,6 +531,7 @@ func (r *Redis) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)
+		r.pub.close()
 		r.closeReaders()
 		err = r.client.Close()
 	})

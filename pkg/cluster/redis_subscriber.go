@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,37 +15,38 @@ import (
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 )
 
-// receiveTimeout is how long the reader waits before pinging Redis to check
-// the pub/sub connection.
-const receiveTimeout = 5 * time.Second
-
 // reader owns one partition's pub/sub connection (the only one on a single
-// instance) and the offset tracking of the partition's channels.
+// instance) and the offset tracking of the partition's channels. It runs
+// as two goroutines (redis_batch.go): pump reads the connection, consume
+// delivers.
 //
 // Concurrency: subscribe and unsubscribe are called from any goroutine and
-// take mu; the tracking state (tracked, lost) belongs to the reader's own
-// goroutine (run). In cluster mode only run replaces ps (reset), after
-// its slot moved or its connection failed.
+// take mu; the tracking state (tracked, lost) belongs to consume; failing
+// to pump. In cluster mode only pump replaces ps (reset), after its slot
+// moved or its connection failed.
 type reader struct {
 	e    *Redis
 	part int
 	kick chan struct{} // cap 1: ps was created
+	q    chan any      // pump -> consume (receiveQueue)
 
 	mu      sync.Mutex
 	ps      *redis.PubSub          // nil in cluster mode until the first subscription
 	want    map[string]bool        // Redis channels held, for resubscription
 	pending map[string]*pendingSub // Redis channel -> waiting for confirmation
 
-	// Reader-goroutine state.
+	// consume's state.
 	tracked map[string]*tracked
 	lost    bool // the connection failed; catch up on resubscribe
+
+	failing bool // pump's: the connection failed and is not back yet
 
 	up chanFlag // connection believed healthy
 }
 
 func newReader(e *Redis, part int) *reader {
 	return &reader{
-		e: e, part: part, kick: make(chan struct{}, 1),
+		e: e, part: part, kick: make(chan struct{}, 1), q: make(chan any, receiveQueue),
 		want: map[string]bool{}, pending: map[string]*pendingSub{}, tracked: map[string]*tracked{},
 	}
 }
@@ -95,27 +95,26 @@ func (rd *reader) unsubscribeQuietly(ch string) {
 	_ = rd.unsubscribe(ctx, ch)
 }
 
-// restoreIfIdle (reader goroutine) marks a lost connection that holds no
-// channel as restored as soon as Redis answers: no subscription
+// restoreIfIdle (pump) reports a failed connection that holds no channel
+// as restored (connRestored) as soon as Redis answers: no subscription
 // confirmation will come to say so, and nothing needs catching up.
-func (rd *reader) restoreIfIdle(ctx context.Context) {
+func (rd *reader) restoreIfIdle(ctx context.Context) bool {
 	rd.mu.Lock()
 	idle, ps := len(rd.want) == 0, rd.ps
 	rd.mu.Unlock()
-	if !rd.lost || !idle {
-		return
+	if !rd.failing || !idle {
+		return true
 	}
 	if ps != nil {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		err := ps.Ping(pctx)
 		cancel()
 		if err != nil {
-			return
+			return true
 		}
 	}
-	rd.lost = false
-	rd.up.set(true)
-	rd.e.log.Info("redis pub/sub connection restored", "partition", rd.part)
+	rd.failing = false
+	return rd.send(ctx, connRestored)
 }
 
 func (rd *reader) current() *redis.PubSub {
@@ -138,7 +137,7 @@ func (r *Redis) sub(ctx context.Context, ps *redis.PubSub, ch string) error {
 	return ps.Subscribe(ctx, ch)
 }
 
-// reset (cluster mode, reader goroutine) replaces the connection by a new
+// reset (cluster mode, pump) replaces the connection by a new
 // one to the current owner of the partition's slot, subscribed to every
 // channel held. The cluster topology is reloaded in the background; until
 // it is, the new connection may still reach the old owner, and fail again.
@@ -171,205 +170,6 @@ func (r *Redis) closeReaders() {
 		}
 		signal(rd.kick)
 	}
-}
-
-// Run implements engine.Engine: it reads the pub/sub connections, one
-// goroutine per partition, and delivers to h until ctx ends.
-func (r *Redis) Run(ctx context.Context, h engine.Handler) error {
-	for _, rd := range r.readers {
-		rd.up.set(true)
-	}
-	// ReceiveTimeout does not return on ctx cancellation; closing the
-	// pub/sub connections does.
-	stop := context.AfterFunc(ctx, r.closeReaders)
-	defer stop()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		r.watchHealth(ctx)
-	}()
-	for _, rd := range r.readers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rd.run(ctx, h)
-		}()
-	}
-	wg.Wait()
-	return nil
-}
-
-func (rd *reader) run(ctx context.Context, h engine.Handler) {
-	r := rd.e
-	sweep := time.NewTicker(r.cfg.Retention.MaxTTL() / 2)
-	defer sweep.Stop()
-	backoff := 50 * time.Millisecond
-	fail := func(err error) bool {
-		if !rd.lost {
-			r.log.Warn("redis pub/sub connection lost", "partition", rd.part, "err", err)
-		}
-		rd.lost = true
-		rd.up.set(false)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(backoff):
-		}
-		// At most 1s between attempts: a restored Redis is noticed within
-		// about a second (readiness detail), at one dial per second and
-		// partition while it is down.
-		backoff = min(backoff*2, time.Second)
-		if r.cc != nil {
-			rd.reset(ctx)
-		}
-		rd.restoreIfIdle(ctx)
-		return true
-	}
-	for {
-		if ctx.Err() != nil || r.closed.Load() {
-			return
-		}
-		select {
-		case now := <-sweep.C:
-			rd.sweepTracked(now)
-		default:
-		}
-		ps := rd.current()
-		if ps == nil {
-			select {
-			case <-ctx.Done():
-				return
-			case <-rd.kick:
-			case now := <-sweep.C:
-				rd.sweepTracked(now)
-			}
-			continue
-		}
-		msg, err := ps.ReceiveTimeout(ctx, receiveTimeout)
-		if err != nil {
-			if ctx.Err() != nil || r.closed.Load() {
-				return
-			}
-			if errors.Is(err, redis.ErrClosed) && rd.current() != ps {
-				continue // replaced by reset
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Quiet connection: check it is alive.
-				if perr := ps.Ping(ctx); perr == nil {
-					continue
-				}
-			}
-			if !fail(err) {
-				return
-			}
-			continue
-		}
-		backoff = 50 * time.Millisecond
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if err := rd.onSubscription(ctx, h, m); err != nil {
-				if !fail(err) {
-					return
-				}
-				continue
-			}
-		case *redis.Message:
-			rd.onMessage(ctx, h, m.Payload)
-		case *redis.Pong:
-		}
-	}
-}
-
-// onSubscription handles a (un)subscribe confirmation: a subscribe waited
-// for is released (and starts its tracking), a connection found lost is
-// restored and caught up from history; a shard channel Redis dropped while
-// we hold it (its slot moved) is an error, the caller reconnects.
-func (rd *reader) onSubscription(ctx context.Context, h engine.Handler, m *redis.Subscription) error {
-	r := rd.e
-	switch m.Kind {
-	case "subscribe", "ssubscribe":
-		rd.mu.Lock()
-		p := rd.pending[m.Channel]
-		delete(rd.pending, m.Channel)
-		rd.mu.Unlock()
-		if p != nil {
-			if p.concrete && rd.tracked[p.channel] == nil {
-				rd.tracked[p.channel] = &tracked{epoch: p.epoch, offset: p.offset, seen: time.Now()}
-			}
-			close(p.done)
-		}
-		if rd.lost {
-			rd.lost = false
-			rd.up.set(true)
-			r.log.Info("redis pub/sub connection restored; catching up from history", "partition", rd.part)
-			rd.catchUp(ctx, h)
-		}
-	case "sunsubscribe":
-		if rd.wants(m.Channel) {
-			// Redis dropped a channel we hold: its slot moved to another
-			// shard (resharding or failover).
-			r.log.Info("redis shard channel moved; resubscribing", "partition", rd.part, "channel", m.Channel)
-			return errors.New("slot moved")
-		}
-		rd.untrackUncovered()
-	case "unsubscribe":
-		rd.untrackUncovered()
-	}
-	return nil
-}
-
-// onMessage parses an envelope "epoch offset ms [traceparent ]channel\npayload"
-// (a traceparent only from a node that traces; a channel starts with "/")
-// and delivers it once, in order, filling a gap from history if needed.
-func (rd *reader) onMessage(ctx context.Context, h engine.Handler, env string) {
-	r := rd.e
-	head, payload, ok := cutString(env, '\n')
-	if !ok {
-		r.log.Warn("redis: malformed envelope")
-		return
-	}
-	epoch, rest, ok1 := cutString(head, ' ')
-	offs, rest, ok2 := cutString(rest, ' ')
-	ms, name, ok3 := cutString(rest, ' ')
-	var traceparent string
-	if ok3 && !strings.HasPrefix(name, "/") {
-		traceparent, name, ok3 = cutString(name, ' ')
-	}
-	off, err := strconv.ParseUint(offs, 10, 64)
-	at, err2 := strconv.ParseInt(ms, 10, 64)
-	if !ok1 || !ok2 || !ok3 || err != nil || err2 != nil {
-		r.log.Warn("redis: malformed envelope head", "head", head)
-		return
-	}
-	p := &engine.Publication{Channel: name, Epoch: epoch, Offset: off, Payload: []byte(payload), Time: at}
-	t := rd.tracked[name]
-	now := time.Now()
-	if t != nil && t.epoch == "" {
-		// Subscribed before the channel existed: its first epoch is ours.
-		t.epoch = epoch
-	}
-	switch {
-	case t == nil:
-		// Seen first through a wildcard pattern: start here.
-		rd.tracked[name] = &tracked{epoch: epoch, offset: off, at: at, seen: now}
-	case t.epoch != epoch:
-		// The channel's history was reset (Redis lost it): whatever came
-		// between cannot be recovered.
-		h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{Epoch: epoch, Offset: off - 1})
-		t.epoch, t.offset, t.at, t.seen = epoch, off, at, now
-	case off <= t.offset:
-		return // already delivered (another of our Redis channels, or caught up)
-	case off > t.offset+1:
-		rd.fill(ctx, h, name, t, off-1)
-		t.offset, t.at, t.seen = off, at, now
-	default:
-		t.offset, t.at, t.seen = off, at, now
-	}
-	span := r.cfg.Tracer.Fanout(traceparent, name, off)
-	h.OnPublication(p)
-	span.End()
 }
 
 // fill delivers publications (t.offset, upTo] of channel from history, or

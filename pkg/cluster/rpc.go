@@ -50,6 +50,9 @@ func (s *nodeServer) Process(ctx context.Context, req *clusterv1.ProcessRequest)
 		if errors.Is(err, broker.ErrReplyDropped) {
 			return nil, status.Error(codes.Aborted, err.Error())
 		}
+		if errors.Is(err, broker.ErrReplyLost) {
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	return &clusterv1.ProcessResponse{Body: resp.Body, RateRefused: uint32(resp.RateRefused)}, nil

@@ -33,13 +33,14 @@
 //	queue_overflows_total                      counter: sessions terminated by a full queue (409)
 //	held_connects                              gauge: /meta/connect requests being held
 //	gaps_total                                 counter: unrecoverable gaps reported by the engine
+//	limit_refusals_total{limit}                counter: requests refused by a per-address limit (sessions_per_ip, held_per_ip)
 //	redis_command_duration_seconds{op}         histogram: Redis publish script and history reads
 //	redis_errors_total{op}                     counter: failed Redis publish / history commands
 //	grpc_forwards_total{result}                counter: requests forwarded to a session's owner
 //	gossip_members                             gauge: live cluster nodes, self included
 //	build_info{version,revision,go_version}    gauge: 1, labelled with the running build (BuildInfo)
 //
-// Not exported: a publish-to-deliver latency histogram. It would need a
-// timestamp carried on every publication (engine.Publication has none, and
-// with Redis the clock is another node's), so it is left out for now.
+// And delivery_latency_seconds, a histogram of the time from the engine
+// ordering a publication to handing it to a subscriber's transport (across
+// nodes the publishing node's clock: skew shows in it).
 package metrics

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bayeux-cluster/bayeux/pkg/broker"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
 
@@ -51,6 +52,8 @@ type Metrics struct {
 	gaps           prometheus.Counter
 	adopted        prometheus.Counter
 	latency        prometheus.Observer
+	limitSessions  prometheus.Counter // limit_refusals_total{limit="sessions_per_ip"}
+	limitHeld      prometheus.Counter // limit_refusals_total{limit="held_per_ip"}
 
 	cluster []prometheus.Collector // registered by RegisterCluster
 
@@ -125,8 +128,13 @@ func New(reg prometheus.Registerer) *Metrics {
 		Namespace: namespace, Name: "gaps_total",
 		Help: "Unrecoverable gaps reported by the engine.",
 	})
+	limits := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "limit_refusals_total",
+		Help: "Requests refused by a per-address limit (--max-sessions-per-ip, --max-held-per-ip), by limit.",
+	}, []string{"limit"})
+	m.limitSessions, m.limitHeld = limits.WithLabelValues(broker.LimitSessionsPerIP), limits.WithLabelValues(broker.LimitHeldPerIP)
 	reg.MustRegister(sessions, handshakes, m.connects, m.subscribes, publishes, m.deliveries,
-		errs, m.queueOverflows, m.heldConnects, m.gaps, m.adopted, latency)
+		errs, m.queueOverflows, m.heldConnects, m.gaps, m.adopted, latency, limits)
 
 	redisDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "redis_command_duration_seconds",
@@ -257,6 +265,15 @@ func (m *Metrics) Backplane(up, joined func() float64) {
 		Namespace: namespace, Name: "cluster_joined",
 		Help: "1 once the node joined a cluster (or was given no seeds), 0 while it has joined nobody.",
 	}, joined))
+}
+
+// LimitRefused implements broker.Observer.
+func (m *Metrics) LimitRefused(limit string) {
+	if limit == broker.LimitHeldPerIP {
+		m.limitHeld.Inc()
+		return
+	}
+	m.limitSessions.Inc()
 }
 
 // SessionAdopted implements broker.Observer.

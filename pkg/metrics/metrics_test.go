@@ -84,6 +84,8 @@ func TestSeries(t *testing.T) {
 		{"queue overflow", func(m *metrics.Metrics) { m.QueueOverflow() }, "bayeux_queue_overflows_total", "", "", 1},
 		{"held connects", func(m *metrics.Metrics) { m.HeldConnect(1); m.HeldConnect(1); m.HeldConnect(-1) }, "bayeux_held_connects", "", "", 1},
 		{"gap", func(m *metrics.Metrics) { m.Gap() }, "bayeux_gaps_total", "", "", 1},
+		{"sessions per ip refused", func(m *metrics.Metrics) { m.LimitRefused(broker.LimitSessionsPerIP) }, "bayeux_limit_refusals_total", "limit", "sessions_per_ip", 1},
+		{"held per ip refused", func(m *metrics.Metrics) { m.LimitRefused(broker.LimitHeldPerIP); m.LimitRefused(broker.LimitHeldPerIP) }, "bayeux_limit_refusals_total", "limit", "held_per_ip", 2},
 		{"redis publish timed", func(m *metrics.Metrics) { m.RedisCommand(cluster.OpPublish, time.Millisecond, nil) }, "bayeux_redis_command_duration_seconds", "op", "publish", 1},
 		{"redis history timed", func(m *metrics.Metrics) { m.RedisCommand(cluster.OpHistory, time.Millisecond, errRedis) }, "bayeux_redis_command_duration_seconds", "op", "history", 1},
 		{"redis publish error", func(m *metrics.Metrics) { m.RedisCommand(cluster.OpPublish, time.Second, errRedis) }, "bayeux_redis_errors_total", "op", "publish", 1},

@@ -9,5 +9,8 @@
 // shared, read-only, by every receiver.
 //
 // The Redis-backed cluster engine (package cluster) implements the same
-// interface; the broker does not know which one it runs on.
+// interface; the broker does not know which one it runs on. An engine may
+// also implement AsyncPublisher (the Redis engine does): the broker then
+// queues a connection's publishes and collects their outcomes afterwards,
+// in order, so that they are in flight together.
 package engine

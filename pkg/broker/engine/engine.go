@@ -38,6 +38,21 @@ type Handler interface {
 	OnGap(channel string, from, to Position)
 }
 
+// BatchHandler is a Handler that also takes several publications in one
+// call. An engine that has more than one publication ready at once (the
+// Redis engine: what its pub/sub connection has buffered) hands them over
+// with OnPublications when its handler is a BatchHandler, so that the
+// handler wakes each subscriber once per batch instead of once per
+// publication; with a plain Handler it calls OnPublication for each.
+type BatchHandler interface {
+	Handler
+	// OnPublications is OnPublication for each of pubs, in order (the
+	// ordering guarantees of Handler hold within and across batches).
+	// The slice is the engine's and is reused once the call returns; the
+	// Publications it points to are not.
+	OnPublications(pubs []*Publication)
+}
+
 // Engine is the broker's backend. All methods are safe for concurrent use.
 type Engine interface {
 	// Publish assigns the next offset on the concrete channel and
@@ -67,6 +82,18 @@ type Engine interface {
 	Run(ctx context.Context, h Handler) error
 	// Close releases the engine's resources.
 	Close() error
+}
+
+// AsyncPublisher is an Engine that can queue a publish and let the caller
+// queue more before the first is ordered (one connection's publishes in
+// flight together). Publishes queued by one goroutine are ordered in the
+// order of the PublishAsync calls.
+type AsyncPublisher interface {
+	// PublishAsync queues the publish (waiting for room in a full queue
+	// until ctx ends) and returns wait, which blocks until the outcome is
+	// known and returns it as Publish would. wait must be called exactly
+	// once.
+	PublishAsync(ctx context.Context, channel string, payload []byte) (wait func() (Publication, error))
 }
 
 // Retained, as the position History reads after, means "from the oldest

@@ -34,6 +34,7 @@ const (
 	StatusInvalidPayload  StatusCode = 1007 // also: a message the broker cannot decode
 	StatusPolicyViolation StatusCode = 1008
 	StatusMessageTooBig   StatusCode = 1009
+	StatusTryAgainLater   StatusCode = 1013 // a reply was lost on its way from the session's owner: reconnect and resend
 	StatusNoStatus        StatusCode = 1005 // never sent: a close frame without a code
 )
 
