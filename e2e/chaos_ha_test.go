@@ -64,18 +64,31 @@ func sentinelFailover(t *testing.T, s *testproc.Sentinel, c *testproc.Cluster) e
 }
 
 // TestChaosRollingRestart replaces every node of a three-node cluster in
-// turn under the harness's load, as a deployment rollout does: a new node
-// joins, the balancer is reloaded to send new connections to the new
-// set, and the old node gets SIGTERM and drains. It asserts what every
-// chaos scenario asserts (lost=0, duplicated=0, >= 99% of clientIds kept)
-// and that each draining node exits well within its shutdown grace (5s):
-// within 3s, without a request left stuck until the grace cut it.
+// turn under the harness's load, as a deployment rollout does
+// (chaosRollingRestart). It asserts what every chaos scenario asserts
+// (lost=0, duplicated=0, >= 99% of clientIds kept) and that each draining
+// node exits well within its shutdown grace, without a request left stuck
+// until the grace cut it.
 func TestChaosRollingRestart(t *testing.T) {
 	start := time.Now()
-	c := testproc.StartClusterOn(t, testproc.StartRedisDurable(t), 3, chaosNodeArgs...)
-	r := startChaos(t, "rolling-restart", c)
+	env := &chaosEnv{c: testproc.StartClusterOn(t, testproc.StartRedisDurable(t), 3, chaosNodeArgs...)}
+	r := startChaos(t, "rolling-restart", env.c)
+	if err := chaosRollingRestart(t, env, r); err != nil {
+		t.Errorf("rolling restart: %v", err)
+	}
+	r.finish(20*time.Second, true)
+	t.Logf("scenario took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// chaosRollingRestart replaces each node of the cluster in turn: a new
+// node joins, the balancer is reloaded to send new connections to the new
+// set, and the old node gets SIGTERM and drains; it must exit well within
+// its shutdown grace (5s): within 3s. Traffic must flow again after each
+// step.
+func chaosRollingRestart(t *testing.T, env *chaosEnv, r *chaosRun) error {
 	const wellWithinGrace = 3 * time.Second
-	for i := range 3 {
+	c := env.c
+	for i := range len(c.Nodes) {
 		old := c.Nodes[0]
 		fresh := c.StartNode(t, chaosNodeArgs...)
 		c.Nodes = append(c.Nodes[1:], fresh)
@@ -83,7 +96,7 @@ func TestChaosRollingRestart(t *testing.T) {
 		err := c.AwaitMembers(ctx, 4)
 		cancel()
 		if err != nil {
-			t.Fatalf("step %d: new node did not join: %v", i, err)
+			return fmt.Errorf("step %d: new node did not join: %w", i, err)
 		}
 		var backends []string
 		for _, n := range c.Nodes {
@@ -97,7 +110,7 @@ func TestChaosRollingRestart(t *testing.T) {
 		err, exited := old.Wait(15 * time.Second)
 		took := time.Since(term)
 		if !exited {
-			t.Fatalf("step %d: draining node did not exit within 15s", i)
+			return fmt.Errorf("step %d: draining node did not exit within 15s", i)
 		}
 		t.Logf("step %d: node %s drained and exited in %v (exit: %v)", i, old.Tag, took.Round(time.Millisecond), err)
 		if err != nil {
@@ -113,14 +126,13 @@ func TestChaosRollingRestart(t *testing.T) {
 		err = c.AwaitMembers(ctx, 3)
 		cancel()
 		if err != nil {
-			t.Fatalf("step %d: membership after the drain: %v", i, err)
+			return fmt.Errorf("step %d: membership after the drain: %w", i, err)
 		}
 		if err := r.flowing(50, 15*time.Second); err != nil {
 			t.Errorf("step %d: traffic after the drain: %v", i, err)
 		}
 	}
-	r.finish(20*time.Second, true)
-	t.Logf("scenario took %v", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // drainTrouble returns the log lines of a drained node that show requests

@@ -1,18 +1,20 @@
-//go:build realchaos
-
-// This scenario is built only with -tags realchaos, because it does not
-// pass yet (issue "Real clients, real guarantees", item 7): run it with
+// The chaos suite with the clients people run (issue "Real clients, real
+// guarantees"). It runs with the rest of the e2e package:
 //
-//	go test -tags realchaos -count=1 -v -run TestChaosRealClients ./e2e/
+//	go test -race -count=1 -run TestChaosRealClients -v ./e2e/ | grep ^CHAOS
 //
-// Measured on the first run (kill -9 of one of three nodes, 9 CometD ack
-// clients and 4 jsforce replay subscribers beside the 36 Go subscribers,
-// which lost nothing): CometD ack clients lost 31 acknowledged messages
-// (long-polling 14, callback-polling 2, websocket 15) around the fault,
-// every clientId kept; jsforce subscribers received one event twice
-// (replayed from history by the adopting node: a replay session without
-// the ack extension acknowledges a batch only with its next connect, which
-// the dead owner never saw). It joins the CI run once both are fixed.
+// Three scenarios (kill -9, SIGTERM, rolling restart), 20-80 s each,
+// 100-180 s in all on the shared 2-core development machine at load
+// average 14-20 (most of it starting processes and clients, and the
+// clients' back-off after failed requests).
+// Measured (docs/benchmarks.md): lost=0 duplicated=0 reordered=0 and every
+// clientId kept for every client kind in every scenario. Two findings of
+// its first version: the acknowledged messages it reported lost for
+// CometD clients were its own artefact (it counted what a client must
+// have per publisher, over channels the client subscribed to at different
+// moments; it counts per publisher and channel now), and the event
+// jsforce received twice after a kill -9 was real (the adopter replayed a
+// batch the client had; see Session.implicitAck).
 
 package e2e
 
@@ -21,9 +23,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -33,37 +37,71 @@ import (
 )
 
 // TestChaosRealClients is the chaos suite with the clients people run:
-// beside the Go subscribers of TestChaos, unchanged CometD clients with
-// their AckExtension (long-polling, callback-polling, websocket) and
-// jsforce replay subscribers (StreamingExtension.Replay, which follows
-// data.event.replayId and does not de-duplicate) subscribe through the
-// balancer, which keeps sending the failed node its share of requests
-// (nginx max_fails=0, proxy_next_upstream off). Each fault must lose
-// nothing acknowledged, deliver nothing twice to the application and keep
-// every clientId.
+// beside the Go subscribers of TestChaos (36: ack or replay, three
+// transports), unchanged CometD clients with their AckExtension (3 each on
+// long-polling, callback-polling and websocket) and 2 jsforce replay
+// subscribers (StreamingExtension.Replay from -1, which follows
+// data.event.replayId and does not drop repeats; one on long-polling, one
+// on websocket) subscribe through the balancer, which keeps sending a
+// failed node its share of requests (nginx max_fails=0,
+// proxy_next_upstream off). One CometD client of each transport and both
+// jsforce subscribers are placed on node 1, the node kill -9 and SIGTERM
+// hit; the Go subscribers are spread over the three nodes. Faults: kill
+// -9 of a node, SIGTERM of a node, and a rolling restart (each node
+// replaced in turn). Each must lose
+// nothing acknowledged, deliver nothing twice to the application, keep
+// every publisher's order on each channel and keep every clientId, for
+// every client kind. One line per client kind:
+//
+//	CHAOS-REAL scenario=<name> clients=<kind>/<transport> count=N delivered_min=N delivered_max=N lost=N duplicated=N reordered=N rehandshakes=N clientid_kept=K/N without_replay_id=N
+//
+// delivered_* are the deliveries per client of that kind (a client
+// subscribes to one channel, jsforce, or to all three, CometD).
+//
+// A client subscribes to its channels one after the other while the
+// publishers run, so what it must have is counted per (publisher,
+// channel): every acknowledged publication from the first one it received
+// of that publisher on that channel. (Counting per publisher instead,
+// over all channels, reported as lost what was published on a channel
+// before the client subscribed to it.)
 func TestChaosRealClients(t *testing.T) {
 	for _, sc := range []struct {
 		name  string
-		fault func(t *testing.T, env *chaosEnv) error
+		fault func(t *testing.T, env *chaosEnv, r *chaosRun) error
 	}{
-		{"kill9", chaosKill9},
-		{"sigterm", chaosSigterm},
+		{"kill9", func(t *testing.T, env *chaosEnv, _ *chaosRun) error { return chaosKill9(t, env) }},
+		{"sigterm", func(t *testing.T, env *chaosEnv, _ *chaosRun) error { return chaosSigterm(t, env) }},
+		{"rolling-restart", chaosRollingRestart},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
+			start := time.Now()
 			env := &chaosEnv{c: testproc.StartClusterOn(t, testproc.StartRedisDurable(t), 3, chaosNodeArgs...)}
 			r := startChaos(t, "real-"+sc.name, env.c)
+			setup := time.Now()
 			rc := startRealClients(t, env.c, r.channels)
+			t.Logf("cluster and Go clients ready in %v, real clients placed and subscribed in %v",
+				setup.Sub(start).Round(time.Millisecond), time.Since(setup).Round(time.Millisecond))
 			if err := pollUntil(20*time.Second, func() error { return rc.receivedFromAll(t, len(r.pubs)) }); err != nil {
 				t.Fatalf("real clients before the fault: %v", err)
 			}
-			if err := sc.fault(t, env); err != nil {
+			faultStart := time.Now()
+			if err := sc.fault(t, env, r); err != nil {
 				t.Errorf("recovery from the fault: %v", err)
 			}
+			t.Logf("fault and recovery took %v", time.Since(faultStart).Round(time.Millisecond))
 			if err := r.flowing(50, 15*time.Second); err != nil {
 				t.Errorf("traffic after the fault: %v", err)
 			}
+			checks := time.Now()
 			r.finish(20*time.Second, true)
-			rc.check(t, r, 30*time.Second)
+			goDone := time.Since(checks)
+			// Real clients back off after each failed request (CometD one
+			// second more each time), and a third of their requests still
+			// reach the dead node: a streak of failures delays a client's
+			// catch-up by seconds (pkg/broker/grace.go).
+			rc.check(t, r, 45*time.Second)
+			t.Logf("scenario took %v (Go clients' check %v, real clients' check %v)", time.Since(start).Round(time.Millisecond),
+				goDone.Round(time.Millisecond), (time.Since(checks) - goDone).Round(time.Millisecond))
 		})
 	}
 }
@@ -80,6 +118,7 @@ type realReport struct {
 	Channels                     []string
 	Handshakes, NoReplayID       int
 	Keys                         [][2]int
+	Trace                        []string // the last /meta/connect messages
 }
 
 func startRealClients(t *testing.T, cl *testproc.Cluster, channels []string) *realClients {
@@ -88,7 +127,8 @@ func startRealClients(t *testing.T, cl *testproc.Cluster, channels []string) *re
 	cmd := exec.Command("node", filepath.Join("chaos", "real-clients.mjs"))
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "BAYEUX_URL="+cl.URL(), "BAYEUX_DEBUG_URL="+cl.Nodes[0].Base+"/debug/bayeux",
-		"CHAOS_CHANNELS="+strings.Join(channels, ","), "CHAOS_COMETD_PER_TRANSPORT=3", "CHAOS_JSFORCE=4")
+		"CHAOS_CHANNELS="+strings.Join(channels, ","), "CHAOS_COMETD_PER_TRANSPORT=3", "CHAOS_JSFORCE=2",
+		"CHAOS_VICTIM="+cl.Nodes[1].Tag) // node 1: the one a fault hits
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -176,98 +216,90 @@ func (rc *realClients) receivedFromAll(t *testing.T, pubs int) error {
 	return nil
 }
 
+// pubChannel is one publisher's stream on one channel: the unit of
+// order, and of what a client that subscribed meanwhile must have.
+type pubChannel struct {
+	P  int
+	Ch string
+}
+
+// realFigures are the figures of one client kind.
+type realFigures struct {
+	clients, lost, dup, reordered, kept, rehs, noReplay int
+	delivMin, delivMax                                  int // deliveries per client
+}
+
 // check waits until every client has every acknowledged publish of its
 // channels (or d passes), logs one line per client kind and asserts
-// nothing lost, nothing duplicated, every clientId kept and a replay id
-// on every jsforce delivery.
+// nothing lost, nothing duplicated, each (publisher, channel) in order,
+// every clientId kept and a replay id on every jsforce delivery.
 func (rc *realClients) check(t *testing.T, r *chaosRun, d time.Duration) {
 	t.Helper()
-	acked := map[string][]chaosKey{} // channel -> acknowledged keys
+	chOf := func(k chaosKey) string { return r.channels[k.S%len(r.channels)] } // chaosPub.run's choice
+	acked := map[string][]chaosKey{}                                           // channel -> acknowledged keys
 	for _, p := range r.pubs {
 		p.mu.Lock()
 		for _, k := range p.acked {
-			ch := r.channels[k.S%len(r.channels)]
-			acked[ch] = append(acked[ch], k)
+			acked[chOf(k)] = append(acked[chOf(k)], k)
 		}
 		p.mu.Unlock()
 	}
-	type figures struct{ clients, lost, dup, kept, rehs, noReplay int }
+	var by map[string]*realFigures
+	var problems, lagging []string
 	var reps []realReport
-	measure := func() (map[string]*figures, []string) {
+	start := time.Now()
+	// A report carries every delivery of every client: ask for one every
+	// half second, not more, so that serializing it does not starve the
+	// clients that share its process.
+	for {
 		reps = rc.report(t)
-		by := map[string]*figures{}
-		var problems []string
-		for _, c := range reps {
-			name := c.Kind + "/" + c.Transport
-			f := by[name]
-			if f == nil {
-				f = &figures{}
-				by[name] = f
-			}
-			seen := map[chaosKey]int{}
-			first := map[int]int{} // publisher -> first sequence received (it subscribed while they published)
-			for _, k := range c.Keys {
-				seen[chaosKey{k[0], k[1]}]++
-				if f, ok := first[k[0]]; !ok || k[1] < f {
-					first[k[0]] = k[1]
-				}
-			}
-			f.clients++
-			for _, ch := range c.Channels {
-				for _, k := range acked[ch] {
-					if from, ok := first[k.P]; !ok || k.S < from {
-						continue // published before this client subscribed
-					}
-					if seen[k] == 0 {
-						f.lost++
-						if len(problems) < 10 {
-							problems = append(problems, fmt.Sprintf("%s %s never received %v", name, c.First, k))
-						}
-					}
-				}
-			}
-			for k, n := range seen {
-				if n > 1 {
-					f.dup += n - 1
-					if len(problems) < 20 {
-						problems = append(problems, fmt.Sprintf("%s %s received %v %d times", name, c.First, k, n))
-					}
-				}
-			}
-			if c.Last == c.First {
-				f.kept++
-			}
-			f.rehs += max(c.Handshakes-1, 0)
-			f.noReplay += c.NoReplayID
+		by, problems = measureReal(reps, acked, chOf)
+		lost := 0
+		for _, f := range by {
+			lost += f.lost
 		}
-		return by, problems
+		if lost == 0 || time.Since(start) > d {
+			break
+		}
+		if time.Since(start) < 5*time.Second {
+			lagging = problems
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
-	var by map[string]*figures
-	var problems []string
-	_ = pollUntil(d, func() error {
-		by, problems = measure()
-		for name, f := range by {
-			if f.lost > 0 {
-				return fmt.Errorf("%s: %d lost", name, f.lost)
+	if took := time.Since(start); took > 5*time.Second {
+		// Slow, not lost (or lost: then reported below): show why.
+		for _, c := range reps {
+			if slices.ContainsFunc(lagging, func(p string) bool { return strings.Contains(p, c.First) }) {
+				t.Logf("%s/%s %s still missing messages 5s into the check (all there after %v); its last connects:\n  %s",
+					c.Kind, c.Transport, c.First, took.Round(time.Millisecond), strings.Join(c.Trace, "\n  "))
 			}
 		}
-		return nil
-	})
-	total := figures{}
-	for name, f := range by {
-		t.Logf("CHAOS-REAL scenario=%s clients=%s count=%d lost=%d duplicated=%d rehandshakes=%d clientid_kept=%d/%d without_replay_id=%d",
-			r.name, name, f.clients, f.lost, f.dup, f.rehs, f.kept, f.clients, f.noReplay)
+	}
+	var total realFigures
+	for _, name := range slices.Sorted(maps.Keys(by)) {
+		f := by[name]
+		line := fmt.Sprintf("CHAOS-REAL scenario=%s clients=%s count=%d delivered_min=%d delivered_max=%d lost=%d duplicated=%d reordered=%d rehandshakes=%d clientid_kept=%d/%d without_replay_id=%d",
+			r.name, name, f.clients, f.delivMin, f.delivMax, f.lost, f.dup, f.reordered, f.rehs, f.kept, f.clients, f.noReplay)
+		t.Log(line)
+		fmt.Println(line)
 		total.clients += f.clients
 		total.lost += f.lost
 		total.dup += f.dup
+		total.reordered += f.reordered
 		total.kept += f.kept
 		total.noReplay += f.noReplay
 	}
 	for _, p := range problems {
 		t.Error(p)
 	}
-	if total.lost != 0 || total.dup != 0 {
-		t.Errorf("real clients: lost=%d duplicated=%d", total.lost, total.dup)
+	for _, c := range reps {
+		if slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, c.First) }) {
+			t.Logf("%s/%s %s: last deliveries %v; its last connects:\n  %s", c.Kind, c.Transport, c.First,
+				lastKeys(c.Keys, chOf), strings.Join(c.Trace, "\n  "))
+		}
+	}
+	if total.lost != 0 || total.dup != 0 || total.reordered != 0 {
+		t.Errorf("real clients: lost=%d duplicated=%d reordered=%d", total.lost, total.dup, total.reordered)
 	}
 	if total.kept != total.clients {
 		t.Errorf("real clients: clientid_kept=%d/%d", total.kept, total.clients)
@@ -275,4 +307,77 @@ func (rc *realClients) check(t *testing.T, r *chaosRun, d time.Duration) {
 	if total.noReplay != 0 {
 		t.Errorf("jsforce: %d deliveries without data.event.replayId", total.noReplay)
 	}
+}
+
+// lastKeys returns, per channel, the last 4 publications of keys.
+func lastKeys(keys [][2]int, chOf func(chaosKey) string) map[string][]chaosKey {
+	out := map[string][]chaosKey{}
+	for _, kk := range keys {
+		k := chaosKey{kk[0], kk[1]}
+		ch := chOf(k)
+		if out[ch] = append(out[ch], k); len(out[ch]) > 4 {
+			out[ch] = out[ch][1:]
+		}
+	}
+	return out
+}
+
+// measureReal computes the figures per client kind from the clients'
+// reports: acked maps each channel to its acknowledged publications, chOf
+// tells a publication's channel.
+func measureReal(reps []realReport, acked map[string][]chaosKey, chOf func(chaosKey) string) (map[string]*realFigures, []string) {
+	by := map[string]*realFigures{}
+	var problems []string
+	problem := func(format string, args ...any) {
+		if len(problems) < 20 {
+			problems = append(problems, fmt.Sprintf(format, args...))
+		}
+	}
+	for _, c := range reps {
+		name := c.Kind + "/" + c.Transport
+		f := by[name]
+		if f == nil {
+			f = &realFigures{delivMin: len(c.Keys)}
+			by[name] = f
+		}
+		f.clients++
+		f.delivMin, f.delivMax = min(f.delivMin, len(c.Keys)), max(f.delivMax, len(c.Keys))
+		seen := map[chaosKey]int{}
+		first := map[pubChannel]int{} // first sequence received (it subscribed while they published)
+		last := map[pubChannel]int{}  // highest sequence received so far, in delivery order
+		for _, kk := range c.Keys {
+			k := chaosKey{kk[0], kk[1]}
+			pc := pubChannel{k.P, chOf(k)}
+			if seen[k]++; seen[k] > 1 {
+				f.dup++
+				problem("%s %s received %v %d times", name, c.First, k, seen[k])
+				continue
+			}
+			if l, ok := last[pc]; ok && k.S < l {
+				f.reordered++
+				problem("%s %s received %v after s%d on %s", name, c.First, k, l, pc.Ch)
+			}
+			if fs, ok := first[pc]; !ok || k.S < fs {
+				first[pc] = k.S
+			}
+			last[pc] = max(last[pc], k.S)
+		}
+		for _, ch := range c.Channels {
+			for _, k := range acked[ch] {
+				if from, ok := first[pubChannel{k.P, ch}]; !ok || k.S < from {
+					continue // published before this client subscribed to ch
+				}
+				if seen[k] == 0 {
+					f.lost++
+					problem("%s %s never received %v on %s", name, c.First, k, ch)
+				}
+			}
+		}
+		if c.Last == c.First {
+			f.kept++
+		}
+		f.rehs += max(c.Handshakes-1, 0)
+		f.noReplay += c.NoReplayID
+	}
+	return by, problems
 }

@@ -3,6 +3,7 @@ package bayeuxtest
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -22,9 +23,20 @@ type Peer struct {
 // Post sends msgs as a JSON array and returns the decoded reply array.
 func (p *Peer) Post(msgs ...Msg) []Msg {
 	p.T.Helper()
+	out, err := p.TryPost(msgs...)
+	if err != nil {
+		p.T.Fatal(err)
+	}
+	return out
+}
+
+// TryPost is Post that returns, instead of failing the test, an error for
+// a reply that is not a JSON message array (for example the plain HTTP
+// 503 a node answers when a forwarded request's reply was lost).
+func (p *Peer) TryPost(msgs ...Msg) ([]Msg, error) {
 	raw, err := json.Marshal(msgs)
 	if err != nil {
-		p.T.Fatalf("marshal: %v", err)
+		return nil, fmt.Errorf("marshal: %w", err)
 	}
 	c := p.Client
 	if c == nil {
@@ -32,18 +44,18 @@ func (p *Peer) Post(msgs ...Msg) []Msg {
 	}
 	resp, err := c.Post(p.URL, "application/json", bytes.NewReader(raw))
 	if err != nil {
-		p.T.Fatalf("POST %s: %v", p.URL, err)
+		return nil, fmt.Errorf("POST %s: %w", p.URL, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		p.T.Fatalf("read: %v", err)
+		return nil, fmt.Errorf("read: %w", err)
 	}
 	var out []Msg
 	if err := json.Unmarshal(body, &out); err != nil {
-		p.T.Fatalf("reply %d %q: %v", resp.StatusCode, body, err)
+		return nil, fmt.Errorf("reply %d %q: %w", resp.StatusCode, body, err)
 	}
-	return out
+	return out, nil
 }
 
 // Handshake handshakes (with ext, if not nil), performs the immediate first

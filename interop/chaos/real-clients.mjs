@@ -5,7 +5,14 @@
 // through the balancer at BAYEUX_URL.
 //
 //   BAYEUX_URL=... BAYEUX_DEBUG_URL=... CHAOS_CHANNELS=/a,/b,/c \
-//   CHAOS_COMETD_PER_TRANSPORT=3 CHAOS_JSFORCE=4 node chaos/real-clients.mjs
+//   CHAOS_COMETD_PER_TRANSPORT=3 CHAOS_JSFORCE=2 [CHAOS_VICTIM=tag] \
+//   node chaos/real-clients.mjs
+//
+// With CHAOS_VICTIM=tag (a node's clientId prefix), the second CometD
+// client of each transport and every jsforce subscriber are placed on
+// that node: such a client handshakes again through the balancer until
+// that node owns its session, so that a fault on that node hits every
+// client kind. The others stay where the balancer put them.
 //
 // It prints "READY" once every client is subscribed. On stdin, "report"
 // prints one line "REPORT <json>": per client its kind, transport,
@@ -14,11 +21,13 @@
 // clients and exits. The Go test decides what is lost or duplicated.
 import readline from "node:readline";
 import {CometDClient} from "../lib/clients.mjs";
+import {httpRequest} from "../lib/common.mjs";
 import {JsforceSubscriber} from "../lib/jsforce.mjs";
 
 const channels = (process.env.CHAOS_CHANNELS || "").split(",").filter(Boolean);
 const perTransport = Number(process.env.CHAOS_COMETD_PER_TRANSPORT || 3);
-const jsforceN = Number(process.env.CHAOS_JSFORCE || 4);
+const jsforceN = Number(process.env.CHAOS_JSFORCE || 2);
+const victim = process.env.CHAOS_VICTIM || "";
 if (channels.length === 0) {
     console.error("real-clients: CHAOS_CHANNELS is empty");
     process.exit(2);
@@ -27,11 +36,50 @@ if (channels.length === 0) {
 const clients = [];
 const keysOf = (list) => list.filter((d) => d && d.p !== undefined).map((d) => [d.p, d.s]);
 
-async function openCometD(transport) {
-    const c = await CometDClient.open({transport, ack: true});
-    await c.handshake();
+// As an application does: an operation refused with 503 and retry advice
+// (the session's owner is being decided, e.g. while a loaded node's gossip
+// probes time out) is tried again, a bounded number of times.
+async function retrying(what, op) {
+    for (let attempt = 1; ; attempt++) {
+        try {
+            return await op();
+        } catch (e) {
+            if (attempt >= 10 || !/503|unavailable/i.test(String(e && e.message))) {
+                throw e;
+            }
+            console.error(`real-clients: ${what}: attempt ${attempt} refused, retrying: ${e.message}`);
+            await new Promise((resolve) => setTimeout(resolve, 500));
+        }
+    }
+}
+
+// ownedBy opens clients with open() (which resolves to [client, its
+// clientId]) until one's session is owned by the node tagged owner ("":
+// any), closing the others with close(client). Between attempts one
+// request through the balancer shifts its round-robin turn (an open may
+// take a multiple of the node count of requests).
+async function ownedBy(owner, what, open, close) {
+    for (let attempt = 1; ; attempt++) {
+        const [c, id] = await open();
+        if (!owner || String(id).startsWith(owner)) {
+            return c;
+        }
+        await close(c);
+        if (attempt >= 30) {
+            throw new Error(`${what}: no session owned by ${owner} in ${attempt} handshakes through the balancer`);
+        }
+        await httpRequest("GET", new URL("/healthz", process.env.BAYEUX_URL).href).catch(() => {});
+    }
+}
+
+async function openCometD(transport, i) {
+    const owner = i === 1 ? victim : "";
+    const c = await ownedBy(owner, `cometd/${transport}`, async () => {
+        const c = await CometDClient.open({transport, ack: true});
+        return [c, await c.handshake()];
+    }, (c) => c.close());
     for (const ch of channels) {
-        await c.subscribe(ch);
+        await retrying(`cometd/${transport} subscribe ${ch}`, () => c.subscribe(ch));
     }
     const first = c.clientId;
     clients.push({
@@ -39,22 +87,76 @@ async function openCometD(transport) {
             kind: "cometd-ack", transport, channels, first, last: c.clientId,
             handshakes: c.handshakeReplies().length,
             keys: keysOf(channels.flatMap((ch) => c.messages(ch).map((m) => m.data))),
+            trace: cometdTrace(c),
         }),
         close: () => c.close(),
     });
 }
 
+// cometdTrace summarises the last /meta/connect messages a CometD client
+// sent and received (its worker records them raw, without times), and
+// its last connect failures.
+function cometdTrace(c) {
+    const line = (dir, m) => `${dir} connect id=${m.id} successful=${m.successful} ${m.error || ""} ext=${JSON.stringify(m.ext || {})} advice=${JSON.stringify(m.advice || {})}`;
+    const out = c.outgoing.filter((m) => m.channel === "/meta/connect").slice(-8).map((m) => line("out", m));
+    const inc = c.incoming.filter((m) => m.channel === "/meta/connect").slice(-8).map((m) => line("in ", m));
+    const fails = c.connectFailures.slice(-4).map((m) => `failure ${JSON.stringify(m)}`);
+    return [...out, ...inc, ...fails];
+}
+
+// traceConnects records, in a ring of 16, the /meta/connect messages a
+// Faye client sends and receives (time, id, outcome, deliveries between
+// replies), for the report of a client that lost or repeated something.
+function traceConnects(client) {
+    const ring = [];
+    let deliveries = 0;
+    const add = (line) => {
+        ring.push(`${new Date().toISOString().slice(11, 23)} ${line}`);
+        if (ring.length > 16) {
+            ring.shift();
+        }
+    };
+    client.addExtension({
+        outgoing: (m, cb) => {
+            if (m.channel === "/meta/connect") {
+                add(`out connect id=${m.id} ${m.connectionType}`);
+            }
+            cb(m);
+        },
+        incoming: (m, cb) => {
+            if (m.channel === "/meta/connect") {
+                add(`in  connect id=${m.id} successful=${m.successful} ${m.error || ""} advice=${JSON.stringify(m.advice || {})} after ${deliveries} deliveries`);
+                deliveries = 0;
+            } else if (m.data && m.data.p !== undefined) {
+                deliveries++;
+            }
+            cb(m);
+        },
+    });
+    return ring;
+}
+
 async function openJsforce(i) {
     const transport = i % 2 === 0 ? "long-polling" : "websocket";
     const channel = channels[i % channels.length];
-    const s = new JsforceSubscriber({transport, channel, replayId: -1});
-    await s.subscribe();
+    const s = await ownedBy(victim, `jsforce/${transport}`, () => retrying(`jsforce/${transport} subscribe ${channel}`, async () => {
+        const s = new JsforceSubscriber({transport, channel, replayId: -1});
+        try {
+            await s.subscribe();
+        } catch (e) {
+            await s.close();
+            throw e;
+        }
+        return [s, s.client._dispatcher.clientId];
+    }), (s) => s.close());
     const first = s.client._dispatcher.clientId;
+    const trace = traceConnects(s.client);
     clients.push({
         report: () => ({
             kind: "jsforce-replay", transport, channels: [channel], first, last: s.client._dispatcher.clientId,
             handshakes: s.handshakes(), keys: keysOf(s.events),
             noReplayId: s.events.filter((d) => !(d && d.event && Number.isInteger(d.event.replayId))).length,
+            trace: trace.slice(),
         }),
         close: () => s.close(),
     });
@@ -63,7 +165,7 @@ async function openJsforce(i) {
 const opens = [];
 for (const transport of ["long-polling", "callback-polling", "websocket"]) {
     for (let i = 0; i < perTransport; i++) {
-        opens.push(openCometD(transport));
+        opens.push(openCometD(transport, i));
     }
 }
 for (let i = 0; i < jsforceN; i++) {

@@ -71,6 +71,8 @@ type wsConn struct {
 	closeCode   wsframe.StatusCode // non-zero: the writer closes with it after flushing
 	closeReason string
 	goAway      bool   // node shutting down: close after flushing
+	goingAway   bool   // the writer is closing for goAway: no frame is processed any more
+	busy        bool   // the reader is processing frames or has publishes in flight (see enter)
 	pollID      uint64 // parked in the poller under this id
 	dead        bool   // terminated
 }
@@ -175,16 +177,23 @@ func (conn *wsConn) readFrames() {
 			conn.closeAfterFlush(wsframe.CloseCode(data), "")
 			return
 		default:
+			if !conn.enter() {
+				return // the writer is closing the socket (drain) and terminates it
+			}
 			ok := conn.frame(data)
 			if ok && (!conn.lc.Buffered() || len(conn.waiting) >= wsPublishWindow) {
 				ok = conn.settle()
 			}
 			if !ok {
 				conn.settle()
+				conn.leave()
 				if !conn.closing() {
 					conn.terminate()
 				} // else the writer flushes, closes with closeCode and terminates
 				return
+			}
+			if len(conn.waiting) == 0 {
+				conn.leave()
 			}
 		}
 		if conn.lc.Buffered() || conn.awaitBytes() {
@@ -193,6 +202,33 @@ func (conn *wsConn) readFrames() {
 		if conn.park() {
 			return
 		}
+	}
+}
+
+// enter marks the reader busy with a frame, so that a drain's go-away
+// close waits until the frame's replies (and its publishes in flight) are
+// handed to the writer: a publish the node took in is answered, never cut
+// off by the close. False: the writer already decided to close; the frame
+// is not processed (its client sees the close without a reply and may
+// send it again elsewhere).
+func (conn *wsConn) enter() bool {
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	if conn.goingAway || conn.dead {
+		return false
+	}
+	conn.busy = true
+	return true
+}
+
+// leave ends what enter began; a go-away that waited for it is resumed.
+func (conn *wsConn) leave() {
+	conn.mu.Lock()
+	conn.busy = false
+	goAway := conn.goAway
+	conn.mu.Unlock()
+	if goAway {
+		conn.kick()
 	}
 }
 

@@ -145,7 +145,10 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*eng
 	conn.pong = nil
 	s := conn.session
 	closeCode, closeReason := conn.closeCode, conn.closeReason
-	goAway := conn.goAway && conn.held == nil
+	goAway := conn.goAway && conn.held == nil && !conn.busy
+	if goAway {
+		conn.goingAway = true // the reader processes no frame after this
+	}
 	var complete *heldConnect
 	if due {
 		complete = conn.held

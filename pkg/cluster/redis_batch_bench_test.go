@@ -185,3 +185,45 @@ func benchReceiveWebSocket(b *testing.B, clients int) {
 		})
 	}
 }
+
+// BenchmarkPubSubReceive measures go-redis reading 256 buffered pub/sub
+// messages (150-byte envelopes) off a real Redis connection with
+// ReceiveTimeout, as the pump does: what a reader of our own could save.
+// Publishing them (a pipeline from another connection) is outside the
+// timer and the allocation count.
+func BenchmarkPubSubReceive(b *testing.B) {
+	const n = 256
+	rs := testproc.StartRedis(b)
+	ctx := context.Background()
+	sub := redis.NewClient(&redis.Options{Addr: rs.Addr, Protocol: 2})
+	pub := redis.NewClient(&redis.Options{Addr: rs.Addr, Protocol: 2})
+	b.Cleanup(func() { _ = sub.Close(); _ = pub.Close() })
+	ps := sub.Subscribe(ctx, "{0}/bench/room/0")
+	if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil { // the confirmation
+		b.Fatal(err)
+	}
+	envs := benchEnvelopes(n)
+	publish := func() {
+		p := pub.Pipeline()
+		for _, m := range envs {
+			p.Publish(ctx, "{0}/bench/room/0", m.(*redis.Message).Payload)
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		publish()
+		b.StartTimer()
+		for range n {
+			if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/msg")
+}

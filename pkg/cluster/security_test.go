@@ -38,7 +38,7 @@ type inprocNode struct {
 
 // startInprocNode starts a node whose cluster config mutate adjusts; join
 // is the gossip seed (empty for the first node).
-func startInprocNode(t *testing.T, name, join string, mutate func(*Config)) *inprocNode {
+func startInprocNode(t testing.TB, name, join string, mutate func(*Config)) *inprocNode {
 	t.Helper()
 	id := name + "-" + t.Name()
 	b, err := broker.New(broker.Config{
