@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
 
 func TestSequencerParse(t *testing.T) {
@@ -342,5 +344,61 @@ func TestSequencerArriveKeepsBase(t *testing.T) {
 	n, ordered, skipped := q.Await(context.Background(), []byte(`"1a"`), start.Add(time.Hour), start.Add(time.Hour))
 	if !ordered || skipped || n != 46 || time.Since(start) > time.Second {
 		t.Fatalf("got n=%d ordered=%v skipped=%v after %v, want 46 at once", n, ordered, skipped, time.Since(start))
+	}
+}
+
+// slowFirst is an extension that holds the publish whose id is first for
+// slow (as a loaded server may), and records the order in which publishes
+// leave it for the engine.
+type slowFirst struct {
+	first   string
+	slow    time.Duration
+	entered chan struct{}
+	mu      sync.Mutex
+	order   []string
+}
+
+func (x *slowFirst) Incoming(_ context.Context, _ *Session, m *protocol.Message) *protocol.Error {
+	if protocol.IsMeta(m.Channel) {
+		return nil
+	}
+	if string(m.ID) == x.first {
+		close(x.entered)
+		time.Sleep(x.slow)
+	}
+	x.mu.Lock()
+	x.order = append(x.order, string(m.ID))
+	x.mu.Unlock()
+	return nil
+}
+
+func (x *slowFirst) Outgoing(context.Context, *Session, *protocol.Message, *protocol.Reply) {}
+
+// TestReorderWaitsForSlowEarlierPublish: a publish sent on a second request
+// while the client's previous one is still being processed, for longer
+// than the reorder window, goes after it, not first.
+func TestReorderWaitsForSlowEarlierPublish(t *testing.T) {
+	const window = 100 * time.Millisecond
+	x := &slowFirst{first: `"2"`, slow: 4 * window, entered: make(chan struct{})}
+	tb := newTestBroker(t, func(c *Config) { c.ReorderWindow, c.Extensions = window, []Extension{x} })
+	hs := post(t, nil, tb.url, []msg{{"id": "1", "channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{"long-polling"}}})
+	cid, _ := hs.Msgs[0]["clientId"].(string)
+	if cid == "" {
+		t.Fatalf("handshake: %s", hs.Body)
+	}
+	pub := func(id string) httpResult {
+		return post(t, nil, tb.url, []msg{{"id": id, "channel": "/order/a", "clientId": cid, "data": msg{"id": id}}})
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { pub("2") })
+	<-x.entered
+	if r := pub("3"); len(r.Msgs) != 1 || r.Msgs[0]["successful"] != true {
+		t.Fatalf("publish 3: %s", r.Body)
+	}
+	wg.Wait()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.order) != 2 || x.order[0] != `"2"` {
+		t.Fatalf("publishes went on in the order %v, want 2 then 3", x.order)
 	}
 }
