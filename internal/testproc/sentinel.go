@@ -40,10 +40,10 @@ func StartSentinel(t testing.TB, replicas int) *Sentinel {
 	// A replica writes the full synchronization it receives to its
 	// directory (and a primary that turned replica too): a temporary one.
 	dir := t.TempDir()
-	primary := startRedis(t, FreePort(t), []string{"--save", "", "--appendonly", "no", "--dir", dir, "--dbfilename", "primary.rdb"})
+	primary := startRedisFree(t, []string{"--save", "", "--appendonly", "no", "--dir", dir, "--dbfilename", "primary.rdb"})
 	s.Servers = append(s.Servers, primary)
 	for i := range replicas {
-		s.Servers = append(s.Servers, startRedis(t, FreePort(t), []string{"--save", "", "--appendonly", "no", "--dir", dir,
+		s.Servers = append(s.Servers, startRedisFree(t, []string{"--save", "", "--appendonly", "no", "--dir", dir,
 			"--dbfilename", fmt.Sprintf("replica-%d.rdb", i), "--replicaof", "127.0.0.1", fmt.Sprint(primary.Port)}))
 	}
 	for i := range 3 {
