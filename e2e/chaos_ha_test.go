@@ -17,7 +17,8 @@ import (
 // redis+sentinel://... with --redis-wait-replicas 1, the harness's
 // publishers and subscribers through the balancer. The primary is killed
 // (SIGKILL) under load; the sentinels promote the replica; the old primary
-// comes back empty and becomes the new primary's replica. Publishes are
+// comes back empty, as the new primary's replica (Sentinel.RestartAsReplica
+// says why it must not come back as a primary). Publishes are
 // refused (503) while fewer than one replica confirms them, never
 // acknowledged and lost: the figures line must show lost=0, duplicated=0
 // and at least 99% of clientIds kept.
@@ -55,7 +56,9 @@ func sentinelFailover(t *testing.T, s *testproc.Sentinel, c *testproc.Cluster) e
 		return err
 	}
 	t.Logf("sentinels promoted %s %v after the primary %s was killed", promoted, time.Since(killed).Round(time.Millisecond), old)
-	s.Server(old).StartAgain(t)
+	if err := s.RestartAsReplica(ctx, t, old); err != nil {
+		return err
+	}
 	if err := s.AwaitReplicas(ctx, 1); err != nil {
 		return fmt.Errorf("old primary back as a replica: %w", err)
 	}

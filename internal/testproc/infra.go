@@ -2,6 +2,7 @@ package testproc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -68,21 +69,42 @@ func killGroup(cmd *exec.Cmd) {
 // waitTCP waits until addr accepts connections.
 func waitTCP(t testing.TB, addr string, p *Proc) {
 	t.Helper()
+	if err := listening(addr, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// errPortTaken: the process exited because a port chosen by FreePort was
+// taken meanwhile (by another test's server, or as the local port of an
+// outgoing connection: both come from the ephemeral range).
+var errPortTaken = errors.New("port taken since it was chosen")
+
+// listening waits until p accepts connections on addr. It returns an error
+// wrapping errPortTaken if p exited because a port it was to listen on was
+// in use.
+func listening(addr string, p *Proc) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return
+			return nil
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("%s exited: %s", p.Cmd.Path, p.Log.String())
+			if log := p.Log.String(); strings.Contains(log, "Address already in use") {
+				return fmt.Errorf("%s exited, %w: %s", p.Cmd.Path, errPortTaken, log)
+			}
+			return fmt.Errorf("%s exited: %s", p.Cmd.Path, p.Log.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	t.Fatalf("%s not listening on %s: %s", p.Cmd.Path, addr, p.Log.String())
+	return fmt.Errorf("%s not listening on %s: %s", p.Cmd.Path, addr, p.Log.String())
 }
+
+// portAttempts bounds the starts of a server on fresh ports when the
+// chosen ones were taken meanwhile.
+const portAttempts = 5
 
 // Redis is a real redis-server on a random loopback port.
 type Redis struct {
@@ -98,7 +120,7 @@ func (r *Redis) URL() string { return "redis://" + r.Addr }
 // StartRedis starts redis-server with no persistence on a random port.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
-	return StartRedisOn(t, FreePort(t))
+	return startRedisFree(t, []string{"--save", "", "--appendonly", "no"})
 }
 
 // StartRedisOn starts redis-server on port (to restart one on the same
@@ -113,7 +135,7 @@ func StartRedisOn(t testing.TB, port int) *Redis {
 // so that whatever Redis acknowledged survives kill -9 and StartAgain.
 func StartRedisDurable(t testing.TB) *Redis {
 	t.Helper()
-	return startRedis(t, FreePort(t), []string{"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", t.TempDir()})
+	return startRedisFree(t, []string{"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", t.TempDir()})
 }
 
 // StartRedisWith starts redis-server with no persistence, listening on
@@ -127,14 +149,40 @@ func StartRedisWith(t testing.TB, port int, extra ...string) *Redis {
 
 func startRedis(t testing.TB, port int, persistence []string) *Redis {
 	t.Helper()
+	r, err := tryStartRedis(t, port, persistence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// startRedisFree starts redis-server on a port FreePort chooses, on
+// another one if that was taken before redis-server bound it.
+func startRedisFree(t testing.TB, persistence []string) *Redis {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		r, err := tryStartRedis(t, FreePort(t), persistence)
+		if err == nil {
+			return r
+		}
+		if !errors.Is(err, errPortTaken) || attempt == portAttempts {
+			t.Fatal(err)
+		}
+	}
+}
+
+func tryStartRedis(t testing.TB, port int, persistence []string) (*Redis, error) {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server is not installed: run scripts/test.sh, which installs what the tests need")
 	}
 	args := append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--daemonize", "no", "--protected-mode", "no"}, persistence...)
 	p := startProc(t, "redis-server", args...)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	waitTCP(t, addr, p)
-	return &Redis{Proc: p, Addr: addr, Port: port, args: persistence}
+	if err := listening(addr, p); err != nil {
+		return nil, err
+	}
+	return &Redis{Proc: p, Addr: addr, Port: port, args: persistence}, nil
 }
 
 // Balancer is a real nginx doing plain round-robin (no stickiness) over

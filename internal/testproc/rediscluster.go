@@ -2,6 +2,7 @@ package testproc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -101,22 +102,7 @@ func StartRedisClusterOn(t testing.TB, hosts []Host, masters, replicasPerMaster 
 	c := &RedisCluster{}
 	total := masters * (1 + replicasPerMaster)
 	for i := range total {
-		h := hosts[i%len(hosts)]
-		port, bus := h.Port(t), h.Port(t)
-		for bus == port {
-			bus = h.Port(t)
-		}
-		addr := fmt.Sprintf("%s:%d", h.IP(), port)
-		cmd := h.Command("redis-server",
-			"--port", fmt.Sprint(port), "--bind", h.IP(), "--daemonize", "no", "--protected-mode", "no",
-			"--save", "", "--appendonly", "no", "--dir", dir,
-			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d-%d.conf", i, port)),
-			"--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0", "--cluster-port", fmt.Sprint(bus), "--cluster-announce-ip", h.IP())
-		p := startCmd(t, cmd)
-		c.Instances = append(c.Instances, &RedisInstance{Proc: p, Host: h, Addr: addr, BusPort: bus})
-	}
-	for _, in := range c.Instances {
-		waitTCP(t, in.Addr, in.Proc)
+		c.Instances = append(c.Instances, startClusterInstance(t, hosts[i%len(hosts)], dir, i))
 	}
 
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
@@ -130,6 +116,32 @@ func StartRedisClusterOn(t testing.TB, hosts []Host, masters, replicasPerMaster 
 		t.Fatalf("redis cluster did not become ready: %v%s", err, c.logs())
 	}
 	return c
+}
+
+// startClusterInstance starts the i-th redis-server of a cluster on h, on
+// fresh ports again if the chosen ones were taken before it bound them.
+func startClusterInstance(t testing.TB, h Host, dir string, i int) *RedisInstance {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		port, bus := h.Port(t), h.Port(t)
+		for bus == port {
+			bus = h.Port(t)
+		}
+		addr := fmt.Sprintf("%s:%d", h.IP(), port)
+		cmd := h.Command("redis-server",
+			"--port", fmt.Sprint(port), "--bind", h.IP(), "--daemonize", "no", "--protected-mode", "no",
+			"--save", "", "--appendonly", "no", "--dir", dir,
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d-%d.conf", i, port)),
+			"--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0", "--cluster-port", fmt.Sprint(bus), "--cluster-announce-ip", h.IP())
+		p := startCmd(t, cmd)
+		err := listening(addr, p)
+		if err == nil {
+			return &RedisInstance{Proc: p, Host: h, Addr: addr, BusPort: bus}
+		}
+		if !errors.Is(err, errPortTaken) || attempt == portAttempts {
+			t.Fatal(err)
+		}
+	}
 }
 
 // Addrs returns every instance's address (IP:port), in start order.

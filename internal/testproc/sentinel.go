@@ -3,6 +3,7 @@ package testproc
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,8 +26,10 @@ type Sentinel struct {
 }
 
 // sentinelDownAfter is how long a primary must be unreachable for the
-// sentinels to fail it over (plus an election, about a second).
-const sentinelDownAfter = 1000 * time.Millisecond
+// sentinels to fail it over (plus an election, about a second). At 1s, a
+// primary (or the sentinels) starved of CPU on a loaded machine was taken
+// for down: a second failover the tests did not cause.
+const sentinelDownAfter = 3000 * time.Millisecond
 
 // StartSentinel starts a primary, replicas replicas of it and three
 // sentinels (quorum 2), and waits until the sentinels know the replicas
@@ -37,10 +40,10 @@ func StartSentinel(t testing.TB, replicas int) *Sentinel {
 	// A replica writes the full synchronization it receives to its
 	// directory (and a primary that turned replica too): a temporary one.
 	dir := t.TempDir()
-	primary := startRedis(t, FreePort(t), []string{"--save", "", "--appendonly", "no", "--dir", dir, "--dbfilename", "primary.rdb"})
+	primary := startRedisFree(t, []string{"--save", "", "--appendonly", "no", "--dir", dir, "--dbfilename", "primary.rdb"})
 	s.Servers = append(s.Servers, primary)
 	for i := range replicas {
-		s.Servers = append(s.Servers, startRedis(t, FreePort(t), []string{"--save", "", "--appendonly", "no", "--dir", dir,
+		s.Servers = append(s.Servers, startRedisFree(t, []string{"--save", "", "--appendonly", "no", "--dir", dir,
 			"--dbfilename", fmt.Sprintf("replica-%d.rdb", i), "--replicaof", "127.0.0.1", fmt.Sprint(primary.Port)}))
 	}
 	for i := range 3 {
@@ -99,6 +102,44 @@ func (s *Sentinel) Server(addr string) *Redis {
 			return r
 		}
 	}
+	return nil
+}
+
+// RestartAsReplica starts the server at addr again after Kill, as a
+// replica of the current primary: how a crashed primary without
+// persistence must come back. Started as a primary, it would be an empty
+// one until the sentinels make it a replica, about ten seconds; a
+// failover meanwhile (the new primary taken for down) may promote it, and
+// the others then resynchronize from it: the data set, acknowledged
+// writes included, is wiped (Redis's replication guide, "Safety of
+// replication when master has persistence turned off").
+func (s *Sentinel) RestartAsReplica(ctx context.Context, t testing.TB, addr string) error {
+	t.Helper()
+	r := s.Server(addr)
+	if r == nil {
+		return fmt.Errorf("no server at %s", addr)
+	}
+	primary, err := s.Primary(ctx)
+	if err != nil {
+		return err
+	}
+	if primary == addr {
+		return fmt.Errorf("%s is still the primary", addr)
+	}
+	host, port, err := net.SplitHostPort(primary)
+	if err != nil {
+		return fmt.Errorf("primary %q: %w", primary, err)
+	}
+	args := make([]string, 0, len(r.args)+3)
+	for i := 0; i < len(r.args); i++ {
+		if r.args[i] == "--replicaof" {
+			i += 2 // the former primary's host and port
+			continue
+		}
+		args = append(args, r.args[i])
+	}
+	nr := startRedis(t, r.Port, append(args, "--replicaof", host, port))
+	r.Proc = nr.Proc
 	return nil
 }
 

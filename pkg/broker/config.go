@@ -48,7 +48,9 @@ type Config struct {
 	WebSocketFrameTimeout time.Duration
 	// ReorderWindow bounds how long a message of a session waits for the
 	// messages its client numbered before it when they travel on other,
-	// concurrent requests (default 2s; negative disables). See sequencer.
+	// concurrent requests (default 2s; negative disables). Earlier
+	// messages that arrived and are only slow to be processed are waited
+	// for up to 5 windows. See sequencer.
 	ReorderWindow time.Duration
 	// DisableWebSocketCompression turns off permessage-deflate, which is
 	// otherwise negotiated with every client offering it (RFC 7692,

@@ -93,6 +93,9 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 		res.handshook = s != nil
 		return res
 	}
+	if b.cfg.ReorderWindow > 0 {
+		b.arrive(req.msgs)
+	}
 	for _, m := range req.msgs {
 		var s *Session
 		if m.ClientID != "" {
@@ -102,7 +105,8 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 		ordered := false
 		if s != nil && b.cfg.ReorderWindow > 0 {
 			var skipped bool
-			if n, ordered, skipped = s.seq.Await(ctx, m.ID, req.received.Add(b.cfg.ReorderWindow)); skipped {
+			w := b.cfg.ReorderWindow
+			if n, ordered, skipped = s.seq.Await(ctx, m.ID, req.received.Add(w), req.received.Add(reorderArrivedWait*w)); skipped {
 				b.log.Debug("message order gap skipped", "session", s.id, "id", m.ID, "window", b.cfg.ReorderWindow.String())
 			}
 		}
@@ -122,6 +126,23 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 		delayCrossedConnect(ctx)
 	}
 	return res
+}
+
+// arrive tells the sequencers of the messages' sessions that they are
+// here, before any of them waits for its turn (sequencer.Arrive).
+func (b *Broker) arrive(msgs []*protocol.Message) {
+	var s *Session
+	for _, m := range msgs {
+		if m.ClientID == "" {
+			continue
+		}
+		if s == nil || s.id != m.ClientID {
+			if s, _ = b.Session(m.ClientID); s == nil {
+				continue
+			}
+		}
+		s.seq.Arrive(m.ID)
+	}
 }
 
 // processMessage handles one message of a request (not a handshake) for

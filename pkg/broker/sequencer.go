@@ -21,33 +21,50 @@ import (
 // client's ids are then not a gap-free counter): a client with other ids
 // waits at most once.
 //
-// Contract: Await(id) blocks the calling request (its own goroutine; no
-// goroutine is started) until every message numbered below id has been
-// Done, or until the deadline passes, whichever is first; then the caller
-// processes the message and calls Done(id). A gap that does not fill by
-// the deadline is skipped: the waiting message proceeds, and a late
-// message below the skipped point is processed when it arrives. Ids that
-// are not numbers (some clients use UUIDs) are not ordered. So no message
-// waits longer than its deadline, which the broker sets to its arrival
-// time plus Config.ReorderWindow.
+// Contract: every message of a request is announced with Arrive when the
+// request comes in; then, message by message, Await(id) blocks the calling
+// request (its own goroutine; no goroutine is started) until every message
+// numbered below id has been Done, or until a deadline passes; then the
+// caller processes the message and calls Done(id). The deadline depends
+// on the gap: a gap with a message that has not arrived (its request is
+// still on its way) is skipped at the deadline, which the broker sets to
+// the waiting message's arrival time plus Config.ReorderWindow; a gap
+// whose messages all arrived (they are being processed, or wait their turn
+// in their own request, which a loaded machine may take longer than the
+// window to get to) is waited for until the later deadline, at most
+// reorderArrivedWait windows: skipping it would process the waiting
+// message before messages already here, out of order for a reason that
+// says nothing about the client's ids. A skipped gap lets the waiting
+// message proceed, and a late message below the skipped point is processed
+// when it arrives. Ids that are not numbers (some clients use UUIDs) are
+// not ordered. So no message waits longer than its later deadline.
 //
 // The base of the ids is learnt per session: decimal until an id with a
 // letter is seen, base 36 from then on (ids 1 to 9 read the same in both);
 // on the switch the state restarts from that id.
 //
 // Concurrency: safe for concurrent use. Memory: at most maxAhead ids above
-// the next expected one are remembered; beyond that the state restarts
-// (ordering is then best effort for that moment, never a stall).
+// the next expected one are remembered as done, and as many as arrived;
+// beyond that the state restarts (ordering is then best effort for that
+// moment, never a stall), or an arrival is not remembered (its gap is then
+// waited for until the earlier deadline only).
 type sequencer struct {
-	mu     sync.Mutex
-	off    bool // not ordered: the ids are not a counter
-	base36 bool
-	long   bool                // a decimal id of more than one digit was read
-	next   uint64              // lowest id not yet done; 0 = nothing seen yet
-	ahead  map[uint64]struct{} // ids above next already done
-	wake   chan struct{}       // closed (and replaced) whenever next moves
-	high   uint64              // highest id processed (see Stale), ordered or not
+	mu      sync.Mutex
+	off     bool // not ordered: the ids are not a counter
+	base36  bool
+	long    bool                // a decimal id of more than one digit was read
+	next    uint64              // lowest id not yet done; 0 = nothing seen yet
+	ahead   map[uint64]struct{} // ids above next already done
+	arrived map[uint64]struct{} // ids at or above next that arrived, not yet done
+	wake    chan struct{}       // closed (and replaced) whenever next moves
+	high    uint64              // highest id processed (see Stale), ordered or not
 }
+
+// reorderArrivedWait is how many reorder windows a message waits for a gap
+// whose messages all arrived (see the contract). It bounds the wait should
+// they never be done, as when two requests each wait for a message of the
+// other (ids not increasing within a request).
+const reorderArrivedWait = 5
 
 // maxAhead bounds the ids remembered above the next expected one, and
 // maxGap how far ahead an id may be to wait for the ones before it: a
@@ -125,7 +142,47 @@ func (q *sequencer) Start(id []byte, base36 bool) {
 func (q *sequencer) resetLocked(next uint64) {
 	q.next = next
 	clear(q.ahead)
+	for n := range q.arrived {
+		if n < next {
+			delete(q.arrived, n)
+		}
+	}
 	q.wakeLocked()
+}
+
+// Arrive records that the message numbered id has reached the server: a
+// message waiting for it waits until it is done (up to the later
+// deadline), not only until the earlier one. Await learns the base of the
+// ids: an id that would change it is not recorded.
+func (q *sequencer) Arrive(id []byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.off || q.next == 0 {
+		return
+	}
+	base36, long := q.base36, q.long
+	n, ok, switched := q.parseLocked(id)
+	q.base36, q.long = base36, long
+	if !ok || switched || n < q.next || n > q.next+maxGap || len(q.arrived) >= maxAhead {
+		return
+	}
+	if q.arrived == nil {
+		q.arrived = make(map[uint64]struct{})
+	}
+	q.arrived[n] = struct{}{}
+}
+
+// gapArrivedLocked reports whether every message from next to below n has
+// arrived (or is done).
+func (q *sequencer) gapArrivedLocked(n uint64) bool {
+	for i := q.next; i < n; i++ {
+		_, arrived := q.arrived[i]
+		_, done := q.ahead[i]
+		if !arrived && !done {
+			return false
+		}
+	}
+	return true
 }
 
 func (q *sequencer) wakeLocked() {
@@ -136,10 +193,11 @@ func (q *sequencer) wakeLocked() {
 }
 
 // Await blocks until the message numbered id may be processed (see the
-// type's contract). It returns the number to pass to Done and whether the
-// message is ordered at all; waited reports that it had to wait, skipped
-// that the deadline passed with a gap unfilled.
-func (q *sequencer) Await(ctx context.Context, id []byte, deadline time.Time) (n uint64, ordered, skipped bool) {
+// type's contract): a gap with a message that has not arrived is skipped
+// at deadline, one whose messages all arrived at arrivedDeadline. It
+// returns the number to pass to Done and whether the message is ordered at
+// all; skipped reports that a deadline passed with a gap unfilled.
+func (q *sequencer) Await(ctx context.Context, id []byte, deadline, arrivedDeadline time.Time) (n uint64, ordered, skipped bool) {
 	q.mu.Lock()
 	if q.off {
 		q.mu.Unlock()
@@ -159,6 +217,7 @@ func (q *sequencer) Await(ctx context.Context, id []byte, deadline time.Time) (n
 			timer.Stop()
 		}
 	}()
+	late := false // the earlier deadline passed with the gap all arrived
 	for n > q.next && !q.off {
 		if q.wake == nil {
 			q.wake = make(chan struct{})
@@ -173,6 +232,12 @@ func (q *sequencer) Await(ctx context.Context, id []byte, deadline time.Time) (n
 			q.mu.Lock()
 		case <-timer.C:
 			q.mu.Lock()
+			if n > q.next && !late && q.gapArrivedLocked(n) {
+				// Everything before n is here, only slow: wait for it.
+				late = true
+				timer.Reset(time.Until(arrivedDeadline))
+				continue
+			}
 			if n > q.next {
 				// The gap did not fill: this client's ids are not a
 				// gap-free counter (or a request was lost). Skip it, and
@@ -204,6 +269,7 @@ func (q *sequencer) Stop() {
 func (q *sequencer) Done(n uint64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	delete(q.arrived, n)
 	switch {
 	case n == 0 || n < q.next:
 		return // late (its gap was skipped) or a retry

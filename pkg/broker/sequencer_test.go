@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
 
 func TestSequencerParse(t *testing.T) {
@@ -67,7 +69,7 @@ func TestSequencerOrdersConcurrentRequests(t *testing.T) {
 					defer wg.Done()
 					for i := 0; i < 20; i++ {
 						id := first + 1 + req*20 + i
-						n, ordered, skipped := q.Await(context.Background(), quoted(id, base), deadline)
+						n, ordered, skipped := q.Await(context.Background(), quoted(id, base), deadline, deadline)
 						if !ordered || skipped {
 							t.Errorf("id %d: ordered %v skipped %v", id, ordered, skipped)
 						}
@@ -99,7 +101,7 @@ func TestSequencerSkipsGapAtDeadline(t *testing.T) {
 	q.Start([]byte(`"1"`), false)
 	window := 50 * time.Millisecond
 	start := time.Now()
-	n, ordered, skipped := q.Await(context.Background(), []byte(`"3"`), start.Add(window))
+	n, ordered, skipped := q.Await(context.Background(), []byte(`"3"`), start.Add(window), start.Add(window))
 	if !ordered || !skipped || n != 3 {
 		t.Fatalf("got n=%d ordered=%v skipped=%v, want 3 true true", n, ordered, skipped)
 	}
@@ -108,14 +110,14 @@ func TestSequencerSkipsGapAtDeadline(t *testing.T) {
 	}
 	q.Done(n)
 	lateStart := time.Now()
-	if _, _, skipped := q.Await(context.Background(), []byte(`"2"`), time.Now().Add(time.Hour)); skipped {
+	if _, _, skipped := q.Await(context.Background(), []byte(`"2"`), time.Now().Add(time.Hour), time.Now().Add(time.Hour)); skipped {
 		t.Fatal("late message reported as skipping")
 	}
 	if d := time.Since(lateStart); d > time.Second {
 		t.Fatalf("late message waited %v", d)
 	}
 	// The next in order still goes at once.
-	if _, _, skipped := q.Await(context.Background(), []byte(`"4"`), time.Now().Add(time.Hour)); skipped {
+	if _, _, skipped := q.Await(context.Background(), []byte(`"4"`), time.Now().Add(time.Hour), time.Now().Add(time.Hour)); skipped {
 		t.Fatal("message after the gap skipped")
 	}
 }
@@ -129,7 +131,7 @@ func TestSequencerContextEnds(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		q.Await(ctx, []byte(`"5"`), time.Now().Add(time.Hour))
+		q.Await(ctx, []byte(`"5"`), time.Now().Add(time.Hour), time.Now().Add(time.Hour))
 	}()
 	cancel()
 	select {
@@ -148,7 +150,7 @@ func TestSequencerStopReleasesWaiters(t *testing.T) {
 	q.Start([]byte(`"1"`), false)
 	done := make(chan bool)
 	go func() {
-		_, _, skipped := q.Await(context.Background(), []byte(`"5"`), time.Now().Add(time.Hour))
+		_, _, skipped := q.Await(context.Background(), []byte(`"5"`), time.Now().Add(time.Hour), time.Now().Add(time.Hour))
 		done <- skipped
 	}()
 	// The waiter is parked on the gap 2..4 (poll until it is).
@@ -171,7 +173,7 @@ func TestSequencerStopReleasesWaiters(t *testing.T) {
 		t.Fatal("Await did not return after Stop")
 	}
 	start := time.Now()
-	if _, ordered, _ := q.Await(context.Background(), []byte(`"9"`), time.Now().Add(time.Hour)); ordered || time.Since(start) > time.Second {
+	if _, ordered, _ := q.Await(context.Background(), []byte(`"9"`), time.Now().Add(time.Hour), time.Now().Add(time.Hour)); ordered || time.Since(start) > time.Second {
 		t.Errorf("after Stop: ordered=%v, waited %v; want not ordered, no wait", ordered, time.Since(start))
 	}
 }
@@ -197,17 +199,17 @@ func TestSequencerBounded(t *testing.T) {
 func TestSequencerTurnsOff(t *testing.T) {
 	var labelled sequencer
 	labelled.Start([]byte(`"H"`), false)
-	if _, ordered, _ := labelled.Await(context.Background(), []byte(`"5"`), time.Now().Add(time.Hour)); ordered {
+	if _, ordered, _ := labelled.Await(context.Background(), []byte(`"5"`), time.Now().Add(time.Hour), time.Now().Add(time.Hour)); ordered {
 		t.Fatal("a session whose handshake id is not a counter is ordered")
 	}
 
 	var q sequencer
 	q.Start([]byte(`"1"`), false)
-	if _, _, skipped := q.Await(context.Background(), []byte(`"4"`), time.Now().Add(20*time.Millisecond)); !skipped {
+	if _, _, skipped := q.Await(context.Background(), []byte(`"4"`), time.Now().Add(20*time.Millisecond), time.Now().Add(20*time.Millisecond)); !skipped {
 		t.Fatal("gap not skipped at the deadline")
 	}
 	start := time.Now()
-	if _, ordered, _ := q.Await(context.Background(), []byte(`"9"`), time.Now().Add(time.Hour)); ordered {
+	if _, ordered, _ := q.Await(context.Background(), []byte(`"9"`), time.Now().Add(time.Hour), time.Now().Add(time.Hour)); ordered {
 		t.Fatal("still ordered after a skipped gap")
 	}
 	if d := time.Since(start); d > time.Second {
@@ -217,7 +219,7 @@ func TestSequencerTurnsOff(t *testing.T) {
 	var far sequencer
 	far.Start([]byte(`"1"`), false)
 	start = time.Now()
-	n, ordered, skipped := far.Await(context.Background(), quoted(2+maxGap+1, 10), time.Now().Add(time.Hour))
+	n, ordered, skipped := far.Await(context.Background(), quoted(2+maxGap+1, 10), time.Now().Add(time.Hour), time.Now().Add(time.Hour))
 	if !ordered || skipped || n != 2+maxGap+1 {
 		t.Fatalf("far id: n=%d ordered=%v skipped=%v", n, ordered, skipped)
 	}
@@ -242,7 +244,7 @@ func BenchmarkSequencer(b *testing.B) {
 		if i%len(ids) == 0 && i > 0 {
 			q.Start([]byte(`"1"`), false)
 		}
-		n, _, _ := q.Await(context.Background(), ids[i%len(ids)], deadline)
+		n, _, _ := q.Await(context.Background(), ids[i%len(ids)], deadline, deadline)
 		q.Done(n)
 	}
 }
@@ -259,7 +261,7 @@ func TestSequencerFayeDigitsFirst(t *testing.T) {
 	run := func(from, to int) {
 		defer wg.Done()
 		for i := from; i <= to; i++ {
-			n, ordered, skipped := q.Await(context.Background(), quoted(i, 36), time.Now().Add(10*time.Second))
+			n, ordered, skipped := q.Await(context.Background(), quoted(i, 36), time.Now().Add(10*time.Second), time.Now().Add(10*time.Second))
 			if !ordered || skipped {
 				t.Errorf("id %d: ordered %v skipped %v", i, ordered, skipped)
 			}
@@ -288,6 +290,116 @@ func TestSequencerFayeDigitsFirst(t *testing.T) {
 		if n != uint64(2+i) {
 			t.Fatalf("processed out of order at %d: %v", i, got)
 		}
+	}
+}
+
+// TestSequencerWaitsForArrivedPastWindow: a message whose predecessor has
+// arrived, and is only slow to be processed (a loaded machine), waits for
+// it past the reorder window rather than go first; up to the later
+// deadline only, should it never be done.
+func TestSequencerWaitsForArrivedPastWindow(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		doneAt   time.Duration // when message 2 is done (0: never)
+		wantSkip bool
+	}{
+		{"predecessor done after the window", 300 * time.Millisecond, false},
+		{"predecessor never done", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var q sequencer
+			q.Start([]byte(`"1"`), false)
+			q.Arrive([]byte(`"2"`))
+			q.Arrive([]byte(`"3"`))
+			start := time.Now()
+			window, arrivedWait := 50*time.Millisecond, time.Second
+			n2, _, _ := q.Await(context.Background(), []byte(`"2"`), start.Add(window), start.Add(arrivedWait))
+			if tc.doneAt > 0 {
+				time.AfterFunc(tc.doneAt, func() { q.Done(n2) })
+			}
+			n, ordered, skipped := q.Await(context.Background(), []byte(`"3"`), start.Add(window), start.Add(arrivedWait))
+			d := time.Since(start)
+			if n != 3 || !ordered || skipped != tc.wantSkip {
+				t.Fatalf("got n=%d ordered=%v skipped=%v, want 3 true %v", n, ordered, skipped, tc.wantSkip)
+			}
+			switch {
+			case !tc.wantSkip && d < tc.doneAt:
+				t.Fatalf("went after %v, before its predecessor was done (%v)", d, tc.doneAt)
+			case tc.wantSkip && d < arrivedWait:
+				t.Fatalf("skipped after %v, before the later deadline (%v)", d, arrivedWait)
+			}
+		})
+	}
+}
+
+// TestSequencerArriveKeepsBase: Arrive does not learn the base of the ids
+// (Await does, and restarts the state on a switch): an id with a letter
+// announced before any is awaited still restarts the state built on
+// decimal ids.
+func TestSequencerArriveKeepsBase(t *testing.T) {
+	var q sequencer
+	q.Start([]byte(`"10"`), false) // decimal, more than one digit
+	q.Arrive([]byte(`"1a"`))
+	start := time.Now()
+	n, ordered, skipped := q.Await(context.Background(), []byte(`"1a"`), start.Add(time.Hour), start.Add(time.Hour))
+	if !ordered || skipped || n != 46 || time.Since(start) > time.Second {
+		t.Fatalf("got n=%d ordered=%v skipped=%v after %v, want 46 at once", n, ordered, skipped, time.Since(start))
+	}
+}
+
+// slowFirst is an extension that holds the publish whose id is first for
+// slow (as a loaded server may), and records the order in which publishes
+// leave it for the engine.
+type slowFirst struct {
+	first   string
+	slow    time.Duration
+	entered chan struct{}
+	mu      sync.Mutex
+	order   []string
+}
+
+func (x *slowFirst) Incoming(_ context.Context, _ *Session, m *protocol.Message) *protocol.Error {
+	if protocol.IsMeta(m.Channel) {
+		return nil
+	}
+	if string(m.ID) == x.first {
+		close(x.entered)
+		time.Sleep(x.slow)
+	}
+	x.mu.Lock()
+	x.order = append(x.order, string(m.ID))
+	x.mu.Unlock()
+	return nil
+}
+
+func (x *slowFirst) Outgoing(context.Context, *Session, *protocol.Message, *protocol.Reply) {}
+
+// TestReorderWaitsForSlowEarlierPublish: a publish sent on a second request
+// while the client's previous one is still being processed, for longer
+// than the reorder window, goes after it, not first.
+func TestReorderWaitsForSlowEarlierPublish(t *testing.T) {
+	const window = 100 * time.Millisecond
+	x := &slowFirst{first: `"2"`, slow: 4 * window, entered: make(chan struct{})}
+	tb := newTestBroker(t, func(c *Config) { c.ReorderWindow, c.Extensions = window, []Extension{x} })
+	hs := post(t, nil, tb.url, []msg{{"id": "1", "channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{"long-polling"}}})
+	cid, _ := hs.Msgs[0]["clientId"].(string)
+	if cid == "" {
+		t.Fatalf("handshake: %s", hs.Body)
+	}
+	pub := func(id string) httpResult {
+		return post(t, nil, tb.url, []msg{{"id": id, "channel": "/order/a", "clientId": cid, "data": msg{"id": id}}})
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { pub("2") })
+	<-x.entered
+	if r := pub("3"); len(r.Msgs) != 1 || r.Msgs[0]["successful"] != true {
+		t.Fatalf("publish 3: %s", r.Body)
+	}
+	wg.Wait()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.order) != 2 || x.order[0] != `"2"` {
+		t.Fatalf("publishes went on in the order %v, want 2 then 3", x.order)
 	}
 }
 
