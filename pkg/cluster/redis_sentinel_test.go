@@ -277,6 +277,19 @@ func TestSentinelStaleAnswerDoesNotReachOldPrimary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The replica has the channel (no WAIT here): the new primary keeps
+	// its epoch.
+	for _, srv := range s.Servers {
+		if srv.Addr == old {
+			continue
+		}
+		rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		waitFor(t, 10*time.Second, "the replica has the channel", func() bool {
+			o, _ := rc.HGet(ctx, e.lay.metaKey("/st"), "o").Result()
+			return o == "3"
+		})
+		_ = rc.Close()
+	}
 	proxy.Delay(time.Second)
 	s.Server(old).Kill()
 	stop := make(chan struct{})
@@ -329,6 +342,11 @@ func TestSentinelStaleAnswerDoesNotReachOldPrimary(t *testing.T) {
 		}
 	}
 	t.Logf("%d publishes acknowledged during and after the failover, %d on another epoch", acked, other)
+	if t.Failed() {
+		for i, p := range s.Sentinels {
+			t.Logf("sentinel %d log:\n%s", i, p.Log.String())
+		}
+	}
 	if acked == 0 {
 		t.Fatal("no publish acknowledged after the failover")
 	}
