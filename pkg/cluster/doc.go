@@ -9,10 +9,12 @@
 //     on how many clients subscribe. Each node holds one Redis subscription
 //     per pattern in use on it (the broker refcounts), never one per client.
 //     Redis is one instance (redis://), a primary with replicas behind
-//     Sentinel (redis+sentinel://) or a Redis Cluster (redis+cluster://);
-//     RedisConfig.WaitReplicas acknowledges a publish only once replicas
-//     have it. The node's publishes, from all sessions, are sent in
-//     pipelines by one flusher (redis_publisher.go), in queue order.
+//     Sentinel (redis+sentinel://; each new connection is confirmed with
+//     a sentinel once made, redis_primary.go) or a Redis Cluster
+//     (redis+cluster://); RedisConfig.WaitReplicas acknowledges a publish
+//     only once replicas have it. The node's publishes, from all sessions,
+//     are sent in pipelines by one flusher (redis_publisher.go), in queue
+//     order.
 //   - hashicorp/memberlist is the membership: which nodes are alive, and the
 //     node tag, gRPC address and protocol version of each.
 //   - gRPC (api/proto/cluster/v1) carries requests to the node that owns a

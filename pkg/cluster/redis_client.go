@@ -59,8 +59,13 @@ func (r *Redis) dial(ctx context.Context) error {
 		// new connection and drops pooled connections to a demoted one on
 		// +switch-master; the pub/sub connection reconnects (to the new
 		// primary) when it fails, and the readers then catch up from
-		// history as after any reconnect.
-		r.client, r.lay, r.mode = redis.NewFailoverClient(opts), singleLayout{prefix: cfg.Prefix}, "sentinel"
+		// history as after any reconnect. primaryCheck refuses a
+		// connection whose server the sentinels stopped naming while it
+		// was being made.
+		fc := redis.NewFailoverClient(opts)
+		r.primary = newPrimaryCheck(opts, r.log)
+		fc.AddHook(r.primary)
+		r.client, r.lay, r.mode = fc, singleLayout{prefix: cfg.Prefix}, "sentinel"
 		addr = "sentinel " + opts.MasterName + "@" + strings.Join(opts.SentinelAddrs, ",")
 		r.script = redis.NewScript(publishLua)
 	default:
@@ -80,18 +85,28 @@ func (r *Redis) dial(ctx context.Context) error {
 		r.script = redis.NewScript(publishLua)
 	}
 	if err := r.client.Ping(ctx).Err(); err != nil {
-		_ = r.client.Close()
+		_ = r.closeClient()
 		return fmt.Errorf("redis ping %s: %w", addr, err)
 	}
 	if r.cc != nil {
 		// Every shard must answer, and the slots must be covered.
 		err := r.cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
 		if err != nil {
-			_ = r.client.Close()
+			_ = r.closeClient()
 			return fmt.Errorf("redis cluster %s: %w", addr, err)
 		}
 	}
 	return nil
+}
+
+// closeClient closes the command client (and the pub/sub connections it
+// made) and, in Sentinel mode, the primary check's sentinel clients.
+func (r *Redis) closeClient() error {
+	err := r.client.Close()
+	if r.primary != nil {
+		r.primary.close()
+	}
+	return err
 }
 
 // isRedirect reports a MOVED or ASK reply.

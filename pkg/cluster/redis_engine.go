@@ -94,10 +94,13 @@ type Redis struct {
 	log    *slog.Logger
 	client redis.UniversalClient
 	cc     *redis.ClusterClient // nil on a single instance or Sentinel
-	mode   string               // "single", "sentinel" or "cluster"
-	lay    layout
-	script *redis.Script
-	pub    *publisher
+	// primary confirms each new connection's server (Sentinel mode; nil
+	// otherwise).
+	primary *primaryCheck
+	mode    string // "single", "sentinel" or "cluster"
+	lay     layout
+	script  *redis.Script
+	pub     *publisher
 
 	mu       sync.Mutex
 	patterns map[string]bool // subscribed patterns
@@ -167,11 +170,11 @@ func NewRedis(ctx context.Context, cfg RedisConfig) (*Redis, error) {
 		r.readers[0].ps = r.client.(*redis.Client).Subscribe(ctx)
 	}
 	if err := r.script.Load(ctx, r.client).Err(); err != nil {
-		_ = r.client.Close()
+		_ = r.closeClient()
 		return nil, fmt.Errorf("redis script load: %w", err)
 	}
 	if err := r.warmPipelines(ctx); err != nil {
-		_ = r.client.Close()
+		_ = r.closeClient()
 		return nil, fmt.Errorf("redis pipeline connection: %w", err)
 	}
 	r.pub = newPublisher(r)
@@ -533,7 +536,7 @@ func (r *Redis) Close() error {
 		r.closed.Store(true)
 		r.pub.close()
 		r.closeReaders()
-		err = r.client.Close()
+		err = r.closeClient()
 	})
 	return err
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -265,5 +267,123 @@ func TestRedisClusterWaitReplicas(t *testing.T) {
 				t.Fatalf("channels on %d shard(s), want several", len(shards))
 			}
 		})
+	}
+}
+
+// TestSentinelStaleAnswerDoesNotReachOldPrimary: a connection is dialed to
+// the address a sentinel named; when that answer is stale by the time the
+// connection is made (the sentinels failed over meanwhile, and the old
+// primary came back, empty, on its address, as an operator restarting it
+// does), the connection must not be used: publishes acknowledged there
+// would start the channel on a new epoch on a server about to become a
+// replica and lose them. Here the engine's sentinel link is slow (1s each
+// way, a loaded host), so every answer is up to a second stale; every
+// acknowledged publish must stay on the channel's epoch.
+func TestSentinelStaleAnswerDoesNotReachOldPrimary(t *testing.T) {
+	s := testproc.StartSentinel(t, 1)
+	proxy := testproc.StartFaultProxy(t, s.Addrs[0])
+	e := newEngine(t, "redis+sentinel://"+proxy.Addr+"/"+testproc.SentinelMaster, nil)
+	run(t, e)
+	epoch := publish(t, e, "/st", 3)[0].Epoch
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	old, err := s.Primary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The replica has the channel (no WAIT here): the new primary keeps
+	// its epoch.
+	for _, srv := range s.Servers {
+		if srv.Addr == old {
+			continue
+		}
+		rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		waitFor(t, 10*time.Second, "the replica has the channel", func() bool {
+			o, _ := rc.HGet(ctx, e.lay.metaKey("/st"), "o").Result()
+			return o == "3"
+		})
+		_ = rc.Close()
+	}
+	proxy.Delay(time.Second)
+	s.Server(old).Kill()
+	stop := make(chan struct{})
+	type result struct {
+		at  time.Duration
+		pub engine.Publication
+		err error
+	}
+	results := make(chan result, 1024)
+	start := time.Now()
+	// Publishers that keep dialing through the outage: some dials ask the
+	// sentinel just before it switches and connect just after.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				pctx, pcancel := context.WithTimeout(ctx, 4*time.Second)
+				p, err := e.Publish(pctx, "/st", []byte(`{}`))
+				pcancel()
+				results <- result{time.Since(start), p, err}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	if _, err := s.AwaitFailover(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	s.Server(old).StartAgain(t)
+	// Before the sentinels turn the old primary into a replica (about 10s).
+	time.Sleep(6 * time.Second)
+	close(stop)
+	wg.Wait()
+	close(results)
+	acked, other := 0, 0
+	for r := range results {
+		if r.err != nil {
+			continue
+		}
+		acked++
+		if r.pub.Epoch != epoch {
+			other++
+			if other <= 3 {
+				t.Errorf("at %v: publish acknowledged on epoch %s offset %d, want epoch %s (written to the restarted old primary)", r.at.Round(time.Millisecond), r.pub.Epoch, r.pub.Offset, epoch)
+			}
+		}
+	}
+	t.Logf("%d publishes acknowledged during and after the failover, %d on another epoch", acked, other)
+	if t.Failed() {
+		for i, p := range s.Sentinels {
+			t.Logf("sentinel %d log:\n%s", i, p.Log.String())
+		}
+	}
+	if acked == 0 {
+		t.Fatal("no publish acknowledged after the failover")
+	}
+}
+
+// TestSameEndpoint: the address a sentinel names is compared with the
+// connection's remote address, a host name through the resolver.
+func TestSameEndpoint(t *testing.T) {
+	remote := &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 6379}
+	for _, tc := range []struct {
+		host, port string
+		want       bool
+	}{
+		{"127.0.0.1", "6379", true},
+		{"127.0.0.1", "6380", false},
+		{"127.0.0.2", "6379", false},
+		{"::ffff:127.0.0.1", "6379", true},
+		{"localhost", "6379", true},
+		{"localhost", "6380", false},
+	} {
+		if got := sameEndpoint(context.Background(), tc.host, tc.port, remote); got != tc.want {
+			t.Errorf("sameEndpoint(%s:%s, %v) = %v, want %v", tc.host, tc.port, remote, got, tc.want)
+		}
 	}
 }
