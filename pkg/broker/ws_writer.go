@@ -156,7 +156,7 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*eng
 	}
 	conn.mu.Unlock()
 
-	if s != nil && !b.fenced() {
+	if s != nil {
 		pubs = s.takePushed(pubs)
 		b.observeDelivered(pubs)
 	}
