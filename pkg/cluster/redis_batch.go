@@ -312,7 +312,7 @@ func (rd *reader) onMessage(ctx context.Context, out *batchOut, env string, now 
 	case off <= t.offset:
 		return // already delivered (another of our Redis channels, or caught up)
 	case off > t.offset+1:
-		rd.fill(ctx, out, name, t, off-1)
+		rd.fill(ctx, newPatience(), out, name, t, off-1)
 		t.offset, t.at, t.seen = off, at, now
 	default:
 		t.offset, t.at, t.seen = off, at, now

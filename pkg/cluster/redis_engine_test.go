@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/bayeux-cluster/bayeux/internal/testproc"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 )
@@ -299,6 +301,58 @@ func TestRedisCatchUpAfterReconnect(t *testing.T) {
 		if g := recB.gaps("/w/**"); len(g) != outage {
 			t.Fatalf("outage %d: gaps on the wildcard /w/**: %v, want one per outage", outage, g)
 		}
+	}
+}
+
+// TestRedisCatchUpWaitsForHistory: the pub/sub connection can come back
+// before history reads do (a Sentinel failover: the subscription reaches
+// the new primary while commands still dial the old one). The catch-up
+// retries the read instead of reporting a gap, which would end every
+// session on the channel. History is made unreadable with an ACL (XRANGE
+// denied) while the connection is cut, and readable again once the
+// catch-up has been refused at least twice.
+func TestRedisCatchUpWaitsForHistory(t *testing.T) {
+	rd := testproc.StartRedis(t)
+	admin := redis.NewClient(&redis.Options{Addr: rd.Addr})
+	t.Cleanup(func() { _ = admin.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := newEngine(t, rd.URL(), nil)
+	px := testproc.StartProxy(t, rd.Addr)
+	b := newEngine(t, "redis://"+px.Addr, nil)
+	recB := run(t, b)
+	const ch = "/t/slow-history"
+	subscribe(t, b, ch)
+	publish(t, a, ch, 2)
+	recB.waitPubs(t, ch, 2)
+	px.Cut()
+	waitFor(t, 5*time.Second, "b to notice the lost connection", func() bool { return !b.Ready() })
+	publish(t, a, ch, 3) // 3..5, during the cut
+	if err := admin.Do(ctx, "ACL", "SETUSER", "default", "-xrange").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Do(ctx, "ACL", "LOG", "RESET").Err(); err != nil {
+		t.Fatal(err)
+	}
+	px.Restore()
+	waitFor(t, 10*time.Second, "b's catch-up to be refused twice", func() bool {
+		log, err := admin.Do(ctx, "ACL", "LOG").Slice()
+		if err != nil || len(log) == 0 {
+			return false
+		}
+		entry, _ := log[0].(map[any]any) // RESP3
+		count, _ := entry["count"].(int64)
+		return count >= 2
+	})
+	if g := recB.gaps(ch); len(g) != 0 {
+		t.Fatalf("gap %v reported while history was only unreadable for a moment", g)
+	}
+	if err := admin.Do(ctx, "ACL", "SETUSER", "default", "+xrange").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got := recB.waitPubs(t, ch, 5)
+	if !slices.Equal(offsets(got), seq(1, 5)) || len(recB.gaps(ch)) != 0 {
+		t.Fatalf("b received offsets %v and gaps %v, want 1..5 and no gap", offsets(got), recB.gaps(ch))
 	}
 }
 

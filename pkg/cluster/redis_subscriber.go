@@ -172,10 +172,57 @@ func (r *Redis) closeReaders() {
 	}
 }
 
+// catchUpPatience bounds how long a catch-up (or the filling of a gap)
+// retries a history read the backend could not answer (engine.ErrUnavailable)
+// before it reports a gap. The pub/sub connection can come back before
+// commands do: during a Sentinel failover it may reach the new primary
+// while the sentinel asked for a command's connection still names the old
+// one (refused), or a node's Redis Cluster map is not yet reloaded. A gap
+// ends every session on the channel (410, handshake again); a read that
+// succeeds a few seconds later loses nothing. Meanwhile pump keeps reading
+// into the bounded queue (receiveQueue), then waits.
+const catchUpPatience = 30 * time.Second
+
+// patience is one catch-up's retry budget, shared by its channels: once
+// it is spent, the channels still to read try once each.
+type patience struct {
+	until time.Time
+	spent bool
+}
+
+func newPatience() *patience { return &patience{until: time.Now().Add(catchUpPatience)} }
+
+// history reads name's history after pos, retrying with back-off (50 ms
+// doubling to 1 s) while the backend is unavailable and pt lasts.
+func (rd *reader) history(ctx context.Context, pt *patience, name string, after engine.Position, limit int) ([]engine.Publication, error) {
+	backoff := 50 * time.Millisecond
+	for tries := 1; ; tries++ {
+		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pubs, err := rd.e.History(hctx, name, after, limit)
+		cancel()
+		if err == nil || !errors.Is(err, engine.ErrUnavailable) || pt.spent {
+			return pubs, err
+		}
+		if time.Now().Add(backoff).After(pt.until) {
+			pt.spent = true
+			return nil, err
+		}
+		if tries == 1 {
+			rd.e.log.Info("redis: history unavailable; retrying before reporting a gap", "channel", name, "patience", catchUpPatience, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
 // fill delivers publications (t.offset, upTo] of channel from history, or
 // reports them as a gap. upTo == 0 means "everything history has" (catch-up
 // after a reconnect), where only a hole, not the end, is a gap.
-func (rd *reader) fill(ctx context.Context, h engine.Handler, name string, t *tracked, upTo uint64) {
+func (rd *reader) fill(ctx context.Context, pt *patience, h engine.Handler, name string, t *tracked, upTo uint64) {
 	r := rd.e
 	bounded := upTo != 0
 	if bounded && upTo <= t.offset {
@@ -185,9 +232,7 @@ func (rd *reader) fill(ctx context.Context, h engine.Handler, name string, t *tr
 	if bounded {
 		limit = int(upTo - t.offset)
 	}
-	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	pubs, err := r.History(hctx, name, engine.Position{Epoch: t.epoch, Offset: t.offset}, limit)
+	pubs, err := rd.history(ctx, pt, name, engine.Position{Epoch: t.epoch, Offset: t.offset}, limit)
 	if !bounded && errors.Is(err, engine.ErrPositionGone) {
 		h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{})
 		delete(rd.tracked, name)
@@ -233,6 +278,7 @@ func (rd *reader) fill(ctx context.Context, h engine.Handler, name string, t *tr
 // caught up).
 func (rd *reader) catchUp(ctx context.Context, h engine.Handler) {
 	patterns := rd.e.patternList()
+	pt := newPatience()
 	for name, t := range rd.tracked {
 		if !coveredBy(name, patterns) {
 			delete(rd.tracked, name)
@@ -243,7 +289,7 @@ func (rd *reader) catchUp(ctx context.Context, h engine.Handler) {
 			delete(rd.tracked, name)
 			continue
 		}
-		rd.fill(ctx, h, name, t, 0)
+		rd.fill(ctx, pt, h, name, t, 0)
 	}
 	for _, p := range patterns {
 		if channel.IsWildcard(p) {
