@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -63,11 +60,11 @@ func TestForwardedConnectCost(t *testing.T) {
 		}
 	}
 	measure := func(url string) (perConnect time.Duration, ownerShare float64) {
-		o0, n0 := cpuOf(t, owner.PID()), cpuOf(t, other.PID())
+		o0, n0 := owner.CPU(t), other.CPU(t)
 		if err := run(url); err != nil {
 			t.Fatal(err)
 		}
-		o1, n1 := cpuOf(t, owner.PID()), cpuOf(t, other.PID())
+		o1, n1 := owner.CPU(t), other.CPU(t)
 		total := (o1 - o0) + (n1 - n0)
 		return total / (sessions * perSession), float64(o1-o0) / float64(max(total, 1))
 	}
@@ -98,23 +95,4 @@ func connectOnce(client *http.Client, url string, body []byte) error {
 		}
 	}
 	return fmt.Errorf("connect failed: %s", raw)
-}
-
-// cpuOf returns the CPU time (user + system) process pid has used.
-func cpuOf(t *testing.T, pid int) time.Duration {
-	t.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Fields after the command name, which is in parentheses: state is
-	// field 3, utime 14, stime 15.
-	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("/proc/%d/stat: %q", pid, raw)
-	}
-	const ticks = 100 // USER_HZ
-	return time.Duration(utime+stime) * time.Second / ticks
 }

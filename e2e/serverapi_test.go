@@ -516,12 +516,12 @@ func TestServerAPIPeerDown(t *testing.T) {
 	}
 	defer func() { _ = c.Nodes[2].Signal(syscall.SIGCONT) }()
 	bayeuxtest.Eventually(t, 10*time.Second, func() error { // the signal is delivered asynchronously
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Nodes[2].PID()))
+		s, err := testproc.ReadProcStat(c.Nodes[2].PID())
 		if err != nil {
 			return err
 		}
-		if _, rest, _ := strings.Cut(string(stat), ") "); !strings.HasPrefix(rest, "T") {
-			return fmt.Errorf("node 2 not stopped yet: %.40s", rest)
+		if s.State != 'T' {
+			return fmt.Errorf("node 2 not stopped yet: state %c", s.State)
 		}
 		return nil
 	})
