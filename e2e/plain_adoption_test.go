@@ -54,7 +54,7 @@ func TestPlainAdoption(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := testproc.StartCluster(t, 3, "--timeout", "5s")
+			c := testproc.StartCluster(t, 3, "--timeout", "5s") // a raw connect is held at most 5s
 			victim, survivor := c.Nodes[1], c.Nodes[0]
 			ch := "/plain/" + tt.name
 			pub := &bayeuxtest.Peer{T: t, URL: c.Nodes[2].URL}
@@ -83,7 +83,7 @@ func TestPlainAdoption(t *testing.T) {
 			bayeuxtest.Eventually(t, 20*time.Second, func() error {
 				// A connect forwarded to the dead owner before its
 				// failure is known loses its reply (plain HTTP 503).
-				all, err := raw.TryPost(plainConnectMsg(id))
+				all, err := raw.TryConnect(id, nil)
 				if err != nil {
 					return err
 				}
@@ -128,19 +128,14 @@ func TestPlainAdoption(t *testing.T) {
 	}
 }
 
-// plainConnect sends one long-polling /meta/connect held at most 5s.
+// plainConnect sends one long-polling /meta/connect (held at most the
+// cluster's --timeout, 5s) and returns its deliveries and its one reply.
 func plainConnect(p *bayeuxtest.Peer, id string) ([]bayeuxtest.Msg, bayeuxtest.Msg) {
-	d, r := bayeuxtest.Split(p.Post(plainConnectMsg(id)))
+	d, r := bayeuxtest.Split(p.Connect(id, nil))
 	if len(r) != 1 {
 		p.T.Fatalf("connect replies: %v", r)
 	}
 	return d, r[0]
-}
-
-// plainConnectMsg is a long-polling /meta/connect held at most 5s.
-func plainConnectMsg(id string) bayeuxtest.Msg {
-	return bayeuxtest.Msg{"channel": "/meta/connect", "clientId": id,
-		"connectionType": "long-polling", "advice": bayeuxtest.Msg{"timeout": 5000}}
 }
 
 // slicesEqualData reports whether ds are deliveries of exactly the

@@ -75,14 +75,25 @@ func (p *Peer) Handshake(ext Msg) string {
 	return id
 }
 
-// Connect sends one /meta/connect (with ext, if not nil).
+// Connect sends one long-polling /meta/connect (with ext, if not nil),
+// held as long as the server's timeout.
 func (p *Peer) Connect(id string, ext Msg) []Msg {
 	p.T.Helper()
+	out, err := p.TryConnect(id, ext)
+	if err != nil {
+		p.T.Fatal(err)
+	}
+	return out
+}
+
+// TryConnect is Connect that returns, instead of failing the test, an
+// error for a reply that is not a JSON message array (see TryPost).
+func (p *Peer) TryConnect(id string, ext Msg) ([]Msg, error) {
 	m := Msg{"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling"}
 	if ext != nil {
 		m["ext"] = ext
 	}
-	return p.Post(m)
+	return p.TryPost(m)
 }
 
 // MustSucceed posts one message and fails the test unless it succeeds.
