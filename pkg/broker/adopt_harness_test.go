@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -387,4 +388,29 @@ func startPair(t *testing.T, memCfg engine.MemoryConfig) *pair {
 func (pr *pair) killA() {
 	pr.dead.kill(tagA)
 	pr.a.stop(false)
+}
+
+// subscribedOnA opens a session on node A (handshake ext; with
+// minimumVersion, as CometD sends it, if cometd) and subscribes it to ch.
+func (pr *pair) subscribedOnA(t *testing.T, ext Msg, cometd bool, ch string) string {
+	t.Helper()
+	var id string
+	if cometd {
+		id = openCometDStyle(t, pr.a.peer, ext)
+	} else {
+		id = openX(t, pr.a.peer, ext)
+	}
+	if !strings.HasPrefix(id, tagA) {
+		t.Fatalf("clientId %q not created by A", id)
+	}
+	mustSubscribeX(t, pr.a.peer, id, ch)
+	return id
+}
+
+// mustSubscribeX subscribes id to ch and fails the test unless it succeeds.
+func mustSubscribeX(t *testing.T, p *bayeuxtest.Peer, id string, ch any) {
+	t.Helper()
+	if r := subscribeX(t, p, id, ch, nil); r["successful"] != true {
+		t.Fatalf("subscribe %v: %v", ch, r)
+	}
 }

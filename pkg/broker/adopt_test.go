@@ -36,6 +36,15 @@ type adoptCase struct {
 	told       bool // B's first connect ends the session: 410, handshake advice
 }
 
+// ack is the ext of a connect acknowledging batch n, if the case's
+// session negotiated ack (else nil).
+func (tt adoptCase) ack(n int) Msg {
+	if tt.handshake["ack"] == true {
+		return Msg{"ack": n}
+	}
+	return nil
+}
+
 func TestAdoptAfterOwnerDies(t *testing.T) {
 	tests := []adoptCase{
 		{
@@ -125,32 +134,15 @@ func runAdoptCase(t *testing.T, tt adoptCase) {
 	pub := openX(t, b, nil)           // the publisher lives on B throughout
 	publishX(t, b, pub, ch, 901, 902) // before the subscription: never delivered
 
-	var id string
-	if tt.cometd {
-		id = openCometDStyle(t, a, tt.handshake)
-	} else {
-		id = openX(t, a, tt.handshake)
-	}
-	if !strings.HasPrefix(id, tagA) {
-		t.Fatalf("clientId %q not created by A", id)
-	}
-	if r := subscribeX(t, a, id, ch, nil); r["successful"] != true {
-		t.Fatalf("subscribe: %v", r)
-	}
-	ack := func(n int) Msg {
-		if tt.handshake["ack"] == true {
-			return Msg{"ack": n}
-		}
-		return nil
-	}
+	id := pr.subscribedOnA(t, tt.handshake, tt.cometd, ch)
 	for i, batch := range tt.batchesA {
 		publishX(t, b, pub, ch, batch...)
 		var d []Msg
 		var r Msg
 		if tt.connectIDs != nil {
-			d, r = pollXID(t, a, id, ack(i), tt.connectIDs[i])
+			d, r = pollXID(t, a, id, tt.ack(i), tt.connectIDs[i])
 		} else {
-			d, r = pollX(t, a, id, ack(i))
+			d, r = pollX(t, a, id, tt.ack(i))
 		}
 		if got := ns(deliveriesOf(t, d)); !slices.Equal(got, batch) {
 			t.Fatalf("batch %d from A: %v, want %v", i+1, got, batch)
@@ -168,13 +160,6 @@ func runAdoptCase(t *testing.T, tt adoptCase) {
 func checkAdoption(t *testing.T, pr *pair, tt adoptCase, id, pub string, saves int) {
 	const ch = "/x"
 	b := pr.b.peer
-	ack := func(n int) Msg {
-		if tt.handshake["ack"] == true {
-			return Msg{"ack": n}
-		}
-		return nil
-	}
-
 	if tt.drain {
 		pr.a.stop(true)
 	} else {
@@ -233,7 +218,7 @@ func checkAdoption(t *testing.T, pr *pair, tt adoptCase, id, pub string, saves i
 
 	// Live after the adoption: exactly once, then nothing more.
 	publishX(t, b, pub, ch, 100)
-	d, r = pollX(t, b, id, ack(int(wantLast)))
+	d, r = pollX(t, b, id, tt.ack(int(wantLast)))
 	if got := ns(deliveriesOf(t, d)); !slices.Equal(got, []int{100}) {
 		t.Fatalf("live after adoption: %v, want [100]", got)
 	}
@@ -243,7 +228,7 @@ func checkAdoption(t *testing.T, pr *pair, tt adoptCase, id, pub string, saves i
 			t.Fatalf("live batch labelled ext.ack %v, want %d", r["ext"], wantLast)
 		}
 	}
-	if d, _ := pollX(t, b, id, ack(int(wantLast))); len(d) != 0 {
+	if d, _ := pollX(t, b, id, tt.ack(int(wantLast))); len(d) != 0 {
 		t.Fatalf("acknowledged messages delivered again: %v", d)
 	}
 }
@@ -317,10 +302,7 @@ func TestAdoptWhilePublishing(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			pr := startPair(t, engine.MemoryConfig{})
 			a, b := pr.a.peer, pr.b.peer
-			id := openX(t, a, tt.handshake)
-			if r := subscribeX(t, a, id, ch, nil); r["successful"] != true {
-				t.Fatalf("subscribe: %v", r)
-			}
+			id := pr.subscribedOnA(t, tt.handshake, false, ch)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			publish := func(v int) {
@@ -392,10 +374,7 @@ func TestAdoptGoneHistory(t *testing.T) {
 	a, b := pr.a.peer, pr.b.peer
 	const ch = "/trim"
 	pub := openX(t, b, nil)
-	id := openX(t, a, Msg{"ack": true})
-	if r := subscribeX(t, a, id, ch, nil); r["successful"] != true {
-		t.Fatalf("subscribe: %v", r)
-	}
+	id := pr.subscribedOnA(t, Msg{"ack": true}, false, ch)
 	publishX(t, b, pub, ch, 1, 2)
 	if d, _ := pollX(t, a, id, Msg{"ack": 0}); len(d) != 2 {
 		t.Fatalf("from A: %v", d)
@@ -467,9 +446,7 @@ func TestAckedPositionsPruned(t *testing.T) {
 	pub := openX(t, a, nil)
 	id := openX(t, a, Msg{"ack": true})
 	for _, ch := range []any{"/p/one", "/p/two", "/q/three", "/q/*"} {
-		if r := subscribeX(t, a, id, ch, nil); r["successful"] != true {
-			t.Fatalf("subscribe %v: %v", ch, r)
-		}
+		mustSubscribeX(t, a, id, ch)
 	}
 	publishX(t, a, pub, "/p/one", 1)
 	publishX(t, a, pub, "/p/two", 2)

@@ -39,15 +39,35 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	return client, server
 }
 
+// availablePoller returns a new Poller, or skips the test where nothing
+// parks.
+func availablePoller(t *testing.T) *Poller {
+	t.Helper()
+	p := NewPoller()
+	if !p.Available() {
+		t.Skip("no epoll on this system: parking is disabled by design")
+	}
+	return p
+}
+
+// callsStay fails the test if calls is not want at any time during d.
+func callsStay(t *testing.T, calls *atomic.Int32, want int32, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if n := calls.Load(); n != want {
+			t.Fatalf("Readable called %d times, want %d", n, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 type readableFunc func()
 
 func (f readableFunc) Readable() { f() }
 
 func TestPollerReportsReadableOnce(t *testing.T) {
-	p := NewPoller()
-	if !p.Available() {
-		t.Skip("no epoll on this system: parking is disabled by design")
-	}
+	p := availablePoller(t)
 	tests := []struct {
 		name   string
 		before bool // bytes arrive before the park
@@ -81,22 +101,13 @@ func TestPollerReportsReadableOnce(t *testing.T) {
 				t.Fatal("Readable not called")
 			}
 			client.Write([]byte("y")) // not parked any more: no second call
-			deadline := time.Now().Add(300 * time.Millisecond)
-			for time.Now().Before(deadline) {
-				if calls.Load() != 1 {
-					t.Fatalf("Readable called %d times, want 1", calls.Load())
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			callsStay(t, &calls, 1, 300*time.Millisecond)
 		})
 	}
 }
 
 func TestPollerCancel(t *testing.T) {
-	p := NewPoller()
-	if !p.Available() {
-		t.Skip("no epoll on this system: parking is disabled by design")
-	}
+	p := availablePoller(t)
 	client, server := tcpPair(t)
 	lc := newConn(server, nil)
 	var calls atomic.Int32
@@ -106,15 +117,9 @@ func TestPollerCancel(t *testing.T) {
 	}
 	p.Cancel(id)
 	client.Write([]byte("x"))
-	deadline := time.Now().Add(300 * time.Millisecond)
-	for time.Now().Before(deadline) {
-		if calls.Load() != 0 {
-			t.Fatal("Readable called after Cancel")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	callsStay(t, &calls, 0, 300*time.Millisecond) // cancelled: never called
 	// The poller's goroutine ends once nothing is parked.
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for {
 		p.mu.Lock()
 		running := p.running
@@ -197,6 +202,54 @@ func TestWriteNonBlocking(t *testing.T) {
 	}
 }
 
+// handBack answers a request "ok" on its hijacked connection and hands
+// the connection back to rr's copy of the request's server.
+func handBack(t *testing.T, rr *Reservers, w http.ResponseWriter, r *http.Request) {
+	rs := rr.For(r.Context().Value(http.ServerContextKey).(*http.Server), true)
+	lc, err := Hijack(w)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	lc.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+	if !rs.Inject(lc) {
+		t.Error("inject refused")
+	}
+}
+
+// serveOneConn serves srv on a loopback port until the test ends and
+// returns get, which sends GET path on one kept-alive connection and
+// returns the response body.
+func serveOneConn(t *testing.T, srv *http.Server) (get func(path string) string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	return func(path string) string {
+		t.Helper()
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+}
+
 // TestReserverServesHandedBackConn hijacks a connection after one request,
 // hands it back, and sees the next request on it served by the copy of
 // the server.
@@ -206,49 +259,19 @@ func TestReserverServesHandedBackConn(t *testing.T) {
 	srv := &http.Server{IdleTimeout: 3 * time.Second}
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		served.Add(1)
-		if r.URL.Path != "/hijack" {
-			io.WriteString(w, "served "+r.URL.Path)
+		if r.URL.Path == "/hijack" {
+			handBack(t, &rr, w, r)
 			return
 		}
-		rs := rr.For(r.Context().Value(http.ServerContextKey).(*http.Server), true)
-		lc, err := Hijack(w)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		lc.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-		if !rs.Inject(lc) {
-			t.Error("inject refused")
-		}
+		io.WriteString(w, "served "+r.URL.Path)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(c)
+	get := serveOneConn(t, srv)
 	for _, path := range []string{"/hijack", "/next", "/hijack", "/last"} {
-		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
 		want := "ok"
 		if path != "/hijack" {
 			want = "served " + path
 		}
-		if string(body) != want {
+		if body := get(path); body != want {
 			t.Fatalf("%s: body %q, want %q", path, body, want)
 		}
 	}
@@ -289,49 +312,17 @@ func TestReserverKeepsServerHooks(t *testing.T) {
 		ConnState: func(_ net.Conn, st http.ConnState) { states.Store(st, struct{}{}) },
 	}
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/hijack" {
-			io.WriteString(w, fmt.Sprintf("base=%v conn=%v", r.Context().Value(hookKey("base")), r.Context().Value(hookKey("conn"))))
+		if r.URL.Path == "/hijack" {
+			states.Clear() // from here on, the states of the handed-back connection
+			handBack(t, &rr, w, r)
 			return
 		}
-		rs := rr.For(r.Context().Value(http.ServerContextKey).(*http.Server), true)
-		states.Clear()
-		lc, err := Hijack(w)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		lc.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-		if !rs.Inject(lc) {
-			t.Error("inject refused")
-		}
+		io.WriteString(w, fmt.Sprintf("base=%v conn=%v", r.Context().Value(hookKey("base")), r.Context().Value(hookKey("conn"))))
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Close()
-	defer rr.Shutdown(context.Background())
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(c)
-	var body []byte
-	for _, path := range []string{"/hijack", "/next"} {
-		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		body, _ = io.ReadAll(resp.Body)
-		resp.Body.Close()
-	}
-	if string(body) != "base=true conn=true" {
+	t.Cleanup(func() { rr.Shutdown(context.Background()) })
+	get := serveOneConn(t, srv)
+	get("/hijack")
+	if body := get("/next"); body != "base=true conn=true" {
 		t.Errorf("request on the handed-back connection: %q, want base=true conn=true", body)
 	}
 	for _, st := range []http.ConnState{http.StateNew, http.StateActive} {
