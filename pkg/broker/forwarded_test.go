@@ -81,8 +81,7 @@ func (failingRouter) SessionOp(context.Context, string, string, SessionOpKind) (
 // the same id and gets the batch again. Other requests get Bayeux 503
 // replies with retry advice.
 func TestForwardedConnectReplyLost(t *testing.T) {
-	tb := newTestBroker(t, nil)
-	tb.SetCluster(failingRouter{}, nil)
+	tb := newRoutedTestBroker(t, failingRouter{}, nil)
 	const id = "elsewhere0123456789"
 	connect := msg{"channel": "/meta/connect", "clientId": id, "connectionType": protocol.LongPolling, "id": "7"}
 	publish := msg{"channel": "/x", "clientId": id, "data": 1, "id": "8"}

@@ -35,6 +35,20 @@ type testBroker struct {
 // mutate adjusts the config before New.
 func newTestBroker(t *testing.T, mutate func(*Config)) *testBroker {
 	t.Helper()
+	return startTestBroker(t, mutate, nil)
+}
+
+// newRoutedTestBroker is newTestBroker with router r and store st
+// installed before the broker runs, as SetCluster requires.
+func newRoutedTestBroker(t *testing.T, r Router, st SessionStore) *testBroker {
+	t.Helper()
+	return startTestBroker(t, nil, func(b *Broker) { b.SetCluster(r, st) })
+}
+
+// startTestBroker is newTestBroker; before, if set, runs between New and
+// Run.
+func startTestBroker(t *testing.T, mutate func(*Config), before func(*Broker)) *testBroker {
+	t.Helper()
 	cfg := Config{Timeout: 2 * time.Second, MaxInterval: 2 * time.Second, SweepInterval: 50 * time.Millisecond}
 	if mutate != nil {
 		mutate(&cfg)
@@ -42,6 +56,9 @@ func newTestBroker(t *testing.T, mutate func(*Config)) *testBroker {
 	b, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	if before != nil {
+		before(b)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -130,24 +130,30 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		}
 	}()
 	attempt := 0
+	// last is the last error the server (or the network) gave, not the
+	// deadline's cut of the attempt under way: that tells why.
+	var last error
 	for {
 		err := c.handshake(hctx)
 		if err == nil {
 			break
+		}
+		if hctx.Err() == nil || last == nil {
+			last = err
 		}
 		var te *transportError
 		if !errors.As(err, &te) || hctx.Err() != nil {
 			c.shutdownTransports()
 			c.cancel()
 			if hctx.Err() != nil {
-				return nil, fmt.Errorf("bayeux handshake: %w (last error: %v)", hctx.Err(), err)
+				return nil, fmt.Errorf("bayeux handshake: %w (last error: %v)", hctx.Err(), last)
 			}
 			return nil, err
 		}
 		if !sleepCtx(hctx, c.backoff(attempt)) {
 			c.shutdownTransports()
 			c.cancel()
-			return nil, fmt.Errorf("bayeux handshake: %w (last error: %v)", hctx.Err(), err)
+			return nil, fmt.Errorf("bayeux handshake: %w (last error: %v)", hctx.Err(), last)
 		}
 		attempt++
 	}
