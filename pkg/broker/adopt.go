@@ -32,7 +32,9 @@ var errMoved = protocol.NewError(protocol.CodeServerUnavailable, "Session moved"
 // storeTimeout bounds one SessionStore call made on a request's path.
 const storeTimeout = 3 * time.Second
 
-// save persists s. A session another node took over is dropped here.
+// save persists s. A session another node took over is dropped here; one
+// that could not be written because this node lacks its lease
+// (ErrFenced) stays, and its caller delivers nothing.
 func (b *Broker) save(ctx context.Context, s *Session) error {
 	if b.store == nil {
 		return nil
@@ -278,7 +280,7 @@ func (b *Broker) adoptionGap(s *Session) bool {
 // rewrites the missing ones; the sweeper calls it every MaxInterval/2, and
 // it runs off the sweeper's goroutine.
 func (b *Broker) refreshRecords(now time.Time) {
-	if b.store == nil || now.Sub(b.lastRefresh) < b.cfg.MaxInterval/2 || !b.refreshing.CompareAndSwap(false, true) {
+	if b.store == nil || b.fenced() || now.Sub(b.lastRefresh) < b.cfg.MaxInterval/2 || !b.refreshing.CompareAndSwap(false, true) {
 		return
 	}
 	b.lastRefresh = now

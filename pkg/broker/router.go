@@ -118,9 +118,15 @@ type ForwardedResponse struct {
 	RateRefused int
 }
 
-// SetCluster installs the cluster router and session store. It must be
-// called before the broker serves requests.
-func (b *Broker) SetCluster(r Router, st SessionStore) { b.router, b.store = r, st }
+// SetCluster installs the cluster router and session store (and the
+// store's Fence, if it implements one). It must be called before the
+// broker serves requests.
+func (b *Broker) SetCluster(r Router, st SessionStore) {
+	b.router, b.store = r, st
+	if st != nil {
+		b.installFence(st)
+	}
+}
 
 // holdsConnect reports whether msgs hold a /meta/connect.
 func holdsConnect(msgs []*protocol.Message) bool {

@@ -84,17 +84,32 @@ func (b *Broker) route(ctx context.Context, msgs []*protocol.Message, hops int) 
 	if b.router == nil {
 		return routeLocal, ""
 	}
+	// A node without its lease serves no session of its own (nor makes
+	// one) until it has it again and knows which are still its own
+	// (fence.go); it still relays requests for other owners.
 	for _, m := range msgs {
 		if m.Channel == protocol.ChannelHandshake {
+			if !b.awaitFence(ctx) {
+				return routeUnavailable, ""
+			}
 			return routeLocal, ""
 		}
+	}
+	local := func(id string) bool {
+		_, ok := b.Session(id)
+		return ok || b.tombstone(id) != nil
 	}
 	for _, m := range msgs {
 		if m.ClientID == "" {
 			continue
 		}
-		if _, ok := b.Session(m.ClientID); ok || b.tombstone(m.ClientID) != nil {
-			return routeLocal, ""
+		if local(m.ClientID) {
+			if !b.awaitFence(ctx) {
+				return routeUnavailable, ""
+			}
+			if local(m.ClientID) { // not moved meanwhile
+				return routeLocal, ""
+			}
 		}
 		rt, err := b.router.Resolve(ctx, m.ClientID, hops)
 		switch {

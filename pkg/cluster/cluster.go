@@ -145,6 +145,14 @@ func Start(ctx context.Context, cfg Config, b Broker) (*Cluster, error) {
 	var store broker.SessionStore
 	if cfg.Sessions != nil {
 		store = cfg.Sessions
+		// The lease is taken before the broker is given the store: a
+		// node acts on sessions only while it holds it (lease.go).
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := cfg.Sessions.StartLease(actx, ctx, cfg.FastGossip, cfg.Logger.With("component", "lease"))
+		cancel()
+		if err != nil {
+			c.log.Warn("node lease not taken yet; retrying", "err", err)
+		}
 	}
 	// The router and store are installed before the gRPC server serves
 	// (starting its goroutine orders the two): a peer's forwarded request
