@@ -361,10 +361,14 @@ func (s *SessionStore) LeaseHeld(ctx context.Context, tag string) (bool, error) 
 }
 
 // StartLease gives the store a lease with the timings of fast (shorter
-// gossip timers) or default gossip, takes it (bounded by ctx) and renews
-// it until run ends. The node acts on no session until it is held.
-func (s *SessionStore) StartLease(ctx, run context.Context, fast bool, log *slog.Logger) error {
-	ttl, every := leaseTiming(fast)
+// gossip timers) or default gossip, or with time to live ttl if positive
+// (renewed every fifth of it), takes it (bounded by ctx) and renews it
+// until run ends. The node acts on no session until it is held.
+func (s *SessionStore) StartLease(ctx, run context.Context, fast bool, ttl time.Duration, log *slog.Logger) error {
+	every := ttl / 5
+	if ttl <= 0 {
+		ttl, every = leaseTiming(fast)
+	}
 	l := NewLease(s.client, s.prefix, s.tag, ttl, every, log)
 	s.UseLease(l)
 	err := l.Acquire(ctx)
