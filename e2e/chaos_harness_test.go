@@ -147,6 +147,10 @@ func (p *chaosPub) run(channels []string) {
 	defer close(p.done)
 	tick := time.NewTicker(chaosPublishInterval)
 	defer tick.Stop()
+	timeout := p.timeout
+	if timeout == 0 {
+		timeout = chaosPublishTimeout
+	}
 	for seq := 0; ; seq++ {
 		select {
 		case <-p.stop:
@@ -154,7 +158,7 @@ func (p *chaosPub) run(channels []string) {
 		case <-tick.C:
 		}
 		k := chaosKey{p.id, seq}
-		ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		err := p.c.Publish(ctx, channels[seq%len(channels)], json.RawMessage(fmt.Sprintf(`{"p":%d,"s":%d}`, k.P, k.S)))
 		cancel()
 		p.mu.Lock()
