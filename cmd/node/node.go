@@ -186,6 +186,7 @@ func (n *node) newBroker() error {
 		CookieSecure:                c.CookieSecure || n.sec.httpTLS != nil,
 		Hosts:                       splitList(c.AdviceHosts),
 		DrainJitter:                 c.DrainJitter,
+		HandOverHold:                handOverHold(c.HandOverHold),
 		ReorderWindow:               c.ReorderWindow,
 		DisableWebSocketCompression: !c.WSCompression,
 		PeerLossGrace:               c.PeerLossGrace,

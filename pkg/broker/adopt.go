@@ -66,7 +66,7 @@ func (b *Broker) adopt(ctx context.Context, st *SessionState) (*Session, error) 
 		id: st.ID, b: b, created: now, browserID: st.BrowserID,
 		info: RequestInfo{Transport: st.Transport}, lastActive: now, transport: st.Transport,
 		connected: true, lastBatch: st.LastBatch, durable: maps.Clone(st.Durable),
-		acked: maps.Clone(st.Acked), sameIDRetry: st.SameIDRetry,
+		acked: maps.Clone(st.Acked), sameIDRetry: st.SameIDRetry, arrived: now,
 	}
 	if s.acked == nil {
 		s.acked = map[string]engine.Position{}
@@ -81,6 +81,7 @@ func (b *Broker) adopt(ctx context.Context, st *SessionState) (*Session, error) 
 	}
 	s.recovering = len(s.acked) > 0 || len(s.unacked) > 0
 	s.adoptedGap = !st.reliable() && !st.Exact && len(st.Subs) > 0
+	s.staleExact = st.Exact && !st.reliable()
 
 	if cur, added := b.sessions.add(s); !added {
 		return cur, nil // adopted concurrently by another request

@@ -437,6 +437,7 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 		b.outgoing(ctx, s, m, r)
 		return nil, r
 	}
+	b.rewriteExact(ctx, s)
 	hc := &heldConnect{b: b, s: s, m: m, reply: r, timeout: timeout}
 	first := s.markConnected()
 	if first || timeout == 0 || b.shuttingDown.Load() {

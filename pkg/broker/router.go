@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
@@ -78,6 +79,9 @@ func (b *Broker) SessionOp(ctx context.Context, clientID string, op SessionOpKin
 
 // LocalSessionOp applies op to a session of this node.
 func (b *Broker) LocalSessionOp(clientID string, op SessionOpKind) (bool, error) {
+	if to, ok := strings.CutPrefix(string(op), string(OpHandOver)+":"); ok {
+		return b.handOverTo(clientID, to)
+	}
 	switch op {
 	case OpExpire:
 		return b.ExpireSession(clientID), nil

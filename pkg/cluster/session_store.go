@@ -36,7 +36,10 @@ type SessionStore struct {
 	reval  *redis.Script
 }
 
-var _ broker.SessionStore = (*SessionStore)(nil)
+var (
+	_ broker.SessionStore  = (*SessionStore)(nil)
+	_ broker.HandOverStore = (*SessionStore)(nil)
+)
 
 // ownerMatch splits an owner string into node tag and generation ("" for
 // none) inside the scripts.
@@ -152,6 +155,42 @@ func (s *SessionStore) Save(ctx context.Context, st *broker.SessionState) error 
 		}
 	}
 	return fmt.Errorf("save session %s: %w", st.ID, broker.ErrFenced)
+}
+
+// Self implements broker.HandOverStore: the owner string this node
+// writes now ("<tag>.<gen>"), or broker.ErrFenced without its lease.
+func (s *SessionStore) Self() (string, error) {
+	owner, _, err := s.owner()
+	return owner, err
+}
+
+// HandOver implements broker.HandOverStore: st, this node's session, is
+// written as owned by to (another node's owner string) in one
+// compare-and-set. It is the save script with another owner to write, so
+// it is fenced the same way: it succeeds only while the record names this
+// node (at a generation not newer than its lease's) and this node holds
+// its lease; another owner gives broker.ErrOwnershipLost.
+func (s *SessionStore) HandOver(ctx context.Context, st *broker.SessionState, to string) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode session %s: %w", st.ID, err)
+	}
+	for range 3 {
+		_, gen, err := s.owner()
+		if err != nil {
+			return fmt.Errorf("hand over session %s: %w", st.ID, err)
+		}
+		n, err := s.save.Run(ctx, s.client, []string{s.key(st.ID)}, to, b, s.ttlMillis(), s.tag, gen).Int()
+		switch {
+		case err != nil:
+			return fmt.Errorf("hand over session %s: %w", st.ID, err)
+		case n == 0:
+			return broker.ErrOwnershipLost
+		case n == 1:
+			return nil
+		}
+	}
+	return fmt.Errorf("hand over session %s: %w", st.ID, broker.ErrFenced)
 }
 
 // Release implements broker.SessionStore: one pipelined round trip.
