@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,12 +24,12 @@ import (
 // TestHandOver: a session follows its websocket (docs/architecture.md
 // section 12, hand-over). An ack-extension session made on node 0 is
 // served by a websocket on node 1 (the session moves there: its record
-// names node 1), at once by one on node 2 (within --handover-hold: not
+// names node 1), at once by one on node 2 (within --handover-hold, 5 s: not
 // moved, forwarded to node 1), then, after the hold, by one on node 0
 // again (moved back). A publisher on node 2 publishes all along; the
 // subscriber must get every acknowledged publish exactly once, in order.
 func TestHandOver(t *testing.T) {
-	c := testproc.StartCluster(t, 3, "--timeout", "2s", "--handover-hold", "2s")
+	c := testproc.StartCluster(t, 3, "--timeout", "2s", "--handover-hold", "5s", "--history-size", "10000")
 	rc := redis.NewClient(&redis.Options{Addr: c.Redis.Addr})
 	defer rc.Close()
 	ch := "/handover/a"
@@ -45,17 +47,26 @@ func TestHandOver(t *testing.T) {
 		t.Fatalf("owner %q, want node 0 (%s)", o, c.Nodes[0].Tag)
 	}
 
-	pub := startSeqPublisher(t, c.Nodes[2].URL, ch, 5*time.Millisecond)
+	// The first move, with nothing published meanwhile: the Redis
+	// commands that name the session or its channel (MONITOR).
 	h := &hoClient{t: t, id: id}
+	mon := monitorRedis(t, c.Redis.Addr)
+	h.run(c.Nodes[1].URL, 300*time.Millisecond)
+	top, inScripts := mon.stop(id, ch)
+	t.Logf("HANDOVER-COST redis commands naming the session or its channel: %v; inside scripts: %v", top, inScripts)
+	if o := owner(); !strings.HasPrefix(o, c.Nodes[1].Tag) {
+		t.Fatalf("owner %q after the first move, want node 1 (%s)", o, c.Nodes[1].Tag)
+	}
+
+	pub := startSeqPublisher(t, c.Nodes[2].URL, ch, 5*time.Millisecond)
 	steps := []struct {
 		node  int
 		pause time.Duration // before the step
 		owner int           // the record's owner after it
 	}{
-		{1, 0, 1},
 		{2, 0, 1}, // within the hold: forwarded
-		{0, 2500 * time.Millisecond, 0},
-		{1, 2500 * time.Millisecond, 1},
+		{0, 5500 * time.Millisecond, 0},
+		{1, 5500 * time.Millisecond, 1},
 	}
 	for i, st := range steps {
 		time.Sleep(st.pause)
@@ -246,4 +257,51 @@ func (sp *seqPublisher) stop() int {
 	close(sp.quit)
 	<-sp.done
 	return int(sp.acked.Load())
+}
+
+// redisMonitor is redis-cli MONITOR running in the background.
+type redisMonitor struct {
+	cmd *exec.Cmd
+	out *testproc.SyncBuffer
+}
+
+func monitorRedis(t *testing.T, addr string) *redisMonitor {
+	host, port, _ := strings.Cut(addr, ":")
+	m := &redisMonitor{cmd: exec.Command("redis-cli", "-h", host, "-p", port, "monitor"), out: &testproc.SyncBuffer{}}
+	m.cmd.Stdout = m.out
+	if err := m.cmd.Start(); err != nil {
+		t.Fatalf("redis-cli monitor: %v", err)
+	}
+	t.Cleanup(func() { _ = m.cmd.Process.Kill(); _ = m.cmd.Wait() })
+	bayeuxtest.Eventually(t, 5*time.Second, func() error {
+		if !strings.Contains(m.out.String(), "OK") {
+			return errors.New("monitor not started")
+		}
+		return nil
+	})
+	return m
+}
+
+// stop ends the monitor and counts, by command, the commands that name
+// one of words: sent by clients, and run inside scripts.
+func (m *redisMonitor) stop(words ...string) (top, inScripts map[string]int) {
+	_ = m.cmd.Process.Kill()
+	_ = m.cmd.Wait()
+	top, inScripts = map[string]int{}, map[string]int{}
+	for _, line := range strings.Split(m.out.String(), "\n") {
+		if !slices.ContainsFunc(words, func(w string) bool { return strings.Contains(line, w) }) {
+			continue
+		}
+		_, rest, ok := strings.Cut(line, "] ")
+		if !ok {
+			continue
+		}
+		name := strings.ToUpper(strings.Trim(strings.Fields(rest)[0], `"`))
+		if strings.Contains(line, " lua]") {
+			inScripts[name]++
+		} else {
+			top[name]++
+		}
+	}
+	return top, inScripts
 }

@@ -60,18 +60,30 @@ const (
 
 // SessionOp applies op to the session clientID wherever it lives (through
 // the Router when another node owns it). It reports whether it existed.
+//
+// The Router first names the session's creator; a creator that no longer
+// holds it (it moved: hand-over) answers not found, and the op goes to the
+// owner the record names (Resolve as for a forwarded request).
 func (b *Broker) SessionOp(ctx context.Context, clientID string, op SessionOpKind) (bool, error) {
 	if _, ok := b.Session(clientID); !ok && b.router != nil {
-		rt, err := b.router.Resolve(ctx, clientID, 0)
-		switch {
-		case err != nil:
-			return false, fmt.Errorf("session op %s: %w", clientID, err)
-		case rt.Node != "":
-			return b.router.SessionOp(ctx, rt.Node, clientID, op)
-		case rt.Adopt != nil:
-			if _, err := b.adopt(ctx, rt.Adopt); err != nil {
-				return false, err
+	resolve:
+		for hops := 0; hops < maxHops; hops++ {
+			rt, err := b.router.Resolve(ctx, clientID, hops)
+			switch {
+			case err != nil:
+				return false, fmt.Errorf("session op %s: %w", clientID, err)
+			case rt.Node != "":
+				found, err := b.router.SessionOp(ctx, rt.Node, clientID, op)
+				if found || err != nil || hops > 0 {
+					return found, err
+				}
+				continue
+			case rt.Adopt != nil:
+				if _, err := b.adopt(ctx, rt.Adopt); err != nil {
+					return false, err
+				}
 			}
+			break resolve
 		}
 	}
 	return b.LocalSessionOp(clientID, op)
