@@ -514,6 +514,15 @@ func (s *Session) endWaiterLocked(reason waitEnd) {
 // to another node).
 func (s *Session) Ended() bool { return s.closedReason() != nil }
 
+// Moving reports whether the session is being moved to another node (it
+// delivers nothing more here): its batch ids are no longer this node's to
+// report (see ext.Ack).
+func (s *Session) Moving() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lost
+}
+
 // closedReason returns why the session ended, or nil while it lives.
 func (s *Session) closedReason() *protocol.Error {
 	s.mu.Lock()
