@@ -127,22 +127,30 @@ func (s *chaosSub) missing(acked []chaosKey) int {
 // channels in turn. A publish that fails is not acknowledged, and the next
 // one carries the next sequence number.
 type chaosPub struct {
-	id int
-	c  *client.Client
+	id      int
+	c       *client.Client
+	timeout time.Duration // per publish (chaosPublishTimeout unless set)
 
 	mu        sync.Mutex
 	published int
 	acked     []chaosKey
 	failures  map[string]int // error text (shortened) -> count
-	started   bool           // run was started (set before it starts)
-	stop      chan struct{}
-	done      chan struct{}
+	// unanswered counts publishes that got neither an acknowledgement
+	// nor a refusal (a Bayeux error) within their timeout.
+	unanswered int
+	started    bool // run was started (set before it starts)
+	stop       chan struct{}
+	done       chan struct{}
 }
 
 func (p *chaosPub) run(channels []string) {
 	defer close(p.done)
 	tick := time.NewTicker(chaosPublishInterval)
 	defer tick.Stop()
+	timeout := p.timeout
+	if timeout == 0 {
+		timeout = chaosPublishTimeout
+	}
 	for seq := 0; ; seq++ {
 		select {
 		case <-p.stop:
@@ -150,7 +158,7 @@ func (p *chaosPub) run(channels []string) {
 		case <-tick.C:
 		}
 		k := chaosKey{p.id, seq}
-		ctx, cancel := context.WithTimeout(context.Background(), chaosPublishTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		err := p.c.Publish(ctx, channels[seq%len(channels)], json.RawMessage(fmt.Sprintf(`{"p":%d,"s":%d}`, k.P, k.S)))
 		cancel()
 		p.mu.Lock()
@@ -159,6 +167,10 @@ func (p *chaosPub) run(channels []string) {
 			p.acked = append(p.acked, k)
 		} else {
 			p.failures[shortErr(err)]++
+			var ce *client.Error
+			if !errors.As(err, &ce) {
+				p.unanswered++
+			}
 		}
 		p.mu.Unlock()
 	}
@@ -239,7 +251,27 @@ func nudgeBalancer(ctx context.Context, bayeuxURL string) {
 // of steady traffic.
 func startChaos(t *testing.T, name string, cl *testproc.Cluster) *chaosRun {
 	t.Helper()
+	return startChaosWith(t, name, cl, chaosOptions{publishTimeout: chaosPublishTimeout})
+}
+
+// chaosOptions tune a scenario's clients.
+type chaosOptions struct {
+	publishTimeout time.Duration // each publish's
+	// timeoutMargin, if set, is the clients' client.Config.TimeoutMargin:
+	// how long past the server's connect timeout a connect is awaited
+	// before the client gives up on it and connects again.
+	timeoutMargin time.Duration
+}
+
+// startChaosWith is startChaos with opts.
+func startChaosWith(t *testing.T, name string, cl *testproc.Cluster, opts chaosOptions) *chaosRun {
+	t.Helper()
 	url := cl.URL()
+	config := func(transport string, replay bool) client.Config {
+		cfg := chaosClientConfig(url, transport, replay)
+		cfg.TimeoutMargin = opts.timeoutMargin
+		return cfg
+	}
 	owner := func(i int) string { return cl.Nodes[i%len(cl.Nodes)].Tag }
 	r := &chaosRun{t: t, name: name}
 	for _, ch := range []string{"a", "b", "c"} {
@@ -258,7 +290,7 @@ func startChaos(t *testing.T, name string, cl *testproc.Cluster) *chaosRun {
 			go func() {
 				defer wg.Done()
 				s := &chaosSub{group: g, seen: map[chaosKey]int{}}
-				c, err := dialOwnedBy(ctx, chaosClientConfig(url, g.transport, g.replay), owner(i))
+				c, err := dialOwnedBy(ctx, config(g.transport, g.replay), owner(i))
 				if err != nil {
 					errs <- fmt.Errorf("%s dial: %w", g.name, err)
 					return
@@ -293,13 +325,13 @@ func startChaos(t *testing.T, name string, cl *testproc.Cluster) *chaosRun {
 			if i == chaosPublishers-1 {
 				tr = protocol.WebSocket
 			}
-			c, err := dialOwnedBy(ctx, chaosClientConfig(url, tr, false), owner(i))
+			c, err := dialOwnedBy(ctx, config(tr, false), owner(i))
 			if err != nil {
 				errs <- fmt.Errorf("publisher %d dial: %w", i, err)
 				return
 			}
 			mu.Lock()
-			r.pubs = append(r.pubs, &chaosPub{id: i, c: c, failures: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})})
+			r.pubs = append(r.pubs, &chaosPub{id: i, c: c, timeout: opts.publishTimeout, failures: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})})
 			mu.Unlock()
 		}()
 	}

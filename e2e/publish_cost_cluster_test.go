@@ -31,7 +31,7 @@ func TestPublishCostRedisCluster(t *testing.T) {
 	const publishes = costPublishes
 	payload := strings.Repeat("x", 100)
 	rc := testproc.StartRedisCluster(t, 3, 0)
-	c := testproc.StartClusterOnURL(t, rc.URL(), 3, "--max-interval", "120s", "--demo=false")
+	c := testproc.StartClusterOnURL(t, rc.URL(), 3, "--max-interval", "120s", "--demo=false", "--lease-ttl", "1h")
 	ctx := context.Background()
 	var shards []*redis.Client
 	for _, addr := range rc.Masters() {

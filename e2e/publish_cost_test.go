@@ -36,7 +36,8 @@ import (
 //
 // The nodes run with --demo=false (no node-stats publishes) and
 // --max-interval 120s (session-record refreshes every 60 s, after the
-// cluster is gone), so nothing else talks to Redis during a window. Every
+// cluster is gone) and --lease-ttl 1h (lease renewals every 12 minutes),
+// so nothing else talks to Redis during a window. Every
 // channel name has the same length and every channel sees the same
 // offsets, so the byte counts of all configurations are comparable to the
 // byte.
@@ -73,7 +74,7 @@ func TestPublishCost(t *testing.T) {
 			proxies := make([]*countingProxy, plan.nodes)
 			for i := range plan.nodes {
 				proxies[i] = startCountingProxy(t, redisSrv.Addr)
-				c.Nodes = append(c.Nodes, c.StartNodeWithRedis(t, "redis://"+proxies[i].addr, "--max-interval", "120s", "--demo=false"))
+				c.Nodes = append(c.Nodes, c.StartNodeWithRedis(t, "redis://"+proxies[i].addr, "--max-interval", "120s", "--demo=false", "--lease-ttl", "1h"))
 			}
 			c.WaitMembers(t, plan.nodes, 20*time.Second)
 			rc := redis.NewClient(&redis.Options{Addr: redisSrv.Addr})

@@ -32,7 +32,7 @@ func TestServerAPICost(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := testproc.StartRedis(t)
-			c := testproc.StartClusterOn(t, r, nodes, "--api-key-file", keyFile, "--demo=false", "--max-interval", "120s")
+			c := testproc.StartClusterOn(t, r, nodes, "--api-key-file", keyFile, "--demo=false", "--max-interval", "120s", "--lease-ttl", "1h")
 			rc := redis.NewClient(&redis.Options{Addr: r.Addr})
 			defer rc.Close()
 			ctx := context.Background()

@@ -49,12 +49,14 @@ type config struct {
 	Advertise    string
 	Join         string
 	GossipFast   bool
+	LeaseTTL     time.Duration // --lease-ttl
 	HistorySize  int
 	HistoryTTL   time.Duration
 	SessionTTL   time.Duration
 	Retention    string
 	AdviceHosts  string
 	DrainJitter  time.Duration
+	HandOverHold time.Duration
 	// ReorderWindow and PeerLossGrace: see broker.Config.
 	ReorderWindow time.Duration
 	PeerLossGrace time.Duration
@@ -129,9 +131,11 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.Retention, "retention", "", "history per channel pattern, overriding --history-size/--history-ttl: pattern=size:ttl,... (e.g. /chat/**=500:10m,/quotes/*=100:30s)")
 	fs.DurationVar(&c.SessionTTL, "session-ttl", 0, "how long a session record outlives its owner, for adoption (cluster mode; default 3 x max-interval)")
 	fs.StringVar(&c.AdviceHosts, "advice-hosts", "", "comma-separated host:port list advised (advice.hosts) to clients moved off a draining node")
+	fs.DurationVar(&c.HandOverHold, "handover-hold", 0, "if positive, a session whose websocket reaches a node that does not own it moves there unless it moved less than this ago; 0 (the default) disables the hand-over (frames are forwarded to the owner)")
 	fs.DurationVar(&c.DrainJitter, "drain-jitter", 2*time.Second, "upper bound of the random reconnect interval advised when a draining node moves its clients")
 	fs.DurationVar(&c.ReorderWindow, "reorder-window", 2*time.Second, "how long a message waits for the ones its client numbered before it, sent on concurrent requests (negative: no reordering)")
 	fs.DurationVar(&c.PeerLossGrace, "peer-loss-grace", time.Minute, "added to --max-interval for sessions whose clients go quiet around the loss of a peer (negative: none)")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 0, "time to live of the node's lease in Redis (renewed every fifth of it): a frozen or cut-off node stops acting on its sessions when it lapses, and other nodes adopt them only after; 0: 5s (1.5s with --gossip-fast), below failure detection plus the adoption delay")
 	fs.BoolVar(&c.GossipFast, "gossip-fast", false, "short gossip timers: faster failure detection on a quiet LAN (tests)")
 	fs.StringVar(&c.Auth.JWTHMACSecretFile, "auth-jwt-hmac-secret-file", "", "file holding the HMAC secret (>= 32 bytes) verifying HS256/384/512 handshake tokens (ext.authToken)")
 	fs.StringVar(&c.Auth.JWTPublicKeyFile, "auth-jwt-public-key-file", "", "PEM RSA or ECDSA public key verifying RS256/384/512 or ES256/384/512 handshake tokens (ext.authToken)")
@@ -199,6 +203,9 @@ func (c *config) validate() error {
 	}
 	if c.RedisWaitReplicas < 0 || (c.RedisWaitReplicas > 0 && c.Redis == "") {
 		return fmt.Errorf("--redis-wait-replicas %d: want 0, or a positive count with --redis", c.RedisWaitReplicas)
+	}
+	if c.LeaseTTL < 0 {
+		return fmt.Errorf("--lease-ttl %v: want a positive duration, or 0 for the default", c.LeaseTTL)
 	}
 	if c.RedisPipelineSize <= 0 || c.RedisPipelineDelay < 0 {
 		return fmt.Errorf("--redis-pipeline-size must be positive and --redis-pipeline-delay not negative")
@@ -287,4 +294,13 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// handOverHold maps the flag (0 disables) to broker.Config.HandOverHold
+// (negative disables, 0 is the default).
+func handOverHold(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

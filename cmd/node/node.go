@@ -186,6 +186,7 @@ func (n *node) newBroker() error {
 		CookieSecure:                c.CookieSecure || n.sec.httpTLS != nil,
 		Hosts:                       splitList(c.AdviceHosts),
 		DrainJitter:                 c.DrainJitter,
+		HandOverHold:                handOverHold(c.HandOverHold),
 		ReorderWindow:               c.ReorderWindow,
 		DisableWebSocketCompression: !c.WSCompression,
 		PeerLossGrace:               c.PeerLossGrace,
@@ -312,7 +313,7 @@ func (n *node) startCluster(ctx context.Context, stdout io.Writer) error {
 	c := n.c
 	cl, err := cluster.Start(ctx, cluster.Config{
 		NodeID: c.NodeID, GossipListen: c.GossipListen, GRPCListen: c.GRPCListen,
-		Advertise: c.Advertise, Join: c.seeds(), FastGossip: c.GossipFast, Logger: n.log, Sessions: n.sessions,
+		Advertise: c.Advertise, Join: c.seeds(), FastGossip: c.GossipFast, LeaseTTL: c.LeaseTTL, Logger: n.log, Sessions: n.sessions,
 		GossipFaults: n.gossipFaults,
 		Observer:     n.met,
 		ServerTLS:    n.sec.grpcServer,

@@ -32,7 +32,9 @@ var errMoved = protocol.NewError(protocol.CodeServerUnavailable, "Session moved"
 // storeTimeout bounds one SessionStore call made on a request's path.
 const storeTimeout = 3 * time.Second
 
-// save persists s. A session another node took over is dropped here.
+// save persists s. A session another node took over is dropped here; one
+// that could not be written because this node lacks its lease
+// (ErrFenced) stays, and its caller delivers nothing.
 func (b *Broker) save(ctx context.Context, s *Session) error {
 	if b.store == nil {
 		return nil
@@ -64,7 +66,7 @@ func (b *Broker) adopt(ctx context.Context, st *SessionState) (*Session, error) 
 		id: st.ID, b: b, created: now, browserID: st.BrowserID,
 		info: RequestInfo{Transport: st.Transport}, lastActive: now, transport: st.Transport,
 		connected: true, lastBatch: st.LastBatch, durable: maps.Clone(st.Durable),
-		acked: maps.Clone(st.Acked), sameIDRetry: st.SameIDRetry,
+		acked: maps.Clone(st.Acked), sameIDRetry: st.SameIDRetry, arrived: now,
 	}
 	if s.acked == nil {
 		s.acked = map[string]engine.Position{}
@@ -79,6 +81,7 @@ func (b *Broker) adopt(ctx context.Context, st *SessionState) (*Session, error) 
 	}
 	s.recovering = len(s.acked) > 0 || len(s.unacked) > 0
 	s.adoptedGap = !st.reliable() && !st.Exact && len(st.Subs) > 0
+	s.staleExact = st.Exact && !st.reliable()
 
 	if cur, added := b.sessions.add(s); !added {
 		return cur, nil // adopted concurrently by another request
@@ -278,7 +281,7 @@ func (b *Broker) adoptionGap(s *Session) bool {
 // rewrites the missing ones; the sweeper calls it every MaxInterval/2, and
 // it runs off the sweeper's goroutine.
 func (b *Broker) refreshRecords(now time.Time) {
-	if b.store == nil || now.Sub(b.lastRefresh) < b.cfg.MaxInterval/2 || !b.refreshing.CompareAndSwap(false, true) {
+	if b.store == nil || b.fenced() || now.Sub(b.lastRefresh) < b.cfg.MaxInterval/2 || !b.refreshing.CompareAndSwap(false, true) {
 		return
 	}
 	b.lastRefresh = now

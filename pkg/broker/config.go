@@ -116,6 +116,11 @@ type Config struct {
 	// DrainJitter bounds the random interval advised to clients when their
 	// session moves (drain), so they do not all arrive at once (default 2s).
 	DrainJitter time.Duration
+	// HandOverHold: a session whose websocket reaches a node that does not
+	// own it moves to that node (handover.go), unless it moved less than
+	// HandOverHold ago; a websocket asks at most once per HandOverHold
+	// (default 2s; negative disables: frames are forwarded).
+	HandOverHold time.Duration
 
 	// Observer, if not nil, receives operational events (metrics). See
 	// Observer for its contract.
@@ -141,6 +146,9 @@ func (c *Config) setDefaults() error {
 	def(&c.MaxInterval, 10*time.Second)
 	def(&c.MultipleClientsInterval, 2*time.Second)
 	def(&c.DrainJitter, 2*time.Second)
+	if c.HandOverHold == 0 {
+		c.HandOverHold = 2 * time.Second
+	}
 	if c.PeerLossGrace == 0 {
 		c.PeerLossGrace = time.Minute
 	} else if c.PeerLossGrace < 0 {

@@ -36,9 +36,11 @@
 //     whose queue overflows is terminated and told so (error 409 with
 //     reconnect "handshake" advice), never left silently behind.
 //   - Cluster seam: the broker defines what it needs (Engine, Router,
-//     SessionStore) and package cluster implements it; the cluster calls
-//     the broker back only through ServeForwarded, LocalSessionOp and
-//     SetCluster. Transports know neither side.
+//     SessionStore, and Fence: the store's lease, checked before every
+//     delivery and every request, fence.go) and package cluster implements
+//     it; the cluster calls the broker back only through ServeForwarded,
+//     LocalSessionOp, SetCluster and the Fence's regain callback.
+//     Transports know neither side.
 //   - Test hooks: the debug API (DebugHandler, HandleDebugServices) arms
 //     faults (debug.go); nothing test-only travels between nodes.
 package broker

@@ -208,6 +208,9 @@ func (hc *heldConnect) answer(deliver bool) (pubs []*engine.Publication, drop bo
 	if reason == endNone && b.shuttingDown.Load() {
 		reason = endShutdown
 	}
+	// Without its lease this node delivers nothing (fence.go): the reply
+	// tells the client to retry, and carries no batch id.
+	fenced, withExt := deliver && b.fenced(), true
 	switch reason {
 	case endClosed:
 		err := s.closedReason()
@@ -226,31 +229,56 @@ func (hc *heldConnect) answer(deliver bool) (pubs []*engine.Publication, drop bo
 			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectHandshake, Interval: protocol.Int64(0)}
 		}
 		s.endConnect(hc.w, false)
-	case endShutdown:
-		r.Succeed()
-		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(rand.Int64N(2000))}
-		pubs = s.endConnect(hc.w, deliver)
 	case endReplaced:
 		r.Succeed()
 		s.endConnect(hc.w, false)
-	default:
+	case endShutdown, endNone:
 		r.Succeed()
+		if reason == endShutdown {
+			r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(rand.Int64N(2000))}
+		}
+		if fenced {
+			s.endConnect(hc.w, false)
+			r.Advice, withExt = b.movedAdvice(), false
+			break
+		}
 		pubs = s.endConnect(hc.w, deliver)
 	}
+	pubs, ok := b.persistBatch(s, r, pubs)
+	withExt = withExt && ok
 	drop = len(pubs) > 0 && b.faults.takeDrop(s.id)
-	if len(pubs) > 0 && b.store != nil && s.takeNewBatch() {
-		// The batch is durable before it is written: if this node dies the
-		// adopter knows what the client may acknowledge.
-		if err := b.save(context.Background(), s); errors.Is(err, ErrOwnershipLost) {
-			pubs, drop = nil, false
-			r.Succeed()
-			r.Advice = b.movedAdvice()
-		} else if err != nil {
-			b.log.Warn("batch state not persisted; delivering anyway", "session", s.id, "err", err)
-		}
+	if withExt {
+		b.outgoing(context.Background(), s, hc.m, r)
 	}
-	b.outgoing(context.Background(), s, hc.m, r)
 	b.observeReply(r)
 	b.observeDelivered(pubs)
 	return pubs, drop
+}
+
+// persistBatch makes the batch a connect reply is about to carry durable
+// before it is written: if this node dies, the adopter knows what the
+// client may acknowledge. It returns what to deliver and whether the
+// reply may carry the extensions' fields (a batch id): not when the save
+// was refused for want of the lease, in which case the batch is taken
+// back into the queue and the client told to retry.
+func (b *Broker) persistBatch(s *Session, r *protocol.Reply, pubs []*engine.Publication) ([]*engine.Publication, bool) {
+	if len(pubs) == 0 || b.store == nil || !s.takeNewBatch() {
+		return pubs, true
+	}
+	err := b.save(context.Background(), s)
+	switch {
+	case err == nil:
+		return pubs, true
+	case errors.Is(err, ErrOwnershipLost):
+		r.Succeed()
+		r.Advice = b.movedAdvice()
+		return nil, true // the session ended here: no batch id
+	case errors.Is(err, ErrFenced):
+		s.retractBatch()
+		r.Succeed()
+		r.Advice = b.movedAdvice()
+		return nil, false
+	}
+	b.log.Warn("batch state not persisted; delivering anyway", "session", s.id, "err", err)
+	return pubs, true
 }

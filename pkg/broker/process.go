@@ -110,7 +110,9 @@ func (b *Broker) process(ctx context.Context, req *request) *result {
 				b.log.Debug("message order gap skipped", "session", s.id, "id", m.ID, "window", b.cfg.ReorderWindow.String())
 			}
 		}
-		if b.processMessage(ctx, req, res, s, m) {
+		// Every message counts for staleness; only a connect acts on it.
+		stale := s != nil && s.seq.Stale(m.ID)
+		if b.processMessage(ctx, req, res, s, m, stale) {
 			crossed = true
 		}
 		if ordered {
@@ -146,8 +148,9 @@ func (b *Broker) arrive(msgs []*protocol.Message) {
 // processMessage handles one message of a request (not a handshake) for
 // session s (nil if unknown) and appends its reply or held connect to
 // res. It reports whether the message is a connect of a session
-// disconnected moments ago (see delayCrossedConnect).
-func (b *Broker) processMessage(ctx context.Context, req *request, res *result, s *Session, m *protocol.Message) (crossed bool) {
+// disconnected moments ago (see delayCrossedConnect). stale: the session
+// already processed a later message of its client (sequencer.Stale).
+func (b *Broker) processMessage(ctx context.Context, req *request, res *result, s *Session, m *protocol.Message, stale bool) (crossed bool) {
 	if !deferrable(s, m) {
 		b.settle(ctx, res)
 	}
@@ -200,7 +203,7 @@ func (b *Broker) processMessage(ctx context.Context, req *request, res *result, 
 			res.connect.answer(false) // observes its reply
 			res.replies = append(res.replies, res.connect.reply)
 		}
-		hc, r := b.connect(ctx, req, s, m)
+		hc, r := b.connect(ctx, req, s, m, stale)
 		if r != nil {
 			b.observeReply(r)
 			res.replies = append(res.replies, r)
@@ -385,8 +388,16 @@ func major(v string) int {
 }
 
 // connect validates a /meta/connect and starts holding it. A non-nil reply
-// means it was answered at once (an error).
-func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *protocol.Message) (*heldConnect, *protocol.Reply) {
+// means it was answered at once (an error, or a stale connect).
+//
+// A stale connect (its client sent later messages, which the session
+// already processed: it sat in a frozen node, or in a connection its
+// client gave up on) is answered at once, successful and empty, without
+// a batch id: answered normally it would take the next batch into a reply
+// nobody reads, and with replay without the ack extension the client's
+// next connect would acknowledge that batch. It neither acknowledges nor
+// delivers, nor replaces the session's current connect.
+func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *protocol.Message, stale bool) (*heldConnect, *protocol.Reply) {
 	b.metrics.connects.Add(1)
 	b.obs.Connect()
 	r := protocol.ReplyTo(m)
@@ -399,6 +410,12 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 	if !b.supported[m.ConnectionType] {
 		r.Fail(protocol.NewError(protocol.CodeConnectionType, "Unsupported connection type", m.ConnectionType))
 		b.outgoing(ctx, s, m, r)
+		return nil, r
+	}
+	if stale {
+		b.log.Debug("stale connect answered empty", "session", s.id, "id", string(m.ID))
+		r.Succeed()
+		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(0)}
 		return nil, r
 	}
 	timeout := b.cfg.Timeout
@@ -420,6 +437,7 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 		b.outgoing(ctx, s, m, r)
 		return nil, r
 	}
+	b.rewriteExact(ctx, s)
 	hc := &heldConnect{b: b, s: s, m: m, reply: r, timeout: timeout}
 	first := s.markConnected()
 	if first || timeout == 0 || b.shuttingDown.Load() {

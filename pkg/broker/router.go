@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
@@ -59,18 +60,30 @@ const (
 
 // SessionOp applies op to the session clientID wherever it lives (through
 // the Router when another node owns it). It reports whether it existed.
+//
+// The Router first names the session's creator; a creator that no longer
+// holds it (it moved: hand-over) answers not found, and the op goes to the
+// owner the record names (Resolve as for a forwarded request).
 func (b *Broker) SessionOp(ctx context.Context, clientID string, op SessionOpKind) (bool, error) {
 	if _, ok := b.Session(clientID); !ok && b.router != nil {
-		rt, err := b.router.Resolve(ctx, clientID, 0)
-		switch {
-		case err != nil:
-			return false, fmt.Errorf("session op %s: %w", clientID, err)
-		case rt.Node != "":
-			return b.router.SessionOp(ctx, rt.Node, clientID, op)
-		case rt.Adopt != nil:
-			if _, err := b.adopt(ctx, rt.Adopt); err != nil {
-				return false, err
+	resolve:
+		for hops := 0; hops < maxHops; hops++ {
+			rt, err := b.router.Resolve(ctx, clientID, hops)
+			switch {
+			case err != nil:
+				return false, fmt.Errorf("session op %s: %w", clientID, err)
+			case rt.Node != "":
+				found, err := b.router.SessionOp(ctx, rt.Node, clientID, op)
+				if found || err != nil || hops > 0 {
+					return found, err
+				}
+				continue
+			case rt.Adopt != nil:
+				if _, err := b.adopt(ctx, rt.Adopt); err != nil {
+					return false, err
+				}
 			}
+			break resolve
 		}
 	}
 	return b.LocalSessionOp(clientID, op)
@@ -78,6 +91,9 @@ func (b *Broker) SessionOp(ctx context.Context, clientID string, op SessionOpKin
 
 // LocalSessionOp applies op to a session of this node.
 func (b *Broker) LocalSessionOp(clientID string, op SessionOpKind) (bool, error) {
+	if to, ok := strings.CutPrefix(string(op), string(OpHandOver)+":"); ok {
+		return b.handOverTo(clientID, to)
+	}
 	switch op {
 	case OpExpire:
 		return b.ExpireSession(clientID), nil
@@ -118,9 +134,15 @@ type ForwardedResponse struct {
 	RateRefused int
 }
 
-// SetCluster installs the cluster router and session store. It must be
-// called before the broker serves requests.
-func (b *Broker) SetCluster(r Router, st SessionStore) { b.router, b.store = r, st }
+// SetCluster installs the cluster router and session store (and the
+// store's Fence, if it implements one). It must be called before the
+// broker serves requests.
+func (b *Broker) SetCluster(r Router, st SessionStore) {
+	b.router, b.store = r, st
+	if st != nil {
+		b.installFence(st)
+	}
+}
 
 // holdsConnect reports whether msgs hold a /meta/connect.
 func holdsConnect(msgs []*protocol.Message) bool {

@@ -57,6 +57,7 @@ type sequencer struct {
 	ahead   map[uint64]struct{} // ids above next already done
 	arrived map[uint64]struct{} // ids at or above next that arrived, not yet done
 	wake    chan struct{}       // closed (and replaced) whenever next moves
+	high    uint64              // highest id processed (see Stale), ordered or not
 }
 
 // reorderArrivedWait is how many reorder windows a message waits for a gap
@@ -292,4 +293,24 @@ func (q *sequencer) Done(n uint64) {
 		q.next++
 	}
 	q.wakeLocked()
+}
+
+// Stale records that the message numbered id is being processed and
+// reports whether the session already processed a later one: the message
+// was sent before it and arrived after it, late (it sat in a node that
+// was frozen, or in a connection its client gave up on). Unlike Await it
+// works whether or not the session is ordered. Ids that are not counters
+// are never stale.
+func (q *sequencer) Stale(id []byte) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n, ok, switched := q.parseLocked(id)
+	switch {
+	case !ok:
+		return false
+	case switched || n >= q.high:
+		q.high = n
+		return false
+	}
+	return true
 }

@@ -459,3 +459,32 @@ func TestReorderWaitsForSlowEarlierPublish(t *testing.T) {
 		t.Fatalf("publishes went on in the order %v, want 2 then 3", x.order)
 	}
 }
+
+// TestSequencerStale: a message numbered below one already processed is
+// stale (it arrived late), whether or not the session is ordered; ids
+// that are not counters never are.
+func TestSequencerStale(t *testing.T) {
+	tests := []struct {
+		name string
+		off  bool     // ordering turned off (a gap was skipped)
+		ids  []string // raw JSON ids, in processing order
+		want []bool
+	}{
+		{"in order", false, []string{`"3"`, `"4"`, `"5"`}, []bool{false, false, false}},
+		{"late connect", false, []string{`"3"`, `"9"`, `"5"`, `"10"`}, []bool{false, false, true, false}},
+		{"late after ordering turned off", true, []string{`"20"`, `"12"`}, []bool{false, true}},
+		{"retry of the same id", false, []string{`"4"`, `"4"`}, []bool{false, false}},
+		{"not counters", false, []string{`"9"`, `"x-1"`, `"550e8400-e29b"`}, []bool{false, false, false}},
+		{"Faye base 36", false, []string{`"a"`, `"b"`, `"9"`, `"c"`}, []bool{false, false, true, false}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q := sequencer{off: tc.off}
+			for i, id := range tc.ids {
+				if got := q.Stale([]byte(id)); got != tc.want[i] {
+					t.Errorf("id %s: stale %v, want %v", id, got, tc.want[i])
+				}
+			}
+		})
+	}
+}

@@ -24,6 +24,9 @@ type inbound struct {
 	// keepPending: publishes processed here may be left pending in the
 	// result (request.keepPending).
 	keepPending bool
+	// mover, set by a websocket, lets its session move to this node
+	// instead of being forwarded (handover.go).
+	mover *moveGate
 }
 
 // outcome is what serving a request produced: the local result, or the
@@ -53,7 +56,7 @@ type outcome struct {
 // to the session's owner or processes it here. A /meta/connect processed
 // here comes back held (outcome.res.connect): the transport holds it.
 func (b *Broker) serve(ctx context.Context, in *inbound) outcome {
-	rt, node := b.route(ctx, in.msgs, in.hops)
+	rt, node := b.route(ctx, in.msgs, in.hops, in.mover)
 	switch rt {
 	case routeForward, routeUnavailable:
 		if rt == routeForward && in.async != nil && holdsConnect(in.msgs) {
@@ -79,24 +82,43 @@ const (
 // node tag). A request carrying a handshake is always served here (the
 // new session is local); so is one whose session is here, or ended here
 // recently. Otherwise the Router decides (adopting the session here first
-// if it says so).
-func (b *Broker) route(ctx context.Context, msgs []*protocol.Message, hops int) (routing, string) {
+// if it says so). A websocket's request (mover) may first move a session
+// owned elsewhere to this node (moveHere).
+func (b *Broker) route(ctx context.Context, msgs []*protocol.Message, hops int, mover *moveGate) (routing, string) {
 	if b.router == nil {
 		return routeLocal, ""
 	}
+	// A node without its lease serves no session of its own (nor makes
+	// one) until it has it again and knows which are still its own
+	// (fence.go); it still relays requests for other owners.
 	for _, m := range msgs {
 		if m.Channel == protocol.ChannelHandshake {
+			if !b.awaitFence(ctx) {
+				return routeUnavailable, ""
+			}
 			return routeLocal, ""
 		}
+	}
+	local := func(id string) bool {
+		_, ok := b.Session(id)
+		return ok || b.tombstone(id) != nil
 	}
 	for _, m := range msgs {
 		if m.ClientID == "" {
 			continue
 		}
-		if _, ok := b.Session(m.ClientID); ok || b.tombstone(m.ClientID) != nil {
-			return routeLocal, ""
+		if local(m.ClientID) {
+			if !b.awaitFence(ctx) {
+				return routeUnavailable, ""
+			}
+			if local(m.ClientID) { // not moved meanwhile
+				return routeLocal, ""
+			}
 		}
 		rt, err := b.router.Resolve(ctx, m.ClientID, hops)
+		if err == nil && rt.Node != "" && hops == 0 && mover != nil {
+			rt, err = b.moveHere(ctx, mover, rt, m.ClientID)
+		}
 		switch {
 		case err != nil:
 			b.log.Warn("session route unknown", "session", m.ClientID, "err", err)

@@ -45,6 +45,7 @@ type Session struct {
 	waiter     *waiter   // the held /meta/connect, if any
 	push       kicker    // a websocket writer, if attached and not acked
 	lastActive time.Time // end of the last request or held connect
+	arrived    time.Time // when adopted here (zero: created here); see handOverTo
 	closed     *protocol.Error
 	transport  string
 
@@ -81,6 +82,12 @@ type Session struct {
 	// the failure and the adoption is gone, and its first connect here
 	// tells the client (Broker.adoptionGap).
 	adoptedGap bool
+	// staleExact: adopted from an exact record (drain, hand-over) whose
+	// positions stop being exact once this node delivers; a plain
+	// session's record is rewritten (not exact) after its catch-up, so
+	// that an adopter after this node's failure tells the client of the
+	// gap instead of replaying what was delivered here.
+	staleExact bool
 	// newBatch: a batch was made since the last save (cluster mode).
 	newBatch bool
 
@@ -506,6 +513,15 @@ func (s *Session) endWaiterLocked(reason waitEnd) {
 // Ended reports whether the session ended on this node (closed, or moved
 // to another node).
 func (s *Session) Ended() bool { return s.closedReason() != nil }
+
+// Moving reports whether the session is being moved to another node (it
+// delivers nothing more here): its batch ids are no longer this node's to
+// report (see ext.Ack).
+func (s *Session) Moving() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lost
+}
 
 // closedReason returns why the session ended, or nil while it lives.
 func (s *Session) closedReason() *protocol.Error {

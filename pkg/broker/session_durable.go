@@ -140,6 +140,23 @@ func (s *Session) takeNewBatch() bool {
 	return n
 }
 
+// retractBatch takes back the batch endConnect just made, which could not
+// be saved (this node lacks its lease): its publications return to the
+// front of the queue and its id is used again, as if it was never made.
+// Nothing of it was written to the client.
+func (s *Session) retractBatch() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.unacked)
+	if n == 0 || s.unacked[n-1].id != s.lastBatch {
+		return
+	}
+	last := s.unacked[n-1]
+	s.unacked = s.unacked[:n-1]
+	s.lastBatch--
+	s.queue = append(append(make([]*engine.Publication, 0, len(last.pubs)+len(s.queue)), last.pubs...), s.queue...)
+}
+
 // snapshot returns the session's durable state. withPositions includes the
 // positions of an unacknowledged session (only exact at drain, when nothing
 // more is delivered).

@@ -33,6 +33,17 @@ type SessionStore interface {
 	Release(ctx context.Context, states []*SessionState) error
 }
 
+// HandOverStore is implemented by a SessionStore that can move a live
+// session to another node (handover.go).
+type HandOverStore interface {
+	// Self returns the owner string this node writes now, or ErrFenced.
+	Self() (string, error)
+	// HandOver writes st, this node's session, as owned by to, in one
+	// compare-and-set on this node's ownership (ErrOwnershipLost when
+	// another node owns it, ErrFenced without the lease).
+	HandOver(ctx context.Context, st *SessionState, to string) error
+}
+
 // ErrNotAdopted is returned by the broker's adoption (adopt.go) when the
 // state cannot become a local session (the node is shutting down, or the
 // id is already local).

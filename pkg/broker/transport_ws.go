@@ -58,6 +58,8 @@ type wsConn struct {
 
 	dfl *wsframe.Deflate // permessage-deflate negotiated (nil: not); ws_deflate.go
 
+	move moveGate // paces moving a session owned elsewhere here (handover.go)
+
 	// waiting are processed frames whose publishes are in flight, their
 	// replies due in this order (reader only; see settle).
 	waiting []*result
@@ -335,7 +337,7 @@ func (conn *wsConn) frame(data []byte) bool {
 		conn.enqueueRaw(emptyArray) // a keep-alive "[]" (sfdx-faye): answered in kind
 		return true
 	}
-	out := b.serve(ctx, &inbound{info: conn.info, msgs: msgs, parts: [][]byte{data}, async: conn.forwarded, keepPending: publishes})
+	out := b.serve(ctx, &inbound{info: conn.info, msgs: msgs, parts: [][]byte{data}, async: conn.forwarded, keepPending: publishes, mover: &conn.move})
 	switch {
 	case out.res == nil:
 		if !conn.settle() {

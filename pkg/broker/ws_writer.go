@@ -156,7 +156,7 @@ func (conn *wsConn) flushOnce(pubs []*engine.Publication, inline bool) (_ []*eng
 	}
 	conn.mu.Unlock()
 
-	if s != nil {
+	if s != nil && !b.fenced() {
 		pubs = s.takePushed(pubs)
 		b.observeDelivered(pubs)
 	}

@@ -28,8 +28,13 @@ type Config struct {
 	Advertise    string   // host (or IP) peers reach this node at; default: the bound address
 	Join         []string // gossip seeds
 	FastGossip   bool     // shorter gossip timers (tests)
-	Logger       *slog.Logger
-	Observer     Observer // optional: forwards and membership size
+	// LeaseTTL, if positive, replaces the node lease's default time to
+	// live (1.5 s with FastGossip, 5 s otherwise); it is renewed every
+	// fifth of it. Longer means fewer Redis commands and a later adoption
+	// of a frozen or cut-off node's sessions (adopters wait for the lease).
+	LeaseTTL time.Duration
+	Logger   *slog.Logger
+	Observer Observer // optional: forwards and membership size
 	// Sessions, if set, makes sessions survive the loss of their owner:
 	// records for adoption, and drain hand-off.
 	Sessions *SessionStore
@@ -145,6 +150,14 @@ func Start(ctx context.Context, cfg Config, b Broker) (*Cluster, error) {
 	var store broker.SessionStore
 	if cfg.Sessions != nil {
 		store = cfg.Sessions
+		// The lease is taken before the broker is given the store: a
+		// node acts on sessions only while it holds it (lease.go).
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := cfg.Sessions.StartLease(actx, ctx, cfg.FastGossip, cfg.LeaseTTL, cfg.Logger.With("component", "lease"))
+		cancel()
+		if err != nil {
+			c.log.Warn("node lease not taken yet; retrying", "err", err)
+		}
 	}
 	// The router and store are installed before the gRPC server serves
 	// (starting its goroutine orders the two): a peer's forwarded request

@@ -24,12 +24,20 @@
 //     (HandleCall registers a handler by method name; the server API uses it
 //     for cluster-wide presence and session control).
 //
+// Fencing (lease.go): each node holds a lease in Redis, renewed well
+// within its time to live and measured on the node's own clock, so that
+// it expires locally first. Without it the node acts on no session (the
+// SessionStore is also the broker's Fence); peers adopt its sessions only
+// once the lease is gone; taking it again (a new generation, written into
+// the owner of every record) re-validates which sessions are still its.
+//
 // Readiness answers /readyz: not ready while starting, draining or joined
 // to nobody; ready but reporting it during a backplane outage.
 //
 // The seam with the broker runs one way: the broker defines the interfaces
-// (engine.Engine, broker.Router, broker.SessionStore) and this package
-// implements them (Redis, Cluster with Resolve in resolve.go, SessionStore);
+// (engine.Engine, broker.Router, broker.SessionStore, broker.Fence) and
+// this package implements them (Redis, Cluster with Resolve in resolve.go,
+// SessionStore);
 // it calls the broker only to serve what peers forward (ServeForwarded,
 // LocalSessionOp, in rpc.go) and to install itself (SetCluster).
 //

@@ -45,7 +45,7 @@ func (r *Redis) dial(ctx context.Context) error {
 		if lua == publishLua {
 			return errors.New("publish script: no PUBLISH call to shard")
 		}
-		r.script = redis.NewScript(lua)
+		r.setScript(lua)
 	case IsSentinelURL(cfg.URL):
 		opts, err := parseSentinelURL(cfg.URL)
 		if err != nil {
@@ -67,7 +67,7 @@ func (r *Redis) dial(ctx context.Context) error {
 		fc.AddHook(r.primary)
 		r.client, r.lay, r.mode = fc, singleLayout{prefix: cfg.Prefix}, "sentinel"
 		addr = "sentinel " + opts.MasterName + "@" + strings.Join(opts.SentinelAddrs, ",")
-		r.script = redis.NewScript(publishLua)
+		r.setScript(publishLua)
 	default:
 		opts, err := redis.ParseURL(cfg.URL)
 		if err != nil {
@@ -82,7 +82,7 @@ func (r *Redis) dial(ctx context.Context) error {
 			opts.Protocol = 2
 		}
 		r.client, r.lay, addr, r.mode = redis.NewClient(opts), singleLayout{prefix: cfg.Prefix}, opts.Addr, "single"
-		r.script = redis.NewScript(publishLua)
+		r.setScript(publishLua)
 	}
 	if err := r.client.Ping(ctx).Err(); err != nil {
 		_ = r.closeClient()

@@ -96,11 +96,12 @@ type Redis struct {
 	cc     *redis.ClusterClient // nil on a single instance or Sentinel
 	// primary confirms each new connection's server (Sentinel mode; nil
 	// otherwise).
-	primary *primaryCheck
-	mode    string // "single", "sentinel" or "cluster"
-	lay     layout
-	script  *redis.Script
-	pub     *publisher
+	primary   *primaryCheck
+	mode      string // "single", "sentinel" or "cluster"
+	lay       layout
+	script    *redis.Script // the publish script (setScript)
+	scriptSrc string
+	pub       *publisher
 
 	mu       sync.Mutex
 	patterns map[string]bool // subscribed patterns

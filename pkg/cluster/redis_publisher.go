@@ -275,11 +275,8 @@ func (p *publisher) exec(c redis.Cmdable, reqs []*pubReq, wait, eval bool) {
 	pipe := c.Pipeline()
 	cmds := make([]*redis.Cmd, len(reqs))
 	for i, q := range reqs {
-		if eval {
-			cmds[i] = r.script.Eval(p.ctx, pipe, q.keys, q.args...)
-		} else {
-			cmds[i] = r.script.EvalSha(p.ctx, pipe, q.keys, q.args...)
-		}
+		cmds[i] = r.publishCmd(p.ctx, eval, q.keys, q.args)
+		_ = pipe.Process(p.ctx, noRetryCmd{cmds[i]})
 	}
 	var wc *redis.Cmd
 	if wait {
@@ -309,3 +306,38 @@ func (p *publisher) exec(c redis.Cmdable, reqs []*pubReq, wait, eval bool) {
 		}
 	}
 }
+
+// setScript sets the publish script.
+func (r *Redis) setScript(src string) {
+	r.script, r.scriptSrc = redis.NewScript(src), src
+}
+
+// publishCmd builds one run of the publish script: EVALSHA, or EVAL with
+// its source (after NOSCRIPT).
+func (r *Redis) publishCmd(ctx context.Context, eval bool, keys []string, args []any) *redis.Cmd {
+	a := make([]any, 0, 3+len(keys)+len(args))
+	if eval {
+		a = append(a, "eval", r.scriptSrc)
+	} else {
+		a = append(a, "evalsha", r.script.Hash())
+	}
+	a = append(a, len(keys))
+	for _, k := range keys {
+		a = append(a, k)
+	}
+	return redis.NewCmd(ctx, append(a, args...)...)
+}
+
+// noRetryCmd is a command go-redis must never send again on its own. The
+// publish script is not idempotent (each run appends and publishes), and a
+// failure after the command was written (a read timeout: the node or Redis
+// stalled; a connection closed before the reply) does not mean it did not
+// run: sent again, it would publish twice. go-redis retries a failed
+// pipeline (MaxRetries; on a Redis Cluster, up to MaxRedirects) unless one
+// of its commands reports NoRetry. A MOVED or ASK reply is still followed:
+// the command did not run. The publish fails instead, and its client is
+// told (503: it may have been delivered).
+type noRetryCmd struct{ *redis.Cmd }
+
+// NoRetry implements redis.Cmder.
+func (noRetryCmd) NoRetry() bool { return true }

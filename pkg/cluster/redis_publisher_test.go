@@ -257,3 +257,41 @@ func BenchmarkRedisPublish(b *testing.B) {
 		})
 	}
 }
+
+// TestPublisherNeverSendsAPublishTwice: a publish whose reply does not
+// come within the read timeout (Redis, or the node, stalled) may still
+// run; go-redis must not send it again on its own (it retries a failed
+// pipeline unless told not to), or it runs twice: every subscriber gets
+// it twice. The proxy delays every byte past the read timeout; the
+// publish fails, and the stream holds it once when the delayed bytes
+// have all landed.
+func TestPublisherNeverSendsAPublishTwice(t *testing.T) {
+	rd := testproc.StartRedis(t)
+	px := testproc.StartFaultProxy(t, rd.Addr)
+	const readTimeout, delay = 300 * time.Millisecond, time.Second
+	e := newEngine(t, fmt.Sprintf("redis://%s?read_timeout=%s", px.Addr, readTimeout), nil)
+	admin := redis.NewClient(&redis.Options{Addr: rd.Addr})
+	t.Cleanup(func() { _ = admin.Close() })
+	const ch = "/t/once"
+	publish(t, e, ch, 1) // the script is loaded, the connections made
+	px.Delay(delay)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.Publish(ctx, ch, []byte(`{"n":2}`)); err == nil {
+		t.Fatalf("publish answered within %v through a proxy delaying %v", readTimeout, delay)
+	}
+	// Every attempt was written before Publish returned; each lands
+	// delay after it was written.
+	settled := time.Now().Add(delay + 500*time.Millisecond)
+	key := e.lay.streamKey(ch)
+	waitFor(t, 5*time.Second, "the delayed publish to run", func() bool {
+		n, err := admin.XLen(ctx, key).Result()
+		return err == nil && n >= 2
+	})
+	for time.Now().Before(settled) {
+		if n, err := admin.XLen(ctx, key).Result(); err != nil || n != 2 {
+			t.Fatalf("stream holds %d publications (err %v), want 2: the timed-out publish ran twice", n, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

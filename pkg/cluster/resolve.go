@@ -22,7 +22,8 @@ import (
 //     rendezvous hashing over the live, non-draining members so that the
 //     survivors spread a dead node's sessions, and a compare-and-set on the
 //     owner settles races. A node that sees no majority of the cluster (cut
-//     off from gossip) never takes over from a dead owner.
+//     off from gossip) never takes over from a dead owner, and nobody
+//     takes over while the owner's lease (lease.go) is held.
 func (c *Cluster) Resolve(ctx context.Context, clientID string, hops int) (broker.Route, error) {
 	draining := c.b.ShuttingDown()
 	if len(clientID) >= TagLen && hops == 0 && !draining {
@@ -43,9 +44,10 @@ func (c *Cluster) Resolve(ctx context.Context, clientID string, hops int) (broke
 	if err != nil {
 		return broker.Route{}, err
 	}
-	if owner != "" && owner != c.tag {
-		if _, ok := c.mem.Alive(owner); ok {
-			return broker.Route{Node: owner}, nil
+	otag := ownerTag(owner)
+	if otag != "" && otag != c.tag {
+		if _, ok := c.mem.Alive(otag); ok {
+			return broker.Route{Node: otag}, nil
 		}
 		// Take over from a failed owner only from the majority side, and
 		// only once the failure is old enough that a node cut off from
@@ -55,13 +57,20 @@ func (c *Cluster) Resolve(ctx context.Context, clientID string, hops int) (broke
 		if !c.mem.Quorum() {
 			return broker.Route{Unavailable: true}, nil
 		}
-		if ago, recent := c.mem.FailedFor(owner); recent && ago < c.adoptDelay() {
+		if ago, recent := c.mem.FailedFor(otag); recent && ago < c.adoptDelay() {
 			return broker.Route{Unavailable: true}, nil
+		}
+		// Fencing: a node that seems dead may only be stalled, or cut
+		// off from gossip but not from Redis. Its sessions are taken
+		// only once its lease is gone, when it has stopped acting on
+		// them (its local deadline passed first).
+		if held, err := store.LeaseHeld(ctx, otag); err != nil || held {
+			return broker.Route{Unavailable: true}, err
 		}
 	}
 	// Adoptable. Spread the adopters, unless the request already travelled
 	// (then this node takes it: the sender chose it).
-	if (draining || hops == 0) && owner != c.tag {
+	if (draining || hops == 0) && otag != c.tag {
 		target := c.adopter(clientID, draining)
 		switch {
 		case target == "":
@@ -75,9 +84,13 @@ func (c *Cluster) Resolve(ctx context.Context, clientID string, hops int) (broke
 	case errors.Is(err, errNoRecord):
 		return broker.Route{}, nil
 	case errors.Is(err, errClaimLost):
-		if _, ok := c.mem.Alive(cur); ok && cur != c.tag {
-			return broker.Route{Node: cur}, nil
+		if ctag := ownerTag(cur); ctag != c.tag {
+			if _, ok := c.mem.Alive(ctag); ok {
+				return broker.Route{Node: ctag}, nil
+			}
 		}
+		return broker.Route{Unavailable: true}, nil
+	case errors.Is(err, broker.ErrFenced):
 		return broker.Route{Unavailable: true}, nil
 	case err != nil:
 		return broker.Route{}, err

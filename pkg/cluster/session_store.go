@@ -14,29 +14,51 @@ import (
 
 // SessionStore keeps session records in Redis for adoption (it implements
 // broker.SessionStore). A record is a hash "<prefix>:s:{<id>}" with the
-// owner's node tag (field o; "" once released by a draining node) and the
-// JSON state (field s), expiring after TTL unless refreshed. Every write is
-// a compare-and-set on the owner in one Lua script, so at most one node
+// owner (field o: the node tag and, with a lease, its generation,
+// "<tag>.<gen>"; "" once released by a draining node) and the JSON state
+// (field s), expiring after TTL unless refreshed. Every write is a
+// compare-and-set on the owner in one Lua script, so at most one node
 // owns a session at any time: a node that lost a session (taken over while
-// it was cut off) learns it at its next write.
+// it was cut off) learns it at its next write, or when it takes its lease
+// again (Revalidate).
+//
+// With a lease (UseLease) the store also fences the node (it implements
+// broker.Fence): no write while the lease is not held.
 type SessionStore struct {
 	client redis.UniversalClient
 	prefix string
 	tag    string // this node
 	ttl    time.Duration
+	lease  *Lease // nil: no fencing (owner is the bare tag)
 	save   *redis.Script
 	claim  *redis.Script
 	del    *redis.Script
+	reval  *redis.Script
 }
 
-var _ broker.SessionStore = (*SessionStore)(nil)
+var (
+	_ broker.SessionStore  = (*SessionStore)(nil)
+	_ broker.HandOverStore = (*SessionStore)(nil)
+)
 
-// Save: KEYS[1] record; ARGV owner-to-write, state, ttl ms, caller tag.
-// Fails (0) when another node owns the record; a missing record is created
-// (it was lost with Redis data, or expired while the owner lived).
+// ownerMatch splits an owner string into node tag and generation ("" for
+// none) inside the scripts.
+const ownerMatch = `string.match(o, '^([^.]*)%.?(%d*)$')`
+
+// Save: KEYS[1] record; ARGV owner-to-write, state, ttl ms, caller tag,
+// caller generation. Fails (0) when another node owns the record (or it
+// was released), and (2) when it belongs to a newer generation of this
+// node (the caller's generation is stale: try again). A record of an
+// older generation of this node is taken over (this node holds its lease
+// again, so no peer adopted the session since). A missing record is
+// created (it was lost with Redis data, or expired while the owner lived).
 var saveLua = `
 local o = redis.call('HGET', KEYS[1], 'o')
-if o and o ~= ARGV[4] then return 0 end
+if o then
+  local t, g = ` + ownerMatch + `
+  if t ~= ARGV[4] then return 0 end
+  if g ~= '' and tonumber(g) > tonumber(ARGV[5]) then return 2 end
+end
 redis.call('HSET', KEYS[1], 'o', ARGV[1], 's', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1`
@@ -52,10 +74,26 @@ redis.call('HSET', KEYS[1], 'o', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1, redis.call('HGET', KEYS[1], 's')}`
 
-// Delete: KEYS[1] record; ARGV caller tag. Only the owner deletes.
+// Delete: KEYS[1] record; ARGV caller tag. Only the owner (any of its
+// generations) deletes.
 var deleteLua = `
-if redis.call('HGET', KEYS[1], 'o') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local o = redis.call('HGET', KEYS[1], 'o')
+if o then
+  local t = ` + ownerMatch + `
+  if t == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+end
 return 0`
+
+// Revalidate: KEYS[1] record; ARGV new owner, caller tag, caller
+// generation. 1: the record is this node's (now under the new owner
+// string); 0: another node took it (or it was released); 2: no record.
+var revalidateLua = `
+local o = redis.call('HGET', KEYS[1], 'o')
+if not o then return 2 end
+local t, g = ` + ownerMatch + `
+if t ~= ARGV[2] then return 0 end
+if g == '' or tonumber(g) < tonumber(ARGV[3]) then redis.call('HSET', KEYS[1], 'o', ARGV[1]) end
+return 1`
 
 // NewSessionStore returns the store of node tag over client. ttl is how
 // long a record outlives its last write or refresh: a few MaxIntervals, so
@@ -67,31 +105,92 @@ func NewSessionStore(client redis.UniversalClient, prefix, tag string, ttl time.
 	return &SessionStore{
 		client: client, prefix: prefix, tag: tag, ttl: ttl,
 		save: redis.NewScript(saveLua), claim: redis.NewScript(claimLua), del: redis.NewScript(deleteLua),
+		reval: redis.NewScript(revalidateLua),
 	}
+}
+
+// UseLease makes the store write under l's generation and refuse writes
+// (broker.ErrFenced) while l is not held. Call it before the store is used.
+func (s *SessionStore) UseLease(l *Lease) { s.lease = l }
+
+// owner returns the owner string this node writes now and its generation,
+// or broker.ErrFenced when its lease is not held.
+func (s *SessionStore) owner() (string, int64, error) {
+	if s.lease == nil {
+		return s.tag, 0, nil
+	}
+	gen, held := s.lease.current()
+	if !held {
+		return "", gen, broker.ErrFenced
+	}
+	return ownerOf(s.tag, gen), gen, nil
 }
 
 func (s *SessionStore) key(id string) string { return s.prefix + ":s:{" + id + "}" }
 
 func (s *SessionStore) ttlMillis() int64 { return s.ttl.Milliseconds() }
 
-// Save implements broker.SessionStore.
+// Save implements broker.SessionStore. Without the lease it returns
+// broker.ErrFenced (nothing written).
 func (s *SessionStore) Save(ctx context.Context, st *broker.SessionState) error {
-	return s.write(ctx, s.client, st, s.tag)
-}
-
-func (s *SessionStore) write(ctx context.Context, c redis.Scripter, st *broker.SessionState, owner string) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode session %s: %w", st.ID, err)
 	}
-	n, err := s.save.Run(ctx, c, []string{s.key(st.ID)}, owner, b, s.ttlMillis(), s.tag).Int()
+	// A newer generation may be taken while a save is on its way (2):
+	// the next attempt writes under it.
+	for range 3 {
+		owner, gen, err := s.owner()
+		if err != nil {
+			return fmt.Errorf("save session %s: %w", st.ID, err)
+		}
+		n, err := s.save.Run(ctx, s.client, []string{s.key(st.ID)}, owner, b, s.ttlMillis(), s.tag, gen).Int()
+		switch {
+		case err != nil:
+			return fmt.Errorf("save session %s: %w", st.ID, err)
+		case n == 0:
+			return broker.ErrOwnershipLost
+		case n == 1:
+			return nil
+		}
+	}
+	return fmt.Errorf("save session %s: %w", st.ID, broker.ErrFenced)
+}
+
+// Self implements broker.HandOverStore: the owner string this node
+// writes now ("<tag>.<gen>"), or broker.ErrFenced without its lease.
+func (s *SessionStore) Self() (string, error) {
+	owner, _, err := s.owner()
+	return owner, err
+}
+
+// HandOver implements broker.HandOverStore: st, this node's session, is
+// written as owned by to (another node's owner string) in one
+// compare-and-set. It is the save script with another owner to write, so
+// it is fenced the same way: it succeeds only while the record names this
+// node (at a generation not newer than its lease's) and this node holds
+// its lease; another owner gives broker.ErrOwnershipLost.
+func (s *SessionStore) HandOver(ctx context.Context, st *broker.SessionState, to string) error {
+	b, err := json.Marshal(st)
 	if err != nil {
-		return fmt.Errorf("save session %s: %w", st.ID, err)
+		return fmt.Errorf("encode session %s: %w", st.ID, err)
 	}
-	if n == 0 {
-		return broker.ErrOwnershipLost
+	for range 3 {
+		_, gen, err := s.owner()
+		if err != nil {
+			return fmt.Errorf("hand over session %s: %w", st.ID, err)
+		}
+		n, err := s.save.Run(ctx, s.client, []string{s.key(st.ID)}, to, b, s.ttlMillis(), s.tag, gen).Int()
+		switch {
+		case err != nil:
+			return fmt.Errorf("hand over session %s: %w", st.ID, err)
+		case n == 0:
+			return broker.ErrOwnershipLost
+		case n == 1:
+			return nil
+		}
 	}
-	return nil
+	return fmt.Errorf("hand over session %s: %w", st.ID, broker.ErrFenced)
 }
 
 // Release implements broker.SessionStore: one pipelined round trip.
@@ -103,6 +202,10 @@ func (s *SessionStore) Release(ctx context.Context, states []*broker.SessionStat
 	if err := s.save.Load(ctx, s.client).Err(); err != nil {
 		return fmt.Errorf("release sessions: %w", err)
 	}
+	gen := int64(0)
+	if s.lease != nil {
+		gen, _ = s.lease.current()
+	}
 	pipe := s.client.Pipeline()
 	for _, st := range states {
 		b, err := json.Marshal(st)
@@ -110,7 +213,7 @@ func (s *SessionStore) Release(ctx context.Context, states []*broker.SessionStat
 			return fmt.Errorf("encode session %s: %w", st.ID, err)
 		}
 		// A 0 result means another node already took the session: fine.
-		s.save.EvalSha(ctx, pipe, []string{s.key(st.ID)}, "", b, s.ttlMillis(), s.tag)
+		s.save.EvalSha(ctx, pipe, []string{s.key(st.ID)}, "", b, s.ttlMillis(), s.tag, gen)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("release %d sessions: %w", len(states), err)
@@ -186,9 +289,14 @@ func (s *SessionStore) Owner(ctx context.Context, id string) (string, error) {
 }
 
 // Claim takes id over for this node if its owner is still expected. It
-// returns the state, or errClaimLost with the current owner.
+// returns the state, or errClaimLost with the current owner, or
+// broker.ErrFenced while this node's lease is not held.
 func (s *SessionStore) Claim(ctx context.Context, id, expected string) (*broker.SessionState, string, error) {
-	res, err := s.claim.Run(ctx, s.client, []string{s.key(id)}, expected, s.tag, s.ttlMillis()).Slice()
+	owner, _, err := s.owner()
+	if err != nil {
+		return nil, "", fmt.Errorf("claim session %s: %w", id, err)
+	}
+	res, err := s.claim.Run(ctx, s.client, []string{s.key(id)}, expected, owner, s.ttlMillis()).Slice()
 	if errors.Is(err, redis.Nil) {
 		return nil, "", errNoRecord
 	}
@@ -207,7 +315,7 @@ func (s *SessionStore) Claim(ctx context.Context, id, expected string) (*broker.
 	if err := json.Unmarshal([]byte(raw), &st); err != nil {
 		return nil, "", fmt.Errorf("decode session %s: %w", id, err)
 	}
-	return &st, s.tag, nil
+	return &st, owner, nil
 }
 
 // errClaimLost means another node claimed the session first.

@@ -47,7 +47,9 @@ func (Ack) Outgoing(_ context.Context, s *broker.Session, m *protocol.Message, r
 		// A session that ended here (moved to another node, or closed)
 		// has no say on batch ids any more: its last id may be one the
 		// client never received, or behind the new owner's numbering.
-		if s.AckEnabled() && !s.Ended() {
+		// So has one being moved (hand-over, drain): this reply carries
+		// none of its batches.
+		if s.AckEnabled() && !s.Ended() && !s.Moving() {
 			r.SetExt("ack", s.LastBatch())
 		}
 	}
