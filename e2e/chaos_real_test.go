@@ -47,8 +47,10 @@ import (
 // proxy_next_upstream off). One CometD client of each transport and both
 // jsforce subscribers are placed on node 1, the node kill -9 and SIGTERM
 // hit; the Go subscribers are spread over the three nodes. Faults: kill
-// -9 of a node, SIGTERM of a node, and a rolling restart (each node
-// replaced in turn). Each must lose
+// -9 of a node, SIGTERM of a node, a rolling restart (each node replaced
+// in turn), a freeze of node 1 (SIGSTOP for 15 s, then SIGCONT:
+// stallFreeze) and a gossip partition of node 1 for as long
+// (stallPartition). Each must lose
 // nothing acknowledged, deliver nothing twice to the application, keep
 // every publisher's order on each channel and keep every clientId, for
 // every client kind. One line per client kind:
@@ -72,6 +74,8 @@ func TestChaosRealClients(t *testing.T) {
 		{"kill9", func(t *testing.T, env *chaosEnv, _ *chaosRun) error { return chaosKill9(t, env) }},
 		{"sigterm", func(t *testing.T, env *chaosEnv, _ *chaosRun) error { return chaosSigterm(t, env) }},
 		{"rolling-restart", chaosRollingRestart},
+		{"freeze", func(t *testing.T, env *chaosEnv, _ *chaosRun) error { return stallFreeze(t, env.c) }},
+		{"partition", func(t *testing.T, env *chaosEnv, _ *chaosRun) error { return stallPartition(t, env.c) }},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			start := time.Now()
