@@ -21,12 +21,13 @@ import (
 // says why it must not come back as a primary). Publishes are
 // refused (503) while fewer than one replica confirms them, never
 // acknowledged and lost: the figures line must show lost=0, duplicated=0
-// and at least 99% of clientIds kept.
+// and at least 99% of clientIds kept, and every publish must get an
+// answer (acknowledged or refused) within answeredOptions' timeout.
 func TestChaosSentinelFailover(t *testing.T) {
 	start := time.Now()
 	s := testproc.StartSentinel(t, 1)
 	c := testproc.StartClusterOnURL(t, s.URL(), 3, append(chaosNodeArgs, "--redis-wait-replicas", "1")...)
-	r := startChaos(t, "sentinel-failover", c)
+	r := startChaosWith(t, "sentinel-failover", c, answeredOptions)
 	faultStart := time.Now()
 	if err := sentinelFailover(t, s, c); err != nil {
 		t.Errorf("recovery from the failover: %v", err)
@@ -36,6 +37,7 @@ func TestChaosSentinelFailover(t *testing.T) {
 		t.Errorf("traffic after the failover: %v", err)
 	}
 	r.finish(20*time.Second, true)
+	r.checkAnswered(answeredOptions.publishTimeout)
 	t.Logf("scenario took %v", time.Since(start).Round(time.Millisecond))
 }
 
@@ -69,17 +71,19 @@ func sentinelFailover(t *testing.T, s *testproc.Sentinel, c *testproc.Cluster) e
 // TestChaosRollingRestart replaces every node of a three-node cluster in
 // turn under the harness's load, as a deployment rollout does
 // (chaosRollingRestart). It asserts what every chaos scenario asserts
-// (lost=0, duplicated=0, >= 99% of clientIds kept) and that each draining
+// (lost=0, duplicated=0, >= 99% of clientIds kept), that every publish is
+// answered (acknowledged or refused), and that each draining
 // node exits well within its shutdown grace, without a request left stuck
 // until the grace cut it.
 func TestChaosRollingRestart(t *testing.T) {
 	start := time.Now()
 	env := &chaosEnv{c: testproc.StartClusterOn(t, testproc.StartRedisDurable(t), 3, chaosNodeArgs...)}
-	r := startChaos(t, "rolling-restart", env.c)
+	r := startChaosWith(t, "rolling-restart", env.c, answeredOptions)
 	if err := chaosRollingRestart(t, env, r); err != nil {
 		t.Errorf("rolling restart: %v", err)
 	}
 	r.finish(20*time.Second, true)
+	r.checkAnswered(answeredOptions.publishTimeout)
 	t.Logf("scenario took %v", time.Since(start).Round(time.Millisecond))
 }
 

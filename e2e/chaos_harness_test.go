@@ -263,6 +263,25 @@ type chaosOptions struct {
 	timeoutMargin time.Duration
 }
 
+// answeredOptions: each publish waits long enough for an answer
+// (acknowledgement or refusal) through any fault a scenario stages, so
+// that checkAnswered can require one for every publish.
+var answeredOptions = chaosOptions{publishTimeout: 30 * time.Second}
+
+// checkAnswered fails the test for every publisher with publishes that got
+// neither an acknowledgement nor a refusal (a Bayeux error) within
+// timeout, the publishers' timeout: a client left without an answer.
+func (r *chaosRun) checkAnswered(timeout time.Duration) {
+	r.t.Helper()
+	for _, p := range r.pubs {
+		p.mu.Lock()
+		if p.unanswered > 0 {
+			r.t.Errorf("publisher %d: %d publishes neither acknowledged nor refused within %v: %v", p.id, p.unanswered, timeout, p.failures)
+		}
+		p.mu.Unlock()
+	}
+}
+
 // startChaosWith is startChaos with opts.
 func startChaosWith(t *testing.T, name string, cl *testproc.Cluster, opts chaosOptions) *chaosRun {
 	t.Helper()

@@ -63,13 +63,7 @@ func TestChaosStall(t *testing.T) {
 				t.Errorf("traffic after the fault: %v", err)
 			}
 			r.finish(30*time.Second, true)
-			for _, p := range r.pubs {
-				p.mu.Lock()
-				if p.unanswered > 0 {
-					t.Errorf("publisher %d: %d publishes neither acknowledged nor refused within %v: %v", p.id, p.unanswered, stallOptions.publishTimeout, p.failures)
-				}
-				p.mu.Unlock()
-			}
+			r.checkAnswered(stallOptions.publishTimeout)
 			adopted := 0.0
 			for _, n := range []*testproc.Node{c.Nodes[0], c.Nodes[2]} {
 				adopted += n.Metrics(t)["bayeux_sessions_adopted_total"]
