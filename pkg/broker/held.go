@@ -248,7 +248,14 @@ func (hc *heldConnect) answer(deliver bool) (pubs []*engine.Publication, drop bo
 	withExt = withExt && ok
 	drop = len(pubs) > 0 && b.faults.takeDrop(s.id)
 	if withExt {
+		// The extensions see which batch this reply carries: its id goes
+		// with it whatever happened to the session meanwhile (a move that
+		// began after the batch was saved still hands it over, unacked).
+		if len(pubs) > 0 {
+			s.setReplyBatch(s.LastBatch())
+		}
 		b.outgoing(context.Background(), s, hc.m, r)
+		s.setReplyBatch(0)
 	}
 	b.observeReply(r)
 	b.observeDelivered(pubs)

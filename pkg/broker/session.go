@@ -55,6 +55,9 @@ type Session struct {
 	implicit  bool // with ack: a connect acknowledges every earlier batch (replay without the ack extension)
 	unacked   []ackBatch
 	lastBatch int64
+	// replyBatch: the batch the connect reply being answered carries
+	// (held.answer sets it around the extensions' Outgoing).
+	replyBatch int64
 	// sameIDRetry: the client resends a /meta/connect whose reply it lost
 	// with the same message id (Faye and the clients built on it, which
 	// handshake without minimumVersion); see implicitAck.
@@ -343,6 +346,20 @@ func (s *Session) LastBatch() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lastBatch
+}
+
+// ReplyBatch returns the id of the batch the /meta/connect reply being
+// answered carries (0: none), for the extensions' Outgoing.
+func (s *Session) ReplyBatch() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.replyBatch
+}
+
+func (s *Session) setReplyBatch(id int64) {
+	s.mu.Lock()
+	s.replyBatch = id
+	s.mu.Unlock()
 }
 
 // Deliver sends a message directly to this session only, on channel, with

@@ -47,9 +47,17 @@ func (Ack) Outgoing(_ context.Context, s *broker.Session, m *protocol.Message, r
 		// A session that ended here (moved to another node, or closed)
 		// has no say on batch ids any more: its last id may be one the
 		// client never received, or behind the new owner's numbering.
-		// So has one being moved (hand-over, drain): this reply carries
-		// none of its batches.
-		if s.AckEnabled() && !s.Ended() && !s.Moving() {
+		// So has one being moved (hand-over, drain), unless this reply
+		// carries a batch: then it names that batch, which was saved
+		// before the move began and goes to the new owner unacknowledged;
+		// without its id the client could not acknowledge it, and would
+		// get it again.
+		if !s.AckEnabled() {
+			return
+		}
+		if id := s.ReplyBatch(); id > 0 {
+			r.SetExt("ack", id)
+		} else if !s.Ended() && !s.Moving() {
 			r.SetExt("ack", s.LastBatch())
 		}
 	}
