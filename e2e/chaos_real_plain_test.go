@@ -16,7 +16,7 @@ import (
 // TestChaosRealPlainAdoption is "no silent gap for plain sessions after
 // adoption" (issue "Real clients, real guarantees", item 6) with the
 // unchanged third-party clients: 2 CometD clients WITHOUT AckExtension on
-// each of long-polling, callback-polling and websocket and 2 Faye clients
+// each of long-polling, callback-polling and websocket and 4 Faye clients
 // on each of long-polling and websocket (interop/chaos/real-clients.mjs,
 // CHAOS_PLAIN=1), all owned by node 1 and subscribed to one channel
 // through the balancer (nginx round-robin, which keeps sending the dead
@@ -37,18 +37,25 @@ import (
 //
 // One line per client kind:
 //
-//	CHAOS-PLAIN clients=<kind>/<transport> count=N delivered_min=N delivered_max=N told=K/N told_codes=map[code:N] rehandshakes=N missed_told=N silent_gaps=N lost=N duplicated=N reordered=N receiving_again=K/N
+//	CHAOS-PLAIN clients=<kind>/<transport> count=N delivered_min=N delivered_max=N told=K/N told_codes=map[code:N] rehandshakes=N resubscribe_failures=N missed_told=N silent_gaps=N lost=N duplicated=N reordered=N receiving_again=K/N
 //
 // missed_told counts the acknowledged publishes the clients of that kind
 // did not receive because they were told their session ended (published
 // between the kill and their new subscription); silent_gaps those missed
 // without being told, lost those missed at the end.
+//
+// It found a silent gap in 3 of 13 runs, always for a Faye websocket
+// client just after its re-handshake: Faye batches the connect with its
+// re-subscription and proposes timeout 0 for it; the server echoed 0 in
+// the advice, so Faye gave up on its next connect after 6 s (1.2 × its
+// retry), closed its websocket and lost what was pushed on it meanwhile.
+// The advice of such a connect is now the configured timeout.
 func TestChaosRealPlainAdoption(t *testing.T) {
 	start := time.Now()
 	env := &chaosEnv{c: testproc.StartCluster(t, 3, chaosNodeArgs...)}
 	r := startPlainPublishers(t, env.c)
 	rc := startRealClients(t, env.c, r.channels, "CHAOS_PLAIN=1", "CHAOS_JSFORCE=0",
-		"CHAOS_COMETD_PER_TRANSPORT=2", "CHAOS_FAYE_PER_TRANSPORT=2")
+		"CHAOS_COMETD_PER_TRANSPORT=2", "CHAOS_FAYE_PER_TRANSPORT=4")
 	t.Logf("cluster, publishers and real clients ready in %v", time.Since(start).Round(time.Millisecond))
 	if err := pollUntil(20*time.Second, func() error { return rc.receivedFromAll(t, len(r.pubs)) }); err != nil {
 		t.Fatalf("real clients before the fault: %v", err)
@@ -95,8 +102,8 @@ func TestChaosRealPlainAdoption(t *testing.T) {
 	})
 	for _, name := range slices.Sorted(maps.Keys(by)) {
 		f := by[name]
-		line := fmt.Sprintf("CHAOS-PLAIN clients=%s count=%d delivered_min=%d delivered_max=%d told=%d/%d told_codes=%v rehandshakes=%d missed_told=%d silent_gaps=%d lost=%d duplicated=%d reordered=%d receiving_again=%d/%d",
-			name, f.clients, f.delivMin, f.delivMax, f.told, f.clients, f.errors, f.rehs, f.missedTold, f.silent, f.lost, f.dup, f.reordered, f.again, f.clients)
+		line := fmt.Sprintf("CHAOS-PLAIN clients=%s count=%d delivered_min=%d delivered_max=%d told=%d/%d told_codes=%v rehandshakes=%d resubscribe_failures=%d missed_told=%d silent_gaps=%d lost=%d duplicated=%d reordered=%d receiving_again=%d/%d",
+			name, f.clients, f.delivMin, f.delivMax, f.told, f.clients, f.errors, f.rehs, f.resubFails, f.missedTold, f.silent, f.lost, f.dup, f.reordered, f.again, f.clients)
 		t.Log(line)
 		fmt.Println(line)
 	}
@@ -106,6 +113,9 @@ func TestChaosRealPlainAdoption(t *testing.T) {
 	if len(problems) > 0 {
 		for _, c := range reps {
 			t.Logf("%s/%s %s -> %s: told %v; its last connects:\n  %s", c.Kind, c.Transport, c.First, c.Last, c.Told, strings.Join(c.Trace, "\n  "))
+			if g, ok := by[c.Kind+"/"+c.Transport].firstGap[c.First]; ok && len(c.Log) > 0 {
+				t.Logf("%s/%s %s around its first silent gap (p%d s%d to s%d):\n  %s", c.Kind, c.Transport, c.First, g.p, g.prev, g.next, strings.Join(g.window(c.Log), "\n  "))
+			}
 		}
 	}
 	t.Logf("scenario took %v", time.Since(start).Round(time.Millisecond))
@@ -187,8 +197,33 @@ func (c realReport) keyIndexes() []int {
 // plainFigures are the figures of one kind of plain client.
 type plainFigures struct {
 	clients, delivMin, delivMax, told, rehs, again int
+	resubFails                                     int
 	missedTold, silent, lost, dup, reordered       int
-	errors                                         map[string]int // told: error code -> clients
+	errors                                         map[string]int   // told: error code -> clients
+	firstGap                                       map[string]gapAt // clientId -> its first silent gap
+}
+
+// gapAt is a silent gap: publisher p's deliveries prev and next, with
+// what was acknowledged between them missing.
+type gapAt struct{ p, prev, next int }
+
+// window returns the lines of a client's log from a few before the
+// delivery of g.prev to a few after that of g.next.
+func (g gapAt) window(log []string) []string {
+	from, to := -1, len(log)
+	for i, l := range log {
+		if strings.HasSuffix(l, fmt.Sprintf(" d p%d s%d", g.p, g.prev)) {
+			from = i
+		}
+		if strings.HasSuffix(l, fmt.Sprintf(" d p%d s%d", g.p, g.next)) {
+			to = i
+			break
+		}
+	}
+	if from < 0 {
+		return nil
+	}
+	return log[max(from-20, 0):min(to+5, len(log))]
 }
 
 // measurePlain computes the figures per client kind: acked holds each
@@ -206,12 +241,13 @@ func measurePlain(reps []realReport, acked map[int][]int, mark map[int]int) (map
 		name := c.Kind + "/" + c.Transport
 		f := by[name]
 		if f == nil {
-			f = &plainFigures{delivMin: len(c.Keys), errors: map[string]int{}}
+			f = &plainFigures{delivMin: len(c.Keys), errors: map[string]int{}, firstGap: map[string]gapAt{}}
 			by[name] = f
 		}
 		f.clients++
 		f.delivMin, f.delivMax = min(f.delivMin, len(c.Keys)), max(f.delivMax, len(c.Keys))
 		f.rehs += max(c.Handshakes-1, 0)
+		f.resubFails += c.ResubscribeFailures
 		for _, tl := range c.Told {
 			code, _, _ := strings.Cut(tl.Error, ":")
 			f.errors[code]++
@@ -285,6 +321,9 @@ func (c realReport) measureGaps(f *plainFigures, p int, seqs []int, problem func
 			continue
 		}
 		f.silent++
+		if _, ok := f.firstGap[c.First]; !ok {
+			f.firstGap[c.First] = gapAt{p, got[i-1], got[i]}
+		}
 		problem("%s %s: silent gap: p%d s%d not received (on the wire: %v), between s%d (session %d) and s%d (session %d), not told",
 			name, c.First, p, s, slices.Contains(c.Wire, [2]int{p, s}), got[i-1], before, got[i], after)
 	}

@@ -20,6 +20,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -65,6 +66,9 @@ import (
 // over all channels, reported as lost what was published on a channel
 // before the client subscribed to it.)
 func TestChaosRealClients(t *testing.T) {
+	// The measurement ran 10 CometD clients per transport:
+	// BAYEUX_CHAOS_COMETD_PER_TRANSPORT=10 repeats it (3 by default).
+	perTransport := cmp.Or(os.Getenv("BAYEUX_CHAOS_COMETD_PER_TRANSPORT"), "3")
 	for _, sc := range []struct {
 		name  string
 		fault func(t *testing.T, env *chaosEnv, r *chaosRun) error
@@ -78,7 +82,7 @@ func TestChaosRealClients(t *testing.T) {
 			env := &chaosEnv{c: testproc.StartClusterOn(t, testproc.StartRedisDurable(t), 3, chaosNodeArgs...)}
 			r := startChaos(t, "real-"+sc.name, env.c)
 			setup := time.Now()
-			rc := startRealClients(t, env.c, r.channels, "CHAOS_COMETD_PER_TRANSPORT=3", "CHAOS_JSFORCE=2")
+			rc := startRealClients(t, env.c, r.channels, "CHAOS_COMETD_PER_TRANSPORT="+perTransport, "CHAOS_JSFORCE=2")
 			t.Logf("cluster and Go clients ready in %v, real clients placed and subscribed in %v",
 				setup.Sub(start).Round(time.Millisecond), time.Since(setup).Round(time.Millisecond))
 			if err := pollUntil(20*time.Second, func() error { return rc.receivedFromAll(t, len(r.pubs)) }); err != nil {
@@ -121,10 +125,14 @@ type realReport struct {
 	Trace                        []string // the last /meta/connect messages
 
 	// Plain clients (CHAOS_PLAIN=1) only.
-	Sessions     []int      // the session (1 = the first clientId) of each of Keys
-	Told         []realTold // connect replies advising a new handshake
-	Wire         [][2]int   // the deliveries seen on the wire (diagnosis)
-	EndTransport string     // Faye: its transport at the time of the report
+	Sessions []int      // the session (1 = the first clientId) of each of Keys
+	Told     []realTold // connect replies advising a new handshake
+	Wire     [][2]int   // the deliveries seen on the wire (diagnosis)
+	// CometD: re-subscriptions after a re-handshake that failed (and
+	// were tried again).
+	ResubscribeFailures int
+	EndTransport        string   // Faye: its transport at the time of the report
+	Log                 []string // Faye: what it sent and received, for a gap's diagnosis
 }
 
 // realTold is a /meta/connect reply that told a client to handshake

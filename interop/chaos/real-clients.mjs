@@ -97,7 +97,7 @@ async function openCometD(transport, i) {
             kind: plain ? "cometd-plain" : "cometd-ack", transport, channels, first, last: c.clientId,
             handshakes: c.handshakeReplies().length,
             keys: keysOf(channels.flatMap((ch) => c.messages(ch).map((m) => m.data))),
-            ...(plain ? plainFigures(c) : {}),
+            ...(plain ? {...plainFigures(c), resubscribeFailures: c.subscribeFailures.length} : {}),
             trace: cometdTrace(c),
         }),
         close: () => c.close(),
@@ -117,6 +117,7 @@ async function openFaye(transport) {
         }
     }, (c) => c.close());
     const trace = traceConnects(c.client);
+    const log = fayeLog(c);
     for (const ch of channels) {
         await retrying(`faye/${transport} subscribe ${ch}`, () => c.subscribe(ch));
     }
@@ -129,9 +130,54 @@ async function openFaye(transport) {
             ...plainFigures(c),
             endTransport: c._transportObject && c._transportObject.connectionType,
             trace: trace.slice(),
+            log: log.slice(),
         }),
         close: () => c.close(),
     });
+}
+
+// fayeLog records, for the diagnosis of a gap, what a Faye client sends
+// and receives (meta messages, and "d p<p> s<s>" per delivery), its
+// transport:up/down events and, polled every 20 ms, which transport and
+// which websocket (numbered in order of appearance) it uses.
+function fayeLog(c) {
+    const log = [];
+    const add = (line) => log.push(`${new Date().toISOString().slice(11, 23)} ${line}`);
+    c.client.addExtension({
+        outgoing: (m, cb) => {
+            if (m.channel.startsWith("/meta/")) {
+                add(`out ${m.channel} id=${m.id} ${m.connectionType || ""}`);
+            }
+            cb(m);
+        },
+        incoming: (m, cb) => {
+            if (m.channel.startsWith("/meta/")) {
+                add(`in  ${m.channel} id=${m.id} successful=${m.successful} ${m.error || ""}`);
+            } else if (m.data && m.data.p !== undefined) {
+                add(`d p${m.data.p} s${m.data.s}`);
+            }
+            cb(m);
+        },
+    });
+    c.client.on("transport:down", () => add("transport:down"));
+    c.client.on("transport:up", () => add("transport:up"));
+    const sockets = new WeakMap();
+    let nextSocket = 1;
+    let seen = "";
+    const timer = setInterval(() => {
+        const t = c._transportObject;
+        const sock = t && t._socket;
+        if (sock && !sockets.has(sock)) {
+            sockets.set(sock, nextSocket++);
+        }
+        const now = `${t ? t.connectionType : "none"} socket=${sock ? sockets.get(sock) : "none"} state=${t && t._state}`;
+        if (now !== seen) {
+            seen = now;
+            add(`transport ${now}`);
+        }
+    }, 20);
+    timer.unref();
+    return log;
 }
 
 // plainFigures: the session (1 = the first clientId) of each delivery, in
