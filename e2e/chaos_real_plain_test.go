@@ -92,7 +92,12 @@ func TestChaosRealPlainAdoption(t *testing.T) {
 	var by map[string]*plainFigures
 	var problems []string
 	var reps []realReport
-	_ = pollUntil(20*time.Second, func() error {
+	// As in TestChaosRealClients: a third of a client's requests still
+	// reach the dead node, and CometD backs off one second more after
+	// each failure, so a streak of failures delays its last deliveries by
+	// seconds (seen: 7 failed connects in a row after the publishers
+	// stopped, when the clients' own requests are nginx's only traffic).
+	_ = pollUntil(45*time.Second, func() error {
 		reps = rc.report(t)
 		by, problems = measurePlain(reps, acked, mark)
 		if len(problems) > 0 {
@@ -310,6 +315,11 @@ func (c realReport) measureGaps(f *plainFigures, p int, seqs []int, problem func
 		}
 		i, _ := slices.BinarySearch(got, s)
 		if i == len(got) {
+			last := session[got[len(got)-1]]
+			if slices.ContainsFunc(c.Told, func(tl realTold) bool { return tl.Session >= last && c.Handshakes > tl.Session }) {
+				f.missedTold++ // its session ended after its last delivery, and it was told
+				continue
+			}
 			f.lost++
 			problem("%s %s never received p%d s%d (its last is s%d)", name, c.First, p, s, got[len(got)-1])
 			continue
