@@ -20,6 +20,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -67,6 +68,9 @@ import (
 // over all channels, reported as lost what was published on a channel
 // before the client subscribed to it.)
 func TestChaosRealClients(t *testing.T) {
+	// The measurement ran 10 CometD clients per transport:
+	// BAYEUX_CHAOS_COMETD_PER_TRANSPORT=10 repeats it (3 by default).
+	perTransport := cmp.Or(os.Getenv("BAYEUX_CHAOS_COMETD_PER_TRANSPORT"), "3")
 	for _, sc := range []struct {
 		name  string
 		fault func(t *testing.T, env *chaosEnv, r *chaosRun) error
@@ -82,7 +86,7 @@ func TestChaosRealClients(t *testing.T) {
 			env := &chaosEnv{c: testproc.StartClusterOn(t, testproc.StartRedisDurable(t), 3, chaosNodeArgs...)}
 			r := startChaos(t, "real-"+sc.name, env.c)
 			setup := time.Now()
-			rc := startRealClients(t, env.c, r.channels)
+			rc := startRealClients(t, env.c, r.channels, "CHAOS_COMETD_PER_TRANSPORT="+perTransport, "CHAOS_JSFORCE=2")
 			t.Logf("cluster and Go clients ready in %v, real clients placed and subscribed in %v",
 				setup.Sub(start).Round(time.Millisecond), time.Since(setup).Round(time.Millisecond))
 			if err := pollUntil(20*time.Second, func() error { return rc.receivedFromAll(t, len(r.pubs)) }); err != nil {
@@ -123,16 +127,36 @@ type realReport struct {
 	Handshakes, NoReplayID       int
 	Keys                         [][2]int
 	Trace                        []string // the last /meta/connect messages
+
+	// Plain clients (CHAOS_PLAIN=1) only.
+	Sessions []int      // the session (1 = the first clientId) of each of Keys
+	Told     []realTold // connect replies advising a new handshake
+	Wire     [][2]int   // the deliveries seen on the wire (diagnosis)
+	// CometD: re-subscriptions after a re-handshake that failed (and
+	// were tried again).
+	ResubscribeFailures int
+	EndTransport        string   // Faye: its transport at the time of the report
+	Log                 []string // Faye: what it sent and received, for a gap's diagnosis
 }
 
-func startRealClients(t *testing.T, cl *testproc.Cluster, channels []string) *realClients {
+// realTold is a /meta/connect reply that told a client to handshake
+// again: its error and the session (1 = the first) it ended.
+type realTold struct {
+	Session int
+	Error   string
+}
+
+// startRealClients starts interop/chaos/real-clients.mjs on the cluster's
+// balancer with the given channels and settings (its CHAOS_* variables);
+// node 1 is the victim, the node a fault hits.
+func startRealClients(t *testing.T, cl *testproc.Cluster, channels []string, settings ...string) *realClients {
 	t.Helper()
 	dir := requireInterop(t)
 	cmd := exec.Command("node", filepath.Join("chaos", "real-clients.mjs"))
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "BAYEUX_URL="+cl.URL(), "BAYEUX_DEBUG_URL="+cl.Nodes[0].Base+"/debug/bayeux",
-		"CHAOS_CHANNELS="+strings.Join(channels, ","), "CHAOS_COMETD_PER_TRANSPORT=3", "CHAOS_JSFORCE=2",
-		"CHAOS_VICTIM="+cl.Nodes[1].Tag) // node 1: the one a fault hits
+		"CHAOS_CHANNELS="+strings.Join(channels, ","), "CHAOS_VICTIM="+cl.Nodes[1].Tag)
+	cmd.Env = append(cmd.Env, settings...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

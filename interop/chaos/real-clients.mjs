@@ -14,13 +14,21 @@
 // that node owns its session, so that a fault on that node hits every
 // client kind. The others stay where the balancer put them.
 //
+// With CHAOS_PLAIN=1 the clients are plain instead (no ack, no replay):
+// CHAOS_COMETD_PER_TRANSPORT CometD clients WITHOUT AckExtension on each
+// of its three transports and CHAOS_FAYE_PER_TRANSPORT Faye clients on
+// long-polling and on websocket, every one placed on CHAOS_VICTIM (no
+// jsforce). Their report adds the session (1 = the first clientId) that
+// received each delivery and every /meta/connect reply that told them to
+// handshake again (see e2e/chaos_real_plain_test.go).
+//
 // It prints "READY" once every client is subscribed. On stdin, "report"
 // prints one line "REPORT <json>": per client its kind, transport,
 // channels, first and last clientId, handshakes and every delivery's
 // publisher and sequence ({"p","s"} of the data); "exit" closes the
 // clients and exits. The Go test decides what is lost or duplicated.
 import readline from "node:readline";
-import {CometDClient} from "../lib/clients.mjs";
+import {CometDClient, FayeClient} from "../lib/clients.mjs";
 import {httpRequest} from "../lib/common.mjs";
 import {JsforceSubscriber} from "../lib/jsforce.mjs";
 
@@ -28,6 +36,8 @@ const channels = (process.env.CHAOS_CHANNELS || "").split(",").filter(Boolean);
 const perTransport = Number(process.env.CHAOS_COMETD_PER_TRANSPORT || 3);
 const jsforceN = Number(process.env.CHAOS_JSFORCE || 2);
 const victim = process.env.CHAOS_VICTIM || "";
+const plain = process.env.CHAOS_PLAIN === "1";
+const fayePerTransport = Number(process.env.CHAOS_FAYE_PER_TRANSPORT || 0);
 if (channels.length === 0) {
     console.error("real-clients: CHAOS_CHANNELS is empty");
     process.exit(2);
@@ -73,9 +83,9 @@ async function ownedBy(owner, what, open, close) {
 }
 
 async function openCometD(transport, i) {
-    const owner = i === 1 ? victim : "";
+    const owner = plain || i === 1 ? victim : "";
     const c = await ownedBy(owner, `cometd/${transport}`, async () => {
-        const c = await CometDClient.open({transport, ack: true});
+        const c = await CometDClient.open({transport, ack: !plain});
         return [c, await c.handshake()];
     }, (c) => c.close());
     for (const ch of channels) {
@@ -84,13 +94,110 @@ async function openCometD(transport, i) {
     const first = c.clientId;
     clients.push({
         report: () => ({
-            kind: "cometd-ack", transport, channels, first, last: c.clientId,
+            kind: plain ? "cometd-plain" : "cometd-ack", transport, channels, first, last: c.clientId,
             handshakes: c.handshakeReplies().length,
             keys: keysOf(channels.flatMap((ch) => c.messages(ch).map((m) => m.data))),
+            ...(plain ? {...plainFigures(c), resubscribeFailures: c.subscribeFailures.length} : {}),
             trace: cometdTrace(c),
         }),
         close: () => c.close(),
     });
+}
+
+// openFaye opens a plain Faye client on the victim, subscribed to every
+// channel (Faye subscribes again by itself after a re-handshake).
+async function openFaye(transport) {
+    const c = await ownedBy(victim, `faye/${transport}`, async () => {
+        const c = await FayeClient.open({transport});
+        try {
+            return [c, await c.handshake()];
+        } catch (e) {
+            await c.close();
+            throw e;
+        }
+    }, (c) => c.close());
+    const trace = traceConnects(c.client);
+    const log = fayeLog(c);
+    for (const ch of channels) {
+        await retrying(`faye/${transport} subscribe ${ch}`, () => c.subscribe(ch));
+    }
+    const first = c.clientId;
+    clients.push({
+        report: () => ({
+            kind: "faye", transport, channels, first, last: c.clientId,
+            handshakes: c.handshakeReplies().length,
+            keys: keysOf(channels.flatMap((ch) => c.messages(ch).map((m) => m.data))),
+            ...plainFigures(c),
+            endTransport: c._transportObject && c._transportObject.connectionType,
+            trace: trace.slice(),
+            log: log.slice(),
+        }),
+        close: () => c.close(),
+    });
+}
+
+// fayeLog records, for the diagnosis of a gap, what a Faye client sends
+// and receives (meta messages, and "d p<p> s<s>" per delivery), its
+// transport:up/down events and, polled every 20 ms, which transport and
+// which websocket (numbered in order of appearance) it uses.
+function fayeLog(c) {
+    const log = [];
+    const add = (line) => log.push(`${new Date().toISOString().slice(11, 23)} ${line}`);
+    c.client.addExtension({
+        outgoing: (m, cb) => {
+            if (m.channel.startsWith("/meta/")) {
+                add(`out ${m.channel} id=${m.id} ${m.connectionType || ""}`);
+            }
+            cb(m);
+        },
+        incoming: (m, cb) => {
+            if (m.channel.startsWith("/meta/")) {
+                add(`in  ${m.channel} id=${m.id} successful=${m.successful} ${m.error || ""}`);
+            } else if (m.data && m.data.p !== undefined) {
+                add(`d p${m.data.p} s${m.data.s}`);
+            }
+            cb(m);
+        },
+    });
+    c.client.on("transport:down", () => add("transport:down"));
+    c.client.on("transport:up", () => add("transport:up"));
+    const sockets = new WeakMap();
+    let nextSocket = 1;
+    let seen = "";
+    const timer = setInterval(() => {
+        const t = c._transportObject;
+        const sock = t && t._socket;
+        if (sock && !sockets.has(sock)) {
+            sockets.set(sock, nextSocket++);
+        }
+        const now = `${t ? t.connectionType : "none"} socket=${sock ? sockets.get(sock) : "none"} state=${t && t._state}`;
+        if (now !== seen) {
+            seen = now;
+            add(`transport ${now}`);
+        }
+    }, 20);
+    timer.unref();
+    return log;
+}
+
+// plainFigures: the session (1 = the first clientId) of each delivery, in
+// the order of keys, and every /meta/connect reply that told the client
+// to handshake again, with the session it ended.
+function plainFigures(c) {
+    const sessions = channels.flatMap((ch) => c.messages(ch).filter((m) => m.data && m.data.p !== undefined).map((m) => m.session));
+    const told = [];
+    let session = 0;
+    for (const m of c.incoming) {
+        if (m.channel === "/meta/handshake" && m.successful === true) {
+            session++;
+        } else if (m.channel === "/meta/connect" && m.successful === false && m.advice && m.advice.reconnect === "handshake") {
+            told.push({session, error: String(m.error || "")});
+        }
+    }
+    // Diagnosis: what reached the client on the wire (it may have dropped
+    // some before its application saw them).
+    const wire = keysOf(c.incoming.filter((m) => channels.includes(m.channel)).map((m) => m.data));
+    return {sessions, told, wire};
 }
 
 // cometdTrace summarises the last /meta/connect messages a CometD client
@@ -101,7 +208,8 @@ function cometdTrace(c) {
     const out = c.outgoing.filter((m) => m.channel === "/meta/connect").slice(-8).map((m) => line("out", m));
     const inc = c.incoming.filter((m) => m.channel === "/meta/connect").slice(-8).map((m) => line("in ", m));
     const fails = c.connectFailures.slice(-4).map((m) => `failure ${JSON.stringify(m)}`);
-    return [...out, ...inc, ...fails];
+    const subFails = c.subscribeFailures.slice(-4).map((m) => `resubscribe failure ${JSON.stringify(m)}`);
+    return [...out, ...inc, ...fails, ...subFails];
 }
 
 // traceConnects records, in a ring of 16, the /meta/connect messages a
@@ -170,6 +278,11 @@ for (const transport of ["long-polling", "callback-polling", "websocket"]) {
 }
 for (let i = 0; i < jsforceN; i++) {
     opens.push(openJsforce(i));
+}
+for (const transport of ["long-polling", "websocket"]) {
+    for (let i = 0; i < fayePerTransport; i++) {
+        opens.push(openFaye(transport));
+    }
 }
 try {
     await Promise.all(opens);

@@ -17,8 +17,17 @@ class BaseClient {
         this.transport = transport;
         this.incoming = []; // raw received messages
         this.outgoing = []; // raw sent messages
-        this.deliveries = new Map(); // subscription -> [{channel, data}]
+        this.deliveries = new Map(); // subscription -> [{channel, data, session}]
+        this.sessions = 0; // successful handshake replies received so far
         this.closed = false;
+    }
+
+    /** Records a message received on the wire (before the client processes it). */
+    _recordIncoming(message) {
+        this.incoming.push(message);
+        if (message.channel === "/meta/handshake" && message.successful === true) {
+            this.sessions++;
+        }
     }
 
     get label() {
@@ -30,7 +39,9 @@ class BaseClient {
         if (!list) {
             this.deliveries.set(sub, (list = []));
         }
-        list.push({channel: message.channel, data: message.data});
+        // session: which of the client's sessions (1 = its first clientId)
+        // received it.
+        list.push({channel: message.channel, data: message.data, session: this.sessions});
     }
 
     /** Deliveries to the application subscription `sub` so far (live array). */
@@ -91,6 +102,7 @@ export class CometDClient extends BaseClient {
         this._nextId = 1;
         this.workerErrors = [];
         this.connectFailures = [];
+        this.subscribeFailures = []; // failed re-subscriptions after a re-handshake (tried again)
         this._worker = new Worker(new URL("./cometd-worker.mjs", import.meta.url), {
             workerData: {url: env().url, transport, ack, timesync, logLevel},
             stdout: false,
@@ -122,11 +134,13 @@ export class CometDClient extends BaseClient {
         if (m.ev === "ready") {
             this._readyResolve();
         } else if (m.ev === "in") {
-            this.incoming.push(m.message);
+            this._recordIncoming(m.message);
         } else if (m.ev === "out") {
             this.outgoing.push(m.message);
         } else if (m.ev === "connectFailure") {
             this.connectFailures.push(m.message);
+        } else if (m.ev === "subscribeFailure") {
+            this.subscribeFailures.push(m.message);
         } else if (m.ev === "msg") {
             this._recordDelivery(m.sub, m.message);
         } else if (m.id !== undefined) {
@@ -230,7 +244,7 @@ export class FayeClient extends BaseClient {
         const clone = (m) => JSON.parse(JSON.stringify(m));
         client.addExtension({
             incoming: (message, callback) => {
-                this.incoming.push(clone(message));
+                this._recordIncoming(clone(message));
                 callback(message);
             },
             outgoing: (message, callback) => {

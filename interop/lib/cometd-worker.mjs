@@ -77,11 +77,32 @@ cometd.addListener("/meta/handshake", (reply) => {
     if (handshakes > 1 && appSubs.size > 0) {
         cometd.batch(() => {
             for (const channel of appSubs.keys()) {
-                appSubs.set(channel, cometd.subscribe(channel, onDelivery(channel)));
+                resubscribe(channel, handshakes);
             }
         });
     }
 });
+
+// resubscribe subscribes again to channel after a re-handshake, and again
+// after 500 ms while it fails in the same session: CometD reports a failed
+// subscribe (e.g. a request a balancer sent to a dead node: 502) to its
+// callback and drops it, so an application tries again.
+function resubscribe(channel, session) {
+    appSubs.set(channel, cometd.subscribe(channel, onDelivery(channel), (reply) => {
+        if (reply.successful) {
+            return;
+        }
+        post({ev: "subscribeFailure", message: {
+            channel, error: reply.error,
+            reason: reply.failure && (reply.failure.reason || reply.failure.httpCode || String(reply.failure.exception || "")),
+        }});
+        setTimeout(() => {
+            if (handshakes === session && !cometd.isDisconnected() && appSubs.has(channel)) {
+                resubscribe(channel, session);
+            }
+        }, 500);
+    }));
+}
 
 // Failed connects (e.g. a reply lost in transit) never pass through extensions:
 // report them from a listener, keeping only serializable fields.

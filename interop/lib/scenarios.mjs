@@ -364,6 +364,47 @@ export function defineSuite(kind, transport) {
         }));
 
         if (kind !== "cometd") {
+            test(`${label} 13. after a re-handshake, the connect Faye batches with its re-subscription (timeout 0) is not advised timeout 0`, TEST_OPTS, () => run(async (open) => {
+                const [c, pub] = await openHandshaken(open, 2);
+                const ch = chan("advice");
+                await c.subscribe(ch);
+                const downs = [];
+                c.client.on("transport:down", () => downs.push(Date.now()));
+                // The connects as sent: Faye's transport adds advice.timeout
+                // 0 to the message object when it flushes it in a batch,
+                // after the extensions saw it.
+                const connects = [];
+                c.client.addExtension({outgoing: (m, cb) => {
+                    if (m.channel === "/meta/connect") {
+                        connects.push(m);
+                    }
+                    cb(m);
+                }});
+                const hsBefore = c.handshakeReplies().length;
+                await debugExpire(c.clientId);
+                await waitFor(() => c.handshakeReplies().length > hsBefore, DELIVERY_MS, `${c.label}: a new handshake`);
+                const newId = c.clientId;
+                const hsIndex = c.incoming.findIndex((m) => m.channel === "/meta/handshake" && m.clientId === newId);
+                await waitFor(() => c.incoming.slice(hsIndex).some((m) => m.channel === "/meta/subscribe" && m.successful === true),
+                    DELIVERY_MS, `${c.label}: resubscription to ${ch}`);
+                // Faye proposes timeout 0 for a connect it batches with other
+                // messages, and takes the reply's advice for its next connect:
+                // 0 would make it give up on that one after 6 s (1.2 x its
+                // retry) and close its websocket, losing deliveries on it.
+                assert.ok(connects.some((m) => m.clientId === newId && m.advice && m.advice.timeout === 0),
+                    `${c.label}: no connect proposing timeout 0 after the re-handshake (the case under test did not occur)`);
+                const advised = c.incoming.slice(hsIndex).filter((m) => m.channel === "/meta/connect" && m.advice).map((m) => m.advice.timeout);
+                assert.ok(advised.length > 0 && advised.every((t) => t > 0), `${c.label}: connect replies advised timeouts ${JSON.stringify(advised)}`);
+                if (transport === "websocket") {
+                    // Longer than 6 s after the re-subscription: the socket stays.
+                    const since = Date.now();
+                    await new Promise((resolve) => setTimeout(resolve, 8000));
+                    assert.deepEqual(downs.filter((t) => t >= since), [], `${c.label}: transport went down after the re-handshake`);
+                }
+                await pub.publish(ch, {seq: 1});
+                await endMarker(pub, ch, [c]);
+                assert.deepEqual(seqs(c.messages(ch)), [1, "end"]);
+            }));
             return;
         }
 

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -75,4 +76,48 @@ func TestCompatDetails(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestInvalidUTF8NeverForwarded: a long-polling publish whose data is not
+// valid UTF-8 is refused (400) and never reaches a websocket subscriber of
+// its channel, whose client would otherwise have to close its connection
+// (RFC 6455 requires valid UTF-8 in text frames); the subscriber keeps its
+// socket and receives the next, valid, publication first.
+func TestInvalidUTF8NeverForwarded(t *testing.T) {
+	tb := newTestBroker(t, nil)
+	const ch = "/compat/utf8"
+	ws := tb.wsDial(t)
+	ws.send(msg{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{"websocket"}, "id": "1"})
+	hs := find(ws.recvUntil(5*time.Second, func(ms []msg) bool { return find(ms, "/meta/handshake") != nil }), "/meta/handshake")
+	sid, _ := hs["clientId"].(string)
+	ws.send(msg{"channel": "/meta/subscribe", "clientId": sid, "subscription": ch, "id": "2"},
+		msg{"channel": "/meta/connect", "clientId": sid, "connectionType": "websocket", "id": "3"})
+	if r := find(ws.recvUntil(5*time.Second, func(ms []msg) bool { return find(ms, "/meta/subscribe") != nil }), "/meta/subscribe"); r["successful"] != true {
+		t.Fatalf("subscribe: %v", r)
+	}
+
+	pub := tb.handshake(t, nil)
+	res := post(t, nil, tb.url, "[{\"channel\":\""+ch+"\",\"clientId\":\""+pub+"\",\"data\":\"a\xffb\",\"id\":\"bad\"}]")
+	if len(res.Msgs) != 1 || res.Msgs[0]["successful"] != false || !strings.HasPrefix(fmt.Sprint(res.Msgs[0]["error"]), "400") {
+		t.Fatalf("publish of invalid UTF-8: %d %s, want a 400 reply", res.Status, res.Body)
+	}
+	tb.publish(t, pub, ch, "valid")
+
+	// The first delivery on ch is the valid one; connects are renewed as
+	// the client would.
+	var first msg
+	ws.recvUntil(10*time.Second, func(ms []msg) bool {
+		for _, m := range ms {
+			if m["channel"] == ch && first == nil {
+				first = m
+			}
+		}
+		if first == nil && len(ms) > 0 && find(ms[len(ms)-1:], "/meta/connect") != nil {
+			ws.send(msg{"channel": "/meta/connect", "clientId": sid, "connectionType": "websocket"})
+		}
+		return first != nil
+	})
+	if first["data"] != "valid" {
+		t.Fatalf("first delivery to the websocket subscriber: %v, want the valid publication", first)
+	}
 }

@@ -422,7 +422,19 @@ func (b *Broker) connect(ctx context.Context, req *request, s *Session, m *proto
 	if m.Advice != nil && m.Advice.Timeout != nil {
 		timeout = min(max(time.Duration(*m.Advice.Timeout)*time.Millisecond, 0), b.cfg.MaxTimeout)
 	}
-	r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: b.ms(b.cfg.Interval), Timeout: b.ms(timeout)}
+	// The advice is for the connects to come. One that asked for an
+	// immediate answer (timeout 0: CometD's first connect, Faye's connect
+	// batched with other messages) is advised the configured timeout, as
+	// CometD's and Faye's servers do: clients time their next connect by
+	// it (Faye gives up after 1.2 × advice.timeout, 6 s when it is 0) and
+	// one that gives up on a held connect closes its websocket or aborts
+	// its request, losing deliveries on their way (a silent gap for a
+	// plain session).
+	advised := timeout
+	if advised == 0 {
+		advised = b.cfg.Timeout
+	}
+	r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: b.ms(b.cfg.Interval), Timeout: b.ms(advised)}
 	if b.adoptionGap(s) {
 		r.Fail(errAdoptedGap)
 		r.Advice = &protocol.Advice{Reconnect: protocol.ReconnectHandshake, Interval: protocol.Int64(0)}
