@@ -74,6 +74,7 @@ func (b *Broker) adopt(ctx context.Context, st *SessionState) (*Session, error) 
 	empty := map[string]struct{}{}
 	s.subs.Store(&empty)
 	s.replay.Store(st.Replay)
+	s.seq.Resume(st.Seen, st.Base36)
 	s.ack = st.reliable()
 	s.implicit = st.Replay && !st.Ack
 	for _, bs := range st.Batches {

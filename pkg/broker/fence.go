@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"math"
 	"time"
 )
 
@@ -68,14 +69,41 @@ func (b *Broker) installFence(st SessionStore) {
 // same clientId, which replays from the record what it has not
 // acknowledged. The sessions that stay get their time back: the clients
 // could not reach this node while it was away.
+//
+// The websockets that carried those sessions here move no session here any
+// more (handover.go): their client most likely gave up on them during the
+// stall, and frames it sent before (still unread in the socket) would
+// otherwise pull the session back from the node the client uses now.
+// Their frames are forwarded to the owner, which answers a stale connect
+// empty (sequencer.Stale).
 func (b *Broker) regained(moved []string) {
+	gone := make(map[*Session]struct{}, len(moved))
 	for _, id := range moved {
 		if s, ok := b.Session(id); ok {
-			b.log.Info("session taken over by another node while this node lacked its lease", "session", id)
-			b.removeSession(s, errMoved)
+			gone[s] = struct{}{}
 		}
+	}
+	if len(gone) > 0 {
+		b.pinMoves(gone)
+	}
+	for s := range gone {
+		b.log.Info("session taken over by another node while this node lacked its lease", "session", s.id)
+		b.removeSession(s, errMoved)
 	}
 	for _, s := range b.sessions.snapshot() {
 		s.touch()
+	}
+}
+
+// pinMoves stops the websockets that carry one of sessions from moving
+// any session to this node, for as long as they live.
+func (b *Broker) pinMoves(sessions map[*Session]struct{}) {
+	for _, c := range b.conns.webSockets() {
+		c.mu.Lock()
+		_, pin := sessions[c.session]
+		c.mu.Unlock()
+		if pin {
+			c.move.next.Store(math.MaxInt64)
+		}
 	}
 }

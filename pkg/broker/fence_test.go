@@ -166,3 +166,38 @@ func TestStaleConnectTakesNothing(t *testing.T) {
 		t.Fatalf("connect 13: %v, want [2]", got)
 	}
 }
+
+// TestStaleConnectAfterAdoption: the node that adopts a session knows the
+// highest message id its previous owner processed (SessionState.Seen), so
+// a /meta/connect sent before the move that reaches the adopter after it
+// (it sat in a socket to a node that was frozen, then moved the session to
+// that node by a hand-over) is answered empty there too, and takes no
+// batch that the client's next connect would acknowledge.
+func TestStaleConnectAfterAdoption(t *testing.T) {
+	const ch = "/s"
+	pr := startPair(t, engine.MemoryConfig{})
+	a, b := pr.a.peer, pr.b.peer
+	pub := openX(t, a, nil)
+	id := pr.subscribedOnA(t, Msg{"replay": true}, false, ch)
+	connect := func(p *bayeuxtest.Peer, msgID string) ([]int, Msg) {
+		t.Helper()
+		d, r := bayeuxtest.Split(p.Post(Msg{"id": msgID, "channel": "/meta/connect", "clientId": id, "connectionType": "long-polling", "advice": Msg{"timeout": 0}}))
+		if len(r) != 1 {
+			t.Fatalf("connect %s replies: %v", msgID, r)
+		}
+		return ns(deliveriesOf(t, d)), r[0]
+	}
+	publishX(t, a, pub, ch, 1)
+	if got, _ := connect(a, "12"); !slices.Equal(got, []int{1}) {
+		t.Fatalf("connect 12 on A: %v, want [1]", got)
+	}
+	publishX(t, a, pub, ch, 2)
+	pr.killA()
+	publishX(t, b, openX(t, b, nil), ch, 3)
+	if got, r := connect(b, "11"); len(got) != 0 || r["successful"] != true {
+		t.Fatalf("stale connect 11 on the adopter: %v (%v), want nothing, successful", got, r)
+	}
+	if got, _ := connect(b, "13"); !slices.Contains(got, 2) || !slices.Contains(got, 3) {
+		t.Fatalf("connect 13 on the adopter: %v, want 2 and 3 among them", got)
+	}
+}

@@ -208,6 +208,13 @@ func (q *sequencer) Await(ctx context.Context, id []byte, deadline, arrivedDeadl
 		q.mu.Unlock()
 		return 0, false, false
 	}
+	if q.next == 0 && !switched && n < q.high {
+		// Sent before an id the session processed elsewhere (it moved
+		// here since): it must not become where ordering starts, or the
+		// next id would wait for the ones the other node processed.
+		q.mu.Unlock()
+		return 0, false, false
+	}
 	if q.next == 0 || switched || n > q.next+maxGap {
 		q.resetLocked(n) // a first id, or one too far ahead to be in flight
 	}
@@ -293,6 +300,31 @@ func (q *sequencer) Done(n uint64) {
 		q.next++
 	}
 	q.wakeLocked()
+}
+
+// Mark returns what Stale knows of the client's counter: the highest id
+// processed (0: none) and whether ids are read in base 36. It is kept in
+// the session's record (SessionState.Seen) so that the node that adopts
+// the session knows it too (Resume).
+func (q *sequencer) Mark() (high uint64, base36 bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.high, q.base36
+}
+
+// Resume gives an adopted session's sequencer what Stale knew on the node
+// the session came from (Mark): a message sent before the session moved
+// that reaches this node afterwards (it sat in a node that was frozen, or
+// in a socket its client gave up on) is stale here too. Ordering still
+// starts from the first id that is not stale (Await).
+func (q *sequencer) Resume(high uint64, base36 bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if high <= q.high {
+		return
+	}
+	q.high, q.base36 = high, base36
+	q.long = q.long || (!base36 && high > 9)
 }
 
 // Stale records that the message numbered id is being processed and

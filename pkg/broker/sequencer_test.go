@@ -488,3 +488,55 @@ func TestSequencerStale(t *testing.T) {
 		})
 	}
 }
+
+// TestSequencerResume: an adopted session's sequencer, given what the
+// previous owner's knew (Mark, Resume), finds the ids below it stale; a
+// stale first id does not become where ordering starts, so the next id
+// does not wait for the ones the previous owner processed.
+func TestSequencerResume(t *testing.T) {
+	tests := []struct {
+		name   string
+		high   uint64
+		base36 bool
+		ids    []string
+		want   []bool
+	}{
+		{"nothing known", 0, false, []string{`"5"`, `"6"`}, []bool{false, false}},
+		{"late connect", 13, false, []string{`"11"`, `"13"`, `"14"`}, []bool{true, false, false}},
+		{"Faye base 36", 36, true, []string{`"z"`, `"10"`, `"11"`}, []bool{true, false, false}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var from sequencer
+			from.Resume(tc.high, tc.base36)
+			var q sequencer
+			q.Resume(from.Mark())
+			for i, id := range tc.ids {
+				if got := q.Stale([]byte(id)); got != tc.want[i] {
+					t.Errorf("id %s: stale %v, want %v", id, got, tc.want[i])
+				}
+			}
+		})
+	}
+
+	var q sequencer
+	q.Resume(13, false)
+	ctx := context.Background()
+	now := time.Now()
+	if _, ordered, _ := q.Await(ctx, []byte(`"11"`), now.Add(time.Hour), now.Add(time.Hour)); ordered {
+		t.Error("stale id 11 ordered: ordering would start below the ids processed elsewhere")
+	}
+	q.Stale([]byte(`"11"`))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n, _, _ := q.Await(ctx, []byte(`"15"`), time.Now().Add(time.Hour), time.Now().Add(time.Hour))
+		q.Done(n)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		q.Stop()
+		t.Fatal("id 15 waited for ids the previous owner processed")
+	}
+}

@@ -162,12 +162,14 @@ func (s *Session) retractBatch() {
 // more is delivered).
 func (s *Session) snapshot(withPositions bool) *SessionState {
 	subs := s.Subscriptions()
+	seen, base36 := s.seq.Mark()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := &SessionState{
 		ID: s.id, BrowserID: s.browserID, Transport: s.transport, Subs: subs,
 		Ack: s.ack && !s.implicit, Replay: s.replay.Load(), LastBatch: s.lastBatch,
 		Durable: maps.Clone(s.durable), SameIDRetry: s.sameIDRetry, Exact: withPositions,
+		Seen: seen, Base36: base36,
 	}
 	if s.ack || withPositions {
 		st.Acked = maps.Clone(s.acked)

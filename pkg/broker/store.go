@@ -81,6 +81,14 @@ type SessionState struct {
 	// without it is a live owner's: a plain session's positions are not in
 	// it, so its adopter cannot know what the client missed.
 	Exact bool `json:"x,omitempty"`
+	// Seen is the highest message id (the client's counter, read in base
+	// 36 if Base36) the session processed, 0 if none or unknown. The
+	// adopter answers a /meta/connect with a lower id as a stale one
+	// (sequencer.Stale): sent before the session moved, it arrives after
+	// (a socket to a node that was frozen), and would take a batch into a
+	// reply the client no longer reads.
+	Seen   uint64 `json:"m,omitempty"`
+	Base36 bool   `json:"n,omitempty"`
 }
 
 // BatchState is one delivered batch: its id, the connect that carried it
