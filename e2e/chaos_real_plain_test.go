@@ -52,7 +52,11 @@ import (
 // The advice of such a connect is now the configured timeout.
 func TestChaosRealPlainAdoption(t *testing.T) {
 	start := time.Now()
-	env := &chaosEnv{c: testproc.StartCluster(t, 3, chaosNodeArgs...)}
+	// Without the websocket hand-over: the subject is the adoption of
+	// sessions their dead owner made, and with it a websocket session
+	// follows its socket to whichever node the balancer gave it, so the
+	// kill would miss the websocket clients.
+	env := &chaosEnv{c: testproc.StartCluster(t, 3, append([]string{"--handover-hold", "0"}, chaosNodeArgs...)...)}
 	r := startPlainPublishers(t, env.c)
 	rc := startRealClients(t, env.c, r.channels, "CHAOS_PLAIN=1", "CHAOS_JSFORCE=0",
 		"CHAOS_COMETD_PER_TRANSPORT=2", "CHAOS_FAYE_PER_TRANSPORT=4")

@@ -52,7 +52,10 @@ func TestChaosStall(t *testing.T) {
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			start := time.Now()
-			c := testproc.StartClusterOn(t, testproc.StartRedisDurable(t), 3, chaosNodeArgs...)
+			// With the websocket hand-over on: a resumed node must not
+			// pull back, through its old websockets, sessions adopted
+			// while it was frozen (docs/architecture.md §12).
+			c := testproc.StartClusterOn(t, testproc.StartRedisDurable(t), 3, append([]string{"--handover-hold", "2s"}, chaosNodeArgs...)...)
 			r := startChaosWith(t, "stall-"+sc.name, c, stallOptions)
 			faultStart := time.Now()
 			if err := sc.fault(t, c); err != nil {
