@@ -36,7 +36,7 @@ for round in $(seq "$ROUNDS"); do
   for tr in websocket long-polling; do
     out=$work/$tr-$round.json
     "$work/bench" --url "$url" --transport "$tr" --scenario fanout --subscribers 1 --disable-ack \
-      --inflight "$INFLIGHT" --rate 0 --duration "$DURATION" --warmup 1s --out "$out" >/dev/null
+      --inflight "$INFLIGHT" --rate 0 --duration "$DURATION" --warmup 1s --out "$out" >/dev/null 2>"$work/$tr-$round.log"
     jq -r --arg r "$round" '"round \($r) \(.transport): \(.publishes_per_sec|floor) acknowledged publishes/s, lost \(.lost) dup \(.duplicated) ooo \(.out_of_order) errors \(.publish_errors), p99 \(.latency_ms.p99) ms"' "$out"
   done
 done
