@@ -48,7 +48,7 @@ func TestChaosHandOver(t *testing.T) {
 				p.MustSucceed(bayeuxtest.Msg{"channel": "/meta/subscribe", "clientId": id, "subscription": ch})
 				subs[i] = &hoClient{t: t, id: id}
 			}
-			pub := startChaosSeqPublisher(t, c.URL(), ch, 5*time.Millisecond)
+			pub := startSeqPublisher(t, c.URL(), ch, 5*time.Millisecond, false)
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
 			errs := make(chan error, n)
@@ -172,62 +172,6 @@ func (h *hoClient) compare(acked []int) (lost, dup, reord int) {
 		}
 	}
 	return lost, dup, reord
-}
-
-// chaosSeqPublisher publishes {"seq": n} every interval through url,
-// handshaking again when its session is lost; a publish that fails is not
-// retried (it was not acknowledged).
-type chaosSeqPublisher struct {
-	mu    sync.Mutex
-	acked []int
-	quit  chan struct{}
-	done  chan struct{}
-}
-
-func startChaosSeqPublisher(t *testing.T, url, ch string, every time.Duration) *chaosSeqPublisher {
-	p := &bayeuxtest.Peer{T: t, URL: url}
-	id := p.Handshake(nil)
-	sp := &chaosSeqPublisher{quit: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(sp.done)
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for n := 0; ; n++ {
-			select {
-			case <-sp.quit:
-				return
-			case <-tick.C:
-			}
-			r, err := p.TryPost(bayeuxtest.Msg{"channel": ch, "clientId": id, "data": msg{"seq": n}})
-			switch {
-			case err == nil && len(r) == 1 && r[0]["successful"] == true:
-				sp.mu.Lock()
-				sp.acked = append(sp.acked, n)
-				sp.mu.Unlock()
-			case err == nil && len(r) == 1 && fmt.Sprint(r[0]["error"]) != "" && isUnknownClient(r[0]):
-				hs, herr := p.TryPost(bayeuxtest.Msg{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{"long-polling"}})
-				if herr == nil && len(hs) == 1 && hs[0]["successful"] == true {
-					id = hs[0]["clientId"].(string)
-				}
-			}
-		}
-	}()
-	return sp
-}
-
-// isUnknownClient: a 402 reply (the publisher's session died with its node).
-func isUnknownClient(r bayeuxtest.Msg) bool {
-	e, _ := r["error"].(string)
-	return len(e) >= 3 && e[:3] == "402"
-}
-
-// stop ends publishing and returns the acknowledged sequence numbers.
-func (sp *chaosSeqPublisher) stop() []int {
-	close(sp.quit)
-	<-sp.done
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	return slices.Clone(sp.acked)
 }
 
 func (h *hoClient) received() []int {

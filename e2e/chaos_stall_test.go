@@ -137,19 +137,7 @@ func stallPartition(t *testing.T, c *testproc.Cluster) error {
 		t.Fatalf("gossip fault injection unavailable: %v", err)
 	}
 	isolated := time.Now()
-	err := pollUntil(stallFor, func() error {
-		for i, n := range c.Nodes {
-			want := 2
-			if n == victim {
-				want = 1
-			}
-			if got, err := membersOf(n); err != nil || got != want {
-				return fmt.Errorf("node %d sees %d members (%v), want %d", i, got, err, want)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := awaitIsolated(c, victim, stallFor); err != nil {
 		t.Errorf("isolation did not take effect: %v", err)
 	}
 	t.Logf("isolated node seen dead (and seeing the others dead) after %v", time.Since(isolated).Round(time.Millisecond))

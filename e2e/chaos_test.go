@@ -165,6 +165,23 @@ func chaosRedisLink(t *testing.T, env *chaosEnv) error {
 	return backplaneAll([]*testproc.Node{victim}, false, 2*time.Second)
 }
 
+// awaitIsolated waits (up to d) until victim sees only itself and every
+// other node of c sees the others but not victim: a gossip partition.
+func awaitIsolated(c *testproc.Cluster, victim *testproc.Node, d time.Duration) error {
+	return pollUntil(d, func() error {
+		for i, n := range c.Nodes {
+			want := len(c.Nodes) - 1
+			if n == victim {
+				want = 1
+			}
+			if got, err := membersOf(n); err != nil || got != want {
+				return fmt.Errorf("node %d sees %d members (%v), want %d", i, got, err, want)
+			}
+		}
+		return nil
+	})
+}
+
 // chaosGossipIsolate: cut node 1 off gossip for 3s (debug API) while its
 // HTTP, gRPC and Redis links stay up, then restore it.
 func chaosGossipIsolate(t *testing.T, env *chaosEnv) error {
@@ -175,19 +192,7 @@ func chaosGossipIsolate(t *testing.T, env *chaosEnv) error {
 		t.Fatalf("gossip fault injection unavailable (cmd/node must register it with --debug-api): %v", err)
 	}
 	isolated := time.Now()
-	err := pollUntil(10*time.Second, func() error {
-		for i, n := range env.c.Nodes {
-			want := 2
-			if n == victim {
-				want = 1
-			}
-			if got, err := membersOf(n); err != nil || got != want {
-				return fmt.Errorf("node %d sees %d members (%v), want %d", i, got, err, want)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := awaitIsolated(env.c, victim, 10*time.Second); err != nil {
 		t.Fatalf("isolation did not take effect: %v", err)
 	}
 	t.Logf("isolated node seen dead (and seeing the others dead) after %v", time.Since(isolated).Round(time.Millisecond))

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,7 +57,7 @@ func TestHandOver(t *testing.T) {
 		t.Fatalf("owner %q after the first move, want node 1 (%s)", o, c.Nodes[1].Tag)
 	}
 
-	pub := startSeqPublisher(t, c.Nodes[2].URL, ch, 5*time.Millisecond)
+	pub := startSeqPublisher(t, c.Nodes[2].URL, ch, 5*time.Millisecond, true)
 	steps := []struct {
 		node  int
 		pause time.Duration // before the step
@@ -75,7 +74,7 @@ func TestHandOver(t *testing.T) {
 			t.Fatalf("step %d (websocket on node %d): owner %q, want node %d (%s)", i, st.node, o, st.owner, c.Nodes[st.owner].Tag)
 		}
 	}
-	acked := pub.stop()
+	acked := len(pub.stop())
 	// The rest arrives on node 1.
 	bayeuxtest.Eventually(t, 10*time.Second, func() error {
 		h.run(c.Nodes[1].URL, 300*time.Millisecond)
@@ -220,14 +219,18 @@ func (h *hoClient) check(acked int) {
 }
 
 // seqPublisher publishes {"seq": n} on one channel, n = 0, 1, ..., every
-// interval, over long-polling to one node.
+// interval, over long-polling through url. Strict, a publish that is not
+// acknowledged fails the test and ends publishing; otherwise it is
+// skipped (not acknowledged, not retried), and a session lost with its
+// node (402) is replaced by a new handshake.
 type seqPublisher struct {
-	acked atomic.Int64
+	mu    sync.Mutex
+	acked []int
 	quit  chan struct{}
 	done  chan struct{}
 }
 
-func startSeqPublisher(t *testing.T, url, ch string, every time.Duration) *seqPublisher {
+func startSeqPublisher(t *testing.T, url, ch string, every time.Duration, strict bool) *seqPublisher {
 	p := &bayeuxtest.Peer{T: t, URL: url}
 	id := p.Handshake(nil)
 	sp := &seqPublisher{quit: make(chan struct{}), done: make(chan struct{})}
@@ -242,21 +245,38 @@ func startSeqPublisher(t *testing.T, url, ch string, every time.Duration) *seqPu
 			case <-tick.C:
 			}
 			r, err := p.TryPost(bayeuxtest.Msg{"channel": ch, "clientId": id, "data": msg{"seq": n}})
-			if err != nil || len(r) != 1 || r[0]["successful"] != true {
+			switch {
+			case err == nil && len(r) == 1 && r[0]["successful"] == true:
+				sp.mu.Lock()
+				sp.acked = append(sp.acked, n)
+				sp.mu.Unlock()
+			case strict:
 				t.Errorf("publish %d: %v %v", n, r, err)
 				return
+			case err == nil && len(r) == 1 && isUnknownClient(r[0]):
+				hs, herr := p.TryPost(bayeuxtest.Msg{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": []string{"long-polling"}})
+				if herr == nil && len(hs) == 1 && hs[0]["successful"] == true {
+					id = hs[0]["clientId"].(string)
+				}
 			}
-			sp.acked.Store(int64(n + 1))
 		}
 	}()
 	return sp
 }
 
-// stop ends publishing and returns the number of acknowledged publishes.
-func (sp *seqPublisher) stop() int {
+// isUnknownClient: a 402 reply (the publisher's session died with its node).
+func isUnknownClient(r bayeuxtest.Msg) bool {
+	e, _ := r["error"].(string)
+	return strings.HasPrefix(e, "402")
+}
+
+// stop ends publishing and returns the acknowledged sequence numbers.
+func (sp *seqPublisher) stop() []int {
 	close(sp.quit)
 	<-sp.done
-	return int(sp.acked.Load())
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return slices.Clone(sp.acked)
 }
 
 // redisMonitor is redis-cli MONITOR running in the background.
