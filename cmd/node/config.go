@@ -131,7 +131,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.Retention, "retention", "", "history per channel pattern, overriding --history-size/--history-ttl: pattern=size:ttl,... (e.g. /chat/**=500:10m,/quotes/*=100:30s)")
 	fs.DurationVar(&c.SessionTTL, "session-ttl", 0, "how long a session record outlives its owner, for adoption (cluster mode; default 3 x max-interval)")
 	fs.StringVar(&c.AdviceHosts, "advice-hosts", "", "comma-separated host:port list advised (advice.hosts) to clients moved off a draining node")
-	fs.DurationVar(&c.HandOverHold, "handover-hold", 0, "if positive, a session whose websocket reaches a node that does not own it moves there unless it moved less than this ago; 0 (the default) disables the hand-over (frames are forwarded to the owner)")
+	fs.DurationVar(&c.HandOverHold, "handover-hold", 2*time.Second, "a session whose websocket reaches a node that does not own it moves there unless it moved less than this ago (a websocket asks at most once per this); 0 disables the hand-over (frames are forwarded to the owner)")
 	fs.DurationVar(&c.DrainJitter, "drain-jitter", 2*time.Second, "upper bound of the random reconnect interval advised when a draining node moves its clients")
 	fs.DurationVar(&c.ReorderWindow, "reorder-window", 2*time.Second, "how long a message waits for the ones its client numbered before it, sent on concurrent requests (negative: no reordering)")
 	fs.DurationVar(&c.PeerLossGrace, "peer-loss-grace", time.Minute, "added to --max-interval for sessions whose clients go quiet around the loss of a peer (negative: none)")
@@ -297,7 +297,7 @@ func splitList(s string) []string {
 }
 
 // handOverHold maps the flag (0 disables) to broker.Config.HandOverHold
-// (negative disables, 0 is the default).
+// (negative disables).
 func handOverHold(d time.Duration) time.Duration {
 	if d <= 0 {
 		return -1

@@ -70,6 +70,11 @@ func (b *Broker) moveHere(ctx context.Context, gate *moveGate, rt Route, clientI
 		// Moved, failed (it may have moved), or the node asked (the
 		// creator) does not hold the session: the record says.
 		next, rerr := b.router.Resolve(ctx, clientID, 1)
+		if rerr == nil && err == nil && !moved && next == (Route{}) {
+			// No record: the session ended (its creator may hold its
+			// tombstone, and answers from it).
+			return rt, nil
+		}
 		if rerr != nil || moved || err != nil || next.Node == "" || next.Node == asked {
 			if moved {
 				b.log.Info("session handed over to this node", "session", clientID, "from", asked, "took", time.Since(now))

@@ -237,20 +237,26 @@ func (s *Service) Disconnect(ctx context.Context, req DisconnectRequest) (Discon
 		return DisconnectResult{}, fmt.Errorf("%w: give exactly one of clientId and user", ErrInvalid)
 	}
 	er := endRequest{ClientID: req.ClientID, User: req.User, Reconnect: req.Reconnect == nil || *req.Reconnect}
-	out := DisconnectResult{Disconnected: s.endLocal(er)}
 	body, _ := json.Marshal(er)
-	answers, unreachable := s.fanOut(ctx, callEnd, body)
-	for _, a := range answers {
-		var ids []string
-		if err := json.Unmarshal(a, &ids); err == nil {
-			out.Disconnected = append(out.Disconnected, ids...)
+	var out DisconnectResult
+	for try := 0; ; try++ {
+		out = DisconnectResult{Disconnected: s.endLocal(er)}
+		answers, unreachable := s.fanOut(ctx, callEnd, body)
+		for _, a := range answers {
+			var ids []string
+			if err := json.Unmarshal(a, &ids); err == nil {
+				out.Disconnected = append(out.Disconnected, ids...)
+			}
+		}
+		out.Unreachable = unreachable
+		if len(out.Disconnected) > 0 || len(unreachable) > 0 || req.ClientID == "" || !s.awaitTransit(ctx, try) {
+			break
 		}
 	}
-	out.Unreachable = unreachable
 	slices.Sort(out.Disconnected)
 	s.log.Info("server API: disconnect", "clientId", req.ClientID, "user", req.User,
-		"reconnect", er.Reconnect, "ended", out.Disconnected, "unreachable", unreachable)
-	if len(out.Disconnected) == 0 && len(unreachable) == 0 {
+		"reconnect", er.Reconnect, "ended", out.Disconnected, "unreachable", out.Unreachable)
+	if len(out.Disconnected) == 0 && len(out.Unreachable) == 0 {
 		return out, fmt.Errorf("%w: no session of clientId %q user %q", errNotFound, req.ClientID, req.User)
 	}
 	return out, nil
@@ -283,8 +289,8 @@ func (s *Service) Unsubscribe(ctx context.Context, req UnsubscribeRequest) (Unsu
 		return UnsubscribeResult{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	var unreachable []string
-	if !done {
-		body, _ := json.Marshal(req)
+	body, _ := json.Marshal(req)
+	for try := 0; !done; try++ {
 		var answers [][]byte
 		answers, unreachable = s.fanOut(ctx, callUnsubscribe, body)
 		for _, a := range answers {
@@ -292,6 +298,12 @@ func (s *Service) Unsubscribe(ctx context.Context, req UnsubscribeRequest) (Unsu
 			if json.Unmarshal(a, &ok) == nil && ok {
 				done = true
 			}
+		}
+		if done || len(unreachable) > 0 || !s.awaitTransit(ctx, try) {
+			break
+		}
+		if done, err = s.ctl.Unsubscribe(ctx, req.ClientID, req.Channel); err != nil {
+			return UnsubscribeResult{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 	}
 	s.log.Info("server API: unsubscribe", "clientId", req.ClientID, "channel", req.Channel,
@@ -319,6 +331,36 @@ func (s *Service) Nodes(ctx context.Context) (NodesResult, error) {
 	out.Unreachable = unreachable
 	slices.SortFunc(out.Nodes, func(a, b NodeInfo) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
+}
+
+// transitRetries and transitPause pace a clientId-targeted call
+// (disconnect, unsubscribe) that found its session on no node: it asks
+// every node again after 50, 100, 200 and 400 ms. A session moving between
+// nodes (the hand-over to its websocket's node, docs/architecture.md
+// section 12) is held by neither for one Redis compare-and-set and one
+// claim, a few milliseconds; these pauses (0.75 s in all) cover that many
+// times over, and are what a clientId that no node holds costs before
+// its 404.
+const (
+	transitRetries = 4
+	transitPause   = 50 * time.Millisecond
+)
+
+// awaitTransit waits before the retry after try (0-based) of a call that
+// found its session nowhere. It reports false when there is no retry:
+// a single node (nothing moves), the retries are used up, or ctx ended.
+func (s *Service) awaitTransit(ctx context.Context, try int) bool {
+	if s.peers == nil || try >= transitRetries {
+		return false
+	}
+	t := time.NewTimer(transitPause << try)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // fanOut calls method on every other live node in parallel and returns the
