@@ -102,13 +102,18 @@ start_nginx() {
   echo "nginx did not start: $(tail -3 "$n/error.log" "$n/stdout")" >&2; exit 1
 }
 
+# The server API off (a build from before it had no --api-listen: set
+# api_flags=() for it).
+api_flags=(--api-listen=)
+
 # Our node with the limits a benchmark would trip (one client address,
 # thousands of sessions, unthrottled publishers) turned off.
 node_flags=(--publish-rate -1 --max-sessions-per-ip -1 --max-held-per-ip -1 --max-sessions-per-browser -1
   --demo=false --pprof --log-level warn)
 
 # start_cluster NAME COUNT REDIS_URL [LAUNCHER...]: COUNT of our nodes
-# ($work/node, GOMAXPROCS=$CLUSTER_GOMAXPROCS) on Redis, joined by gossip,
+# ($node_bin if set, else $work/node; GOMAXPROCS=$CLUSTER_GOMAXPROCS;
+# extra flags api_flags, by default the server API off) on Redis, joined by gossip,
 # each started through LAUNCHER (a command that gets the node's index and
 # then the command line; none: run directly); waits until every node sees
 # COUNT members. Sets cluster_pids (array), cluster_bases (array of
@@ -121,8 +126,8 @@ start_cluster() {
   for i in $(seq "$count"); do
     local launch=()
     [ $# -gt 0 ] && launch=("$@" "$i")
-    "${launch[@]}" env ${NODE_GOGC:+GOGC=$NODE_GOGC} ${CLUSTER_GOMAXPROCS:+GOMAXPROCS=$CLUSTER_GOMAXPROCS} "$work/node" \
-      --listen 127.0.0.1:0 --api-listen= --redis "$rurl" --gossip-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 \
+    "${launch[@]}" env ${NODE_GOGC:+GOGC=$NODE_GOGC} ${CLUSTER_GOMAXPROCS:+GOMAXPROCS=$CLUSTER_GOMAXPROCS} "${node_bin:-$work/node}" \
+      --listen 127.0.0.1:0 "${api_flags[@]}" --redis "$rurl" --gossip-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 \
       "${join[@]}" "${node_flags[@]}" >"$work/$name$i.out" 2>"$work/$name$i.err" &
     pids+=($!); cluster_pids+=($!)
     u=$(wait_line "$work/$name$i.out" "bayeux node serving ")

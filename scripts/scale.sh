@@ -15,6 +15,7 @@
 #   NODES="1 2" TRANSPORTS=websocket SERVERS=ours scripts/scale.sh
 #   QUOTA=0.5 scripts/scale.sh                     # cores per node
 #   COMPARE=1 scripts/scale.sh                     # then scripts/compare.sh's cluster rows
+#   BASELINE=fb14693 scripts/scale.sh              # also our nodes built from that commit ("base"), A/B in one run
 #
 # Needs root (cgroups), redis-server, nginx, node (Faye) and Go. Cgroup v2
 # (cpu.max) or v1 (cpu.cfs_quota_us) is detected. Every process and cgroup
@@ -28,7 +29,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${NODES:-1 2 4}
 TRANSPORTS=${TRANSPORTS:-websocket long-polling}
-SERVERS=${SERVERS:-ours faye}
+BASELINE=${BASELINE:-}
+SERVERS=${SERVERS:-ours ${BASELINE:+base }faye}
 QUOTA=${QUOTA:-0.2}
 SUBSCRIBERS=${SUBSCRIBERS:-400}
 CHANNELS=${CHANNELS:-20}
@@ -42,7 +44,8 @@ CLUSTER_GOMAXPROCS=${CLUSTER_GOMAXPROCS:-1}
 COMPARE=${COMPARE:-0}
 
 [ "$(id -u)" = 0 ] || { echo "scale.sh needs root for cgroup CPU quotas" >&2; exit 2; }
-for s in $SERVERS; do [[ $s == ours || $s == faye ]] || { echo "unknown server $s (ours, faye)" >&2; exit 2; }; done
+for s in $SERVERS; do [[ $s == ours || $s == faye || $s == base ]] || { echo "unknown server $s (ours, base, faye)" >&2; exit 2; }; done
+[[ " $SERVERS " != *" base "* || -n $BASELINE ]] || { echo "server base needs BASELINE=<commit>" >&2; exit 2; }
 for t in $TRANSPORTS; do [[ $t == websocket || $t == long-polling ]] || { echo "unknown transport $t" >&2; exit 2; }; done
 
 work=$(mktemp -d)
@@ -113,7 +116,7 @@ cleanup() {
     for _ in $(seq 50); do rmdir "$cg" 2>/dev/null && break; sleep 0.1; done
     [ -d "$cg" ] && echo "could not remove cgroup $cg" >&2
   done
-  rm -f "$work/node" "$work/bench"
+  rm -rf "$work/node" "$work/bench" "$work/node-base" "$work/base-src"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -126,6 +129,12 @@ echo "cgroup v$cg_ver at $cg_root; $QUOTA core per node; load average $(cut -d' 
 [ -d interop/node_modules/faye-redis ] || (cd interop && npm ci --no-audit --no-fund --loglevel=error)
 go build -o "$work/node" ./cmd/node
 go build -o "$work/bench" ./cmd/bench
+if [ -n "$BASELINE" ]; then # the baseline's node, built from its tree (the tool stays this build's)
+  mkdir "$work/base-src"
+  git archive "$BASELINE" | tar -x -C "$work/base-src"
+  (cd "$work/base-src" && go build -o "$work/node-base" ./cmd/node)
+  echo "baseline: $(git rev-parse --short "$BASELINE") ($(git log -1 --format=%cs "$BASELINE"))" >&2
+fi
 
 # start SERVER COUNT: Redis, COUNT nodes each in its cgroup, nginx; sets
 # url, srv_pids (comma list) and aux_pids.
@@ -135,6 +144,10 @@ start() {
   for i in $(seq "$count"); do cg_make "$server$count-$i" >/dev/null; done
   if [ "$server" = ours ]; then
     start_cluster "ours$count-" "$count" "redis://127.0.0.1:$redis_port" "$work/in-cgroup" "$cgs/$server$count"
+  elif [ "$server" = base ]; then # its flags: those of bench-lib.sh the baseline has
+    node_bin=$work/node-base api_flags=()
+    start_cluster "base$count-" "$count" "redis://127.0.0.1:$redis_port" "$work/in-cgroup" "$cgs/$server$count"
+    node_bin="" api_flags=(--api-listen=)
   else
     cluster_pids=() cluster_backends=()
     for i in $(seq "$count"); do

@@ -178,14 +178,16 @@ func (l *Lease) Run(ctx context.Context) {
 }
 
 // step renews the lease once, or takes it again if it lapsed.
-func (l *Lease) step(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, l.ttl)
+func (l *Lease) step(parent context.Context) {
+	ctx, cancel := context.WithTimeout(parent, l.ttl)
 	defer cancel()
 	st := l.st.Load()
 	sent := l.now()
 	if st.gen > 0 && sent < st.deadline {
 		ok, err := l.renew.Run(ctx, l.client, []string{l.key}, st.gen, l.ttl.Milliseconds()).Int()
 		switch {
+		case err != nil && parent.Err() != nil:
+			return // Run is stopping (the node shuts down): not a failure
 		case err != nil:
 			l.warn("lease not renewed", "err", err, "left", (st.deadline - l.now()).String())
 			return
@@ -198,7 +200,7 @@ func (l *Lease) step(ctx context.Context) {
 	if st.gen > 0 {
 		l.lapse(st.gen)
 	}
-	if err := l.take(ctx, st.gen+1); err != nil {
+	if err := l.take(ctx, st.gen+1); err != nil && parent.Err() == nil {
 		l.warn("lease not taken", "generation", st.gen+1, "err", err)
 	}
 }

@@ -1,10 +1,12 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -179,4 +181,52 @@ func TestLeaseFencing(t *testing.T) {
 	if owner, _, _ := e.rawRecord(a, "moved"); owner != "bbbbbb.1" {
 		t.Errorf("delete by the old owner touched the peer's record: owner = %q", owner)
 	}
+}
+
+// TestLeaseStopIsQuiet: stopping the renewals (the node shuts down) is
+// not a failure and logs no warning. The link to Redis is slow (150 ms
+// each way): a renewal outlasts the renewal interval, so that it is in
+// flight when Run's context ends and the next tick is already due when it
+// returns (Run may then start one more step with the ended context, whose
+// command fails at once).
+func TestLeaseStopIsQuiet(t *testing.T) {
+	e := newStoreEnv(t)
+	const ttl, delay = time.Second, 150 * time.Millisecond
+	proxy := testproc.StartFaultProxy(t, e.client.Options().Addr)
+	slow := redis.NewClient(&redis.Options{Addr: proxy.Addr})
+	t.Cleanup(func() { _ = slow.Close() })
+	var logged bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &logged}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	for i := range 6 {
+		l := NewLease(slow, "", "aaaaaa", ttl, ttl/4, log)
+		proxy.Delay(0) // taken over a fast link (its re-validation must fit in the TTL)
+		if err := l.Acquire(storeCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+		proxy.Delay(delay)
+		rctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); l.Run(rctx) }()
+		time.Sleep(ttl/2 + time.Duration(i)*ttl/7) // a few renewals, then stop mid-flight
+		cancel()
+		<-done
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if logged.Len() > 0 {
+		t.Fatalf("stopping the lease logged:\n%s", logged.String())
+	}
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (lw *lockedWriter) Write(p []byte) (int, error) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return lw.w.Write(p)
 }
