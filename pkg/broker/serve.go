@@ -115,23 +115,23 @@ func (b *Broker) route(ctx context.Context, msgs []*protocol.Message, hops int, 
 				return routeLocal, ""
 			}
 		}
-		rt, err := b.router.Resolve(ctx, m.ClientID, hops)
-		if err == nil && rt.Node != "" && hops == 0 && mover != nil {
+		rt, err := b.resolve(ctx, m.ClientID, hops)
+		if err == nil && rt.node != "" && hops == 0 && mover != nil {
 			rt, err = b.moveHere(ctx, mover, rt, m.ClientID)
 		}
 		switch {
 		case err != nil:
 			b.log.Warn("session route unknown", "session", m.ClientID, "err", err)
 			return routeUnavailable, ""
-		case rt.Unavailable:
+		case rt.unavailable:
 			return routeUnavailable, ""
-		case rt.Node != "":
+		case rt.node != "":
 			if hops >= maxHops {
 				return routeUnavailable, ""
 			}
-			return routeForward, rt.Node
-		case rt.Adopt != nil:
-			if _, err := b.adopt(ctx, rt.Adopt); err != nil {
+			return routeForward, rt.node
+		case rt.adopt != nil:
+			if _, err := b.adopt(ctx, rt.adopt); err != nil {
 				b.log.Warn("session adoption failed", "session", m.ClientID, "err", err)
 				return routeUnavailable, ""
 			}
