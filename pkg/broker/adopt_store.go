@@ -60,7 +60,7 @@ type SessionStore interface {
 }
 
 // HandOverStore is implemented by a SessionStore that can move a live
-// session to another node (handover.go).
+// session to another node (adopt_handover.go).
 type HandOverStore interface {
 	// Self returns the owner string this node writes now, or ErrFenced.
 	Self() (string, error)

@@ -25,7 +25,7 @@ type inbound struct {
 	// result (request.keepPending).
 	keepPending bool
 	// mover, set by a websocket, lets its session move to this node
-	// instead of being forwarded (handover.go).
+	// instead of being forwarded (adopt_handover.go).
 	mover *moveGate
 }
 
@@ -90,7 +90,7 @@ func (b *Broker) route(ctx context.Context, msgs []*protocol.Message, hops int, 
 	}
 	// A node without its lease serves no session of its own (nor makes
 	// one) until it has it again and knows which are still its own
-	// (fence.go); it still relays requests for other owners.
+	// (adopt_fence.go); it still relays requests for other owners.
 	for _, m := range msgs {
 		if m.Channel == protocol.ChannelHandshake {
 			if !b.awaitFence(ctx) {
