@@ -18,7 +18,7 @@ import (
 // what the client has not acknowledged (or received) from history, and
 // the in-band 410 when that cannot be known or found.
 
-// adopt recreates the session st (claimed for this node by the router) and
+// adopt recreates the session st (claimed for this node by resolve) and
 // subscribes it. A session with positions starts recovering: its first
 // /meta/connect replays from history what the client has not acknowledged.
 func (b *Broker) adopt(ctx context.Context, st *SessionState) (*Session, error) {
