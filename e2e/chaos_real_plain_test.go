@@ -23,7 +23,7 @@ import (
 // node its share), while two Go publishers owned by the other nodes
 // publish 50 msg/s each. Node 1 is killed (SIGKILL). A plain session keeps
 // no positions, so its adopter answers its first connect with 410 and
-// handshake advice (pkg/broker/adopt.go): the client re-handshakes and
+// handshake advice (pkg/broker/adopt_session.go): the client re-handshakes and
 // subscribes again with a new clientId. For every client:
 //
 //   - it was told: a /meta/connect reply with reconnect "handshake";

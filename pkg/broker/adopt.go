@@ -3,349 +3,184 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
-	"maps"
-	"math/rand/v2"
-	"slices"
+	"hash/fnv"
 	"time"
 
-	"github.com/bayeux-cluster/bayeux/pkg/broker/channel"
-	"github.com/bayeux-cluster/bayeux/pkg/broker/engine"
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
 )
 
-// This file is the broker's side of session adoption (cluster mode): it
-// persists sessions to the SessionStore, recreates a session another node
-// owned, catches it up from history, and hands every session over when the
-// node drains.
+// Session adoption (cluster mode; docs/architecture.md section 12) is
+// decided and done in this package, in the adopt*.go files:
+//
+//   - adopt.go (here): who serves a session this node does not hold, and
+//     when a record may be taken over and by whom (resolve), from the
+//     facts the cluster supplies (Members) and the record (SessionStore).
+//   - adopt_store.go: the records (SessionStore, SessionState), this
+//     node's writes of them (save, refresh), the claim's errors.
+//   - adopt_session.go: recreating a claimed session (adopt) and catching
+//     its client up from history (catchUp), or telling it of a gap (410).
+//   - adopt_drain.go: the drain, which releases every session for a peer.
+//   - adopt_handover.go: moving a live session to its websocket's node.
+//   - adopt_fence.go: the owner's lease; without it a node acts on no
+//     session, and its sessions are adopted only once it is gone.
+//
+// Package cluster supplies only primitives: membership facts (Members,
+// part of the Router), the record's compare-and-set writes and the lease
+// (SessionStore, HandOverStore, Fence). session_durable.go holds the
+// session's side of what a record keeps (positions, batches).
 
-// ErrOwnershipLost is returned by SessionStore.Save when another node took
-// the session over; the local copy must stop delivering.
-var ErrOwnershipLost = errors.New("broker: session owned by another node")
+// Members is what adoption needs to know of the cluster's membership.
+// Package cluster implements it (as part of the Router). Every method
+// answers from memory: a request forwarded to a live creator costs no
+// round trip to the store.
+type Members interface {
+	// Creator returns the tag of the node that issued clientID; ok is
+	// false for a clientId no node can have issued (it is answered as
+	// unknown at once, without a look-up).
+	Creator(clientID string) (tag string, ok bool)
+	// Alive reports whether node tag is a live member.
+	Alive(tag string) bool
+	// Live returns the tags of the live members, this node included (a
+	// draining node too, until it leaves).
+	Live() []string
+	// Quorum reports whether this node sees at least half of the nodes it
+	// knew recently (one cut off from gossip does not).
+	Quorum() bool
+	// FailedFor reports how long ago node tag was declared failed, and
+	// whether it is a recent failure (a node that left on purpose is not).
+	FailedFor(tag string) (ago time.Duration, recent bool)
+	// AdoptDelay is how long after a failure its sessions may be taken
+	// over: by then a node cut off from everyone, which sees its peers
+	// fail one by one, has lost its quorum (failure detection reaches each
+	// node at a slightly different time).
+	AdoptDelay() time.Duration
+}
+
+// sessionRoute is where a request for a session this node does not hold
+// goes. At most one field is set; the zero value means "no such session"
+// (the broker answers 402).
+type sessionRoute struct {
+	// node is the tag of the node to forward to.
+	node string
+	// adopt is the session's state, claimed for this node: the broker
+	// recreates the session and serves the request.
+	adopt *SessionState
+	// unavailable: nobody can serve the session now (its owner is being
+	// decided); the client gets 503 with retry advice.
+	unavailable bool
+}
 
 // errMoved ends a local session whose ownership moved to another node
-// (drain hand-off, or taken over while this node was cut off). Its held
-// connect is answered successfully with retry advice: the client's next
-// request reaches the new owner with the same clientId.
+// (drain hand-off, hand-over, or taken over while this node was cut off).
+// Its held connect is answered successfully with retry advice: the
+// client's next request reaches the new owner with the same clientId.
 var errMoved = protocol.NewError(protocol.CodeServerUnavailable, "Session moved")
 
-// storeTimeout bounds one SessionStore call made on a request's path.
-const storeTimeout = 3 * time.Second
-
-// save persists s. A session another node took over is dropped here; one
-// that could not be written because this node lacks its lease
-// (ErrFenced) stays, and its caller delivers nothing.
-func (b *Broker) save(ctx context.Context, s *Session) error {
+// resolve decides who serves clientID, which has no local session here.
+// hops counts the forwards the request already went through.
+//
+//  1. The clientId's tag names the node that created the session. While
+//     that node is alive it is asked first (no store round trip); it
+//     forwards once more if the session moved.
+//  2. Otherwise the session record names the owner: a live owner gets the
+//     request.
+//  3. A record whose owner is dead (or released by a draining node, or
+//     this node without the session) is taken over (takeOver).
+func (b *Broker) resolve(ctx context.Context, clientID string, hops int) (sessionRoute, error) {
+	creator, ok := b.router.Creator(clientID)
+	if !ok {
+		return sessionRoute{}, nil
+	}
+	self := b.cfg.IDPrefix
+	if hops == 0 && !b.shuttingDown.Load() && creator != self && b.router.Alive(creator) {
+		return sessionRoute{node: creator}, nil
+	}
 	if b.store == nil {
-		return nil
+		return sessionRoute{}, nil // sessions die with their owner: 402
 	}
-	s.saveMu.Lock()
-	defer s.saveMu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	defer cancel()
-	err := b.store.Save(ctx, s.snapshot(false))
-	if errors.Is(err, ErrOwnershipLost) {
-		b.log.Info("session taken over by another node", "session", s.id)
-		b.removeSession(s, errMoved)
+	owner, err := b.store.Owner(ctx, clientID)
+	switch {
+	case errors.Is(err, ErrNoRecord):
+		return sessionRoute{}, nil
+	case err != nil:
+		return sessionRoute{}, err
 	}
-	if err != nil {
-		return fmt.Errorf("save session %s: %w", s.id, err)
+	if otag := ownerTag(owner); otag != "" && otag != self && b.router.Alive(otag) {
+		return sessionRoute{node: otag}, nil
 	}
-	return nil
+	return b.takeOver(ctx, clientID, owner, hops)
 }
 
-// adopt recreates the session st (claimed for this node by the router) and
-// subscribes it. A session with positions starts recovering: its first
-// /meta/connect replays from history what the client has not acknowledged.
-func (b *Broker) adopt(ctx context.Context, st *SessionState) (*Session, error) {
-	if b.shuttingDown.Load() {
-		return nil, ErrNotAdopted
-	}
-	now := time.Now()
-	s := &Session{
-		id: st.ID, b: b, created: now, browserID: st.BrowserID,
-		info: RequestInfo{Transport: st.Transport}, lastActive: now, transport: st.Transport,
-		connected: true, lastBatch: st.LastBatch, durable: maps.Clone(st.Durable),
-		acked: maps.Clone(st.Acked), sameIDRetry: st.SameIDRetry, arrived: now,
-	}
-	if s.acked == nil {
-		s.acked = map[string]engine.Position{}
-	}
-	empty := map[string]struct{}{}
-	s.subs.Store(&empty)
-	s.replay.Store(st.Replay)
-	s.seq.Resume(st.Seen, st.Base36)
-	s.ack = st.reliable()
-	s.implicit = st.Replay && !st.Ack
-	for _, bs := range st.Batches {
-		s.unacked = append(s.unacked, ackBatch{id: bs.ID, end: maps.Clone(bs.End), connect: bs.Connect})
-	}
-	s.recovering = len(s.acked) > 0 || len(s.unacked) > 0
-	s.adoptedGap = !st.reliable() && !st.Exact && len(st.Subs) > 0
-	s.staleExact = st.Exact && !st.reliable()
-
-	if cur, added := b.sessions.add(s); !added {
-		return cur, nil // adopted concurrently by another request
-	}
-	s.browserLease, _ = b.lim.browserSessions.acquire(s.browserID, 0) // counted, never refused
-	b.obs.SessionOpened(s.transport)
-	b.obs.SessionAdopted()
-	b.metrics.adopted.Add(1)
-	for _, p := range st.Subs {
-		if err := b.idx.add(ctx, s, p); err != nil {
-			// The record stays claimed by this node: the next request
-			// adopts it again (the session is not kept half subscribed).
-			b.removeSession(s, errMoved)
-			return nil, fmt.Errorf("adopt %s: subscribe %s: %w", s.id, p, err)
+// takeOver decides whether and where the session clientID, whose record
+// names owner (dead, released, or this node without the session), is
+// adopted, and claims it when that is here.
+//
+// A dead owner's sessions are taken only from the quorum side, only once
+// its failure is AdoptDelay old, and only once its lease is gone (it may
+// be stalled, or cut off from gossip but not from the store: it stopped
+// acting on them when its local deadline passed, before the lease
+// expired). The adopter is chosen by rendezvous hashing over the live
+// members, so that the survivors spread a dead node's sessions, unless
+// the request already travelled (the sender chose this node); a draining
+// node picks another. The claim's compare-and-set settles races: its
+// loser forwards to the winner.
+func (b *Broker) takeOver(ctx context.Context, clientID, owner string, hops int) (sessionRoute, error) {
+	self, otag := b.cfg.IDPrefix, ownerTag(owner)
+	draining := b.shuttingDown.Load()
+	if otag != "" && otag != self {
+		if !b.router.Quorum() {
+			return sessionRoute{unavailable: true}, nil
+		}
+		if ago, recent := b.router.FailedFor(otag); recent && ago < b.router.AdoptDelay() {
+			return sessionRoute{unavailable: true}, nil
+		}
+		if held, err := b.store.LeaseHeld(ctx, otag); err != nil || held {
+			return sessionRoute{unavailable: true}, err
 		}
 	}
-	b.log.Info("session adopted", "session", s.id, "subscriptions", len(st.Subs), "recovering", s.recovering)
-	return s, nil
+	if (draining || hops == 0) && otag != self {
+		switch target := adopter(b.router.Live(), clientID, self, draining); target {
+		case "":
+			return sessionRoute{unavailable: true}, nil
+		case self:
+		default:
+			return sessionRoute{node: target}, nil
+		}
+	}
+	st, cur, err := b.store.Claim(ctx, clientID, owner)
+	switch {
+	case errors.Is(err, ErrNoRecord):
+		return sessionRoute{}, nil
+	case errors.Is(err, ErrClaimLost):
+		if ctag := ownerTag(cur); ctag != self && b.router.Alive(ctag) {
+			return sessionRoute{node: ctag}, nil
+		}
+		return sessionRoute{unavailable: true}, nil
+	case errors.Is(err, ErrFenced):
+		return sessionRoute{unavailable: true}, nil
+	case err != nil:
+		return sessionRoute{}, err
+	}
+	b.log.Info("claimed session", "session", clientID, "from", owner)
+	return sessionRoute{adopt: st}, nil
 }
 
-// catchUp replays, once, what an adopted session's client has not
-// acknowledged (or received) from the channels' history, then the live
-// publications that arrived meanwhile, without duplicates. An unrecoverable
-// gap (history trimmed, Redis data lost) ends the session with 410.
-func (b *Broker) catchUp(ctx context.Context, s *Session) error {
-	s.saveMu.Lock()
-	defer s.saveMu.Unlock()
-	s.mu.Lock()
-	if !s.recovering {
-		s.mu.Unlock()
-		return nil
-	}
-	// Batches the client did not acknowledge are replayed from history.
-	for _, bs := range s.unacked {
-		if len(bs.pubs) == 0 {
+// adopter picks the node that adopts clientID among the live members: the
+// one with the highest rendezvous score (FNV-64 of id, 0, tag), self
+// excluded when excludeSelf (it drains). Every node computes the same.
+func adopter(live []string, clientID, self string, excludeSelf bool) string {
+	best, bestScore := "", uint64(0)
+	for _, tag := range live {
+		if excludeSelf && tag == self {
 			continue
 		}
-		s.mu.Unlock()
-		return fmt.Errorf("catch up %s: live batch before recovery", s.id)
-	}
-	s.unacked = nil
-	start := maps.Clone(s.acked)
-	s.mu.Unlock()
-
-	var got []*engine.Publication
-	for _, ch := range slices.Sorted(maps.Keys(start)) {
-		if !s.matches(ch) {
-			continue
-		}
-		var err error
-		got, err = b.historyInto(ctx, got, ch, start[ch])
-		switch {
-		case errors.Is(err, engine.ErrPositionGone):
-			b.lostMessages(s, ch)
-			return nil
-		case errors.Is(err, errHistoryTooLong):
-			s.mu.Lock()
-			s.closeLocked(protocol.NewError(protocol.CodeQueueOverflow, "Session queue overflow", s.id))
-			s.mu.Unlock()
-			b.reap(s)
-			return nil
-		case err != nil:
-			return fmt.Errorf("catch up %s on %s: %w", s.id, ch, err)
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(clientID))
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write([]byte(tag))
+		if s := h.Sum64(); best == "" || s > bestScore {
+			best, bestScore = tag, s
 		}
 	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.finishRecoveryLocked(start, got)
-	return nil
-}
-
-// finishRecoveryLocked ends recovery: got (history after the positions in
-// start, oldest first per channel) is queued, then the live publications
-// that waited in pending, minus those the client already has (at or
-// before start) or history covered. s.mu is held.
-func (s *Session) finishRecoveryLocked(start map[string]engine.Position, got []*engine.Publication) {
-	s.recovering = false
-	if s.closed != nil {
-		return
-	}
-	last := maps.Clone(start)
-	if last == nil {
-		last = map[string]engine.Position{}
-	}
-	replay := s.replay.Load()
-	for _, p := range got {
-		if replay {
-			p = withReplayID(p)
-		}
-		s.queue = append(s.queue, p)
-		s.queueBytes += len(p.Payload)
-		last[p.Channel] = engine.Position{Epoch: p.Epoch, Offset: p.Offset}
-	}
-	for _, p := range s.pending {
-		if l, ok := last[p.Channel]; ok && l.Epoch == p.Epoch && p.Offset <= l.Offset {
-			s.queueBytes -= len(p.Payload)
-			continue
-		}
-		s.queue = append(s.queue, p)
-	}
-	s.pending = nil
-	for ch, pos := range last {
-		if pos.Epoch == "" || pos == engine.Retained {
-			continue
-		}
-		if s.floor == nil {
-			s.floor = map[string]engine.Position{}
-		}
-		s.floor[ch] = pos
-	}
-	if s.waiter != nil && len(s.queue) > 0 {
-		s.waiter.wakeLocked()
-	}
-	if s.push != nil && len(s.queue) > 0 {
-		s.push.kick()
-	}
-}
-
-// errHistoryTooLong: what history holds after a position exceeds a
-// session's queue (MaxQueueMessages).
-var errHistoryTooLong = errors.New("broker: history longer than the session queue")
-
-// historyInto appends to got what history holds on ch after pos, paging
-// through the engine, up to MaxQueueMessages in all (errHistoryTooLong
-// beyond). Engine errors (ErrPositionGone included) are returned wrapped.
-func (b *Broker) historyInto(ctx context.Context, got []*engine.Publication, ch string, pos engine.Position) ([]*engine.Publication, error) {
-	limit := b.cfg.MaxQueueMessages
-	for {
-		pubs, err := b.eng.History(ctx, ch, pos, limit)
-		if err != nil {
-			return got, fmt.Errorf("history of %s: %w", ch, err)
-		}
-		for i := range pubs {
-			got = append(got, &pubs[i])
-		}
-		if len(got) > limit {
-			return got, errHistoryTooLong
-		}
-		if len(pubs) < limit {
-			return got, nil
-		}
-		last := pubs[len(pubs)-1]
-		pos = engine.Position{Epoch: last.Epoch, Offset: last.Offset}
-	}
-}
-
-// matches reports whether a publication on ch reaches the session's
-// current subscriptions.
-func (s *Session) matches(ch string) bool {
-	var buf [channel.MaxDepth + 2]string
-	return s.subscribedToAny(channel.Candidates(buf[:0], ch))
-}
-
-// lostMessages ends s because messages on ch it has not received can no
-// longer be recovered: the client is told in-band (410, handshake advice)
-// and the gap metric counts it.
-func (b *Broker) lostMessages(s *Session, ch string) {
-	b.metrics.gaps.Add(1)
-	b.obs.Gap()
-	b.log.Warn("unrecoverable gap for adopted session", "session", s.id, "channel", ch)
-	s.mu.Lock()
-	s.closeLocked(protocol.NewError(protocol.CodeMessagesLost, "Messages lost; handshake again", ch))
-	s.mu.Unlock()
-	b.reap(s)
-}
-
-// errAdoptedGap ends a plain session adopted after its owner failed (see
-// Session.adoptedGap).
-var errAdoptedGap = protocol.NewError(protocol.CodeMessagesLost, "Messages may have been lost: the session's node failed; handshake again")
-
-// adoptionGap ends s, a plain session with subscriptions adopted after its
-// owner failed, at its first /meta/connect here, if it has not ended yet:
-// messages published between the failure and the adoption were not
-// delivered and cannot be found (a plain session's record holds no
-// positions), so the client is told in-band (410, handshake advice) rather
-// than left with a silent gap. It reports whether it ended s.
-func (b *Broker) adoptionGap(s *Session) bool {
-	s.mu.Lock()
-	gap := s.adoptedGap && s.closed == nil
-	s.adoptedGap = false
-	if gap {
-		s.closeLocked(errAdoptedGap)
-	}
-	s.mu.Unlock()
-	if !gap {
-		return false
-	}
-	b.metrics.gaps.Add(1)
-	b.obs.Gap()
-	b.log.Info("plain session adopted after its node failed: told it may have missed messages", "session", s.id)
-	b.reap(s)
-	return true
-}
-
-// refreshRecords extends the store records of every local session and
-// rewrites the missing ones; the sweeper calls it every MaxInterval/2, and
-// it runs off the sweeper's goroutine.
-func (b *Broker) refreshRecords(now time.Time) {
-	if b.store == nil || b.fenced() || now.Sub(b.lastRefresh) < b.cfg.MaxInterval/2 || !b.refreshing.CompareAndSwap(false, true) {
-		return
-	}
-	b.lastRefresh = now
-	ids := b.sessions.ids()
-	go func() {
-		defer b.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.MaxInterval)
-		defer cancel()
-		missing, err := b.store.Refresh(ctx, ids)
-		if err != nil {
-			b.log.Warn("refresh session records", "sessions", len(ids), "err", err)
-			return
-		}
-		for _, id := range missing {
-			if s, ok := b.Session(id); ok {
-				if err := b.save(ctx, s); err != nil {
-					b.log.Warn("rewrite session record", "session", id, "err", err)
-					return
-				}
-			}
-		}
-		if len(missing) > 0 {
-			b.log.Info("session records rewritten", "sessions", len(missing))
-		}
-	}()
-}
-
-// handOff is the drain: every local session is persisted with its exact
-// positions and released for a peer to adopt, its held connect answered
-// with retry advice and a jittered interval, and it is removed here
-// without deleting its record. The clients' next requests reach a peer,
-// which adopts the sessions with the same clientIds and replays from
-// history what they had not received.
-func (b *Broker) handOff(ctx context.Context) error {
-	all := b.sessions.snapshot()
-	states := make([]*SessionState, 0, len(all))
-	for _, s := range all {
-		s.saveMu.Lock()
-		s.mu.Lock()
-		if s.closed != nil {
-			s.mu.Unlock()
-			s.saveMu.Unlock()
-			continue
-		}
-		s.lost = true // deliver nothing more from here
-		s.mu.Unlock()
-		states = append(states, s.snapshot(true))
-		s.saveMu.Unlock()
-	}
-	err := b.store.Release(ctx, states)
-	for _, s := range all {
-		b.removeSession(s, errMoved)
-	}
-	if err != nil {
-		return fmt.Errorf("hand off %d sessions: %w", len(states), err)
-	}
-	b.log.Info("sessions handed off", "sessions", len(states))
-	return nil
-}
-
-// movedAdvice is the advice of a held connect whose session moved: retry
-// at once-ish (jittered, so a drained node's clients do not arrive
-// together), with the configured hosts.
-func (b *Broker) movedAdvice() *protocol.Advice {
-	return &protocol.Advice{Reconnect: protocol.ReconnectRetry, Interval: protocol.Int64(rand.Int64N(b.cfg.DrainJitter.Milliseconds() + 1)), Hosts: b.cfg.Hosts}
+	return best
 }

@@ -2,8 +2,9 @@ package broker_test
 
 // Session adoption between two brokers, without Redis or gossip: an
 // in-memory SessionStore with the compare-and-set semantics of
-// cluster.SessionStore, a Router that adopts the sessions of nodes the test
-// declared dead, and one engine.Memory whose history both brokers share.
+// cluster.SessionStore, a Router whose membership is the two nodes minus
+// those the test declared dead (it never forwards), and one engine.Memory
+// whose history both brokers share. The broker's own resolve decides.
 //
 // engine.Memory delivers to a single Handler (Run registers it, the last
 // call wins, and it is never unregistered), so two brokers cannot both Run
@@ -179,11 +180,6 @@ type memRecord struct {
 	state []byte
 }
 
-var (
-	errNoRecord  = errors.New("memstore: no record")
-	errClaimLost = errors.New("memstore: claimed by another node")
-)
-
 func newMemStore() *memStore {
 	return &memStore{recs: map[string]memRecord{}, saves: map[string]int{}}
 }
@@ -196,7 +192,7 @@ func (m *memStore) owner(id string) (string, error) {
 	defer m.mu.Unlock()
 	r, ok := m.recs[id]
 	if !ok {
-		return "", errNoRecord
+		return "", broker.ErrNoRecord
 	}
 	return r.owner, nil
 }
@@ -266,16 +262,23 @@ func (v *storeView) Release(_ context.Context, states []*broker.SessionState) er
 	return nil
 }
 
-// claim takes id over for this node if its owner is still expected.
-func (v *storeView) claim(id, expected string) (*broker.SessionState, string, error) {
+// Owner implements broker.SessionStore.
+func (v *storeView) Owner(_ context.Context, id string) (string, error) { return v.m.owner(id) }
+
+// LeaseHeld implements broker.SessionStore: a node the test declared dead
+// has lost its lease too.
+func (v *storeView) LeaseHeld(context.Context, string) (bool, error) { return false, nil }
+
+// Claim implements broker.SessionStore.
+func (v *storeView) Claim(_ context.Context, id, expected string) (*broker.SessionState, string, error) {
 	v.m.mu.Lock()
 	defer v.m.mu.Unlock()
 	r, ok := v.m.recs[id]
 	if !ok {
-		return nil, "", errNoRecord
+		return nil, "", broker.ErrNoRecord
 	}
 	if r.owner != expected {
-		return nil, r.owner, errClaimLost
+		return nil, r.owner, broker.ErrClaimLost
 	}
 	r.owner = v.tag
 	v.m.recs[id] = r
@@ -286,7 +289,7 @@ func (v *storeView) claim(id, expected string) (*broker.SessionState, string, er
 	return &st, v.tag, nil
 }
 
-// deadSet is the nodes the test declared dead.
+// deadSet is the nodes the test declared dead (or drained and gone).
 type deadSet struct {
 	mu   sync.Mutex
 	tags map[string]bool
@@ -307,39 +310,39 @@ func (d *deadSet) dead(tag string) bool {
 	return d.tags[tag]
 }
 
-// testRouter adopts the sessions whose owner is dead or released (or this
-// node, which no longer holds it); it never forwards.
+// testRouter is the membership of nodes A and B, minus the dead: a
+// request for a live owner's session "is forwarded" (the forward fails),
+// and the broker adopts the sessions of dead owners.
 type testRouter struct {
-	store   *storeView
-	nodes   *deadSet
-	mu      sync.Mutex
-	adopted []string
+	nodes *deadSet
 }
 
 var _ broker.Router = (*testRouter)(nil)
 
-func (r *testRouter) Resolve(_ context.Context, clientID string, _ int) (broker.Route, error) {
-	owner, err := r.store.m.owner(clientID)
-	if errors.Is(err, errNoRecord) {
-		return broker.Route{}, nil
+func (r *testRouter) Creator(clientID string) (string, bool) {
+	if len(clientID) < len(tagA) {
+		return "", false
 	}
-	if owner != "" && owner != r.store.tag && !r.nodes.dead(owner) {
-		return broker.Route{Unavailable: true}, nil // would forward to owner
-	}
-	st, _, err := r.store.claim(clientID, owner)
-	switch {
-	case errors.Is(err, errNoRecord):
-		return broker.Route{}, nil
-	case errors.Is(err, errClaimLost):
-		return broker.Route{Unavailable: true}, nil
-	case err != nil:
-		return broker.Route{}, err
-	}
-	r.mu.Lock()
-	r.adopted = append(r.adopted, clientID)
-	r.mu.Unlock()
-	return broker.Route{Adopt: st}, nil
+	return clientID[:len(tagA)], true
 }
+
+func (r *testRouter) Alive(tag string) bool {
+	return (tag == tagA || tag == tagB) && !r.nodes.dead(tag)
+}
+
+func (r *testRouter) Live() []string {
+	var live []string
+	for _, tag := range []string{tagA, tagB} {
+		if r.Alive(tag) {
+			live = append(live, tag)
+		}
+	}
+	return live
+}
+
+func (r *testRouter) Quorum() bool                           { return true }
+func (r *testRouter) FailedFor(string) (time.Duration, bool) { return 0, false }
+func (r *testRouter) AdoptDelay() time.Duration              { return 0 }
 
 func (r *testRouter) Forward(context.Context, string, *broker.ForwardedRequest) (*broker.ForwardedResponse, error) {
 	return nil, errors.New("test router does not forward")
@@ -366,7 +369,7 @@ func startPair(t *testing.T, memCfg engine.MemoryConfig) *pair {
 	start := func(tag string, r **testRouter) *xnode {
 		eng := hub.node()
 		v := pr.store.view(tag)
-		*r = &testRouter{store: v, nodes: pr.dead}
+		*r = &testRouter{nodes: pr.dead}
 		n := startXNode(t, func(c *broker.Config) {
 			c.Engine = eng
 			c.IDPrefix = tag
@@ -388,6 +391,13 @@ func startPair(t *testing.T, memCfg engine.MemoryConfig) *pair {
 func (pr *pair) killA() {
 	pr.dead.kill(tagA)
 	pr.a.stop(false)
+}
+
+// drainA drains node A (its sessions are released) and then lets it
+// leave the membership.
+func (pr *pair) drainA() {
+	pr.a.stop(true)
+	pr.dead.kill(tagA)
 }
 
 // subscribedOnA opens a session on node A (handshake ext; with

@@ -161,7 +161,7 @@ func checkAdoption(t *testing.T, pr *pair, tt adoptCase, id, pub string, saves i
 	const ch = "/x"
 	b := pr.b.peer
 	if tt.drain {
-		pr.a.stop(true)
+		pr.drainA()
 	} else {
 		pr.killA()
 	}
@@ -400,7 +400,7 @@ func TestAdoptRecordTakenWhileAlive(t *testing.T) {
 	a := pr.a.peer
 	id := openX(t, a, Msg{"ack": true})
 	// B claims the record as if A had been declared dead.
-	if _, _, err := pr.store.view(tagB).claim(id, tagA); err != nil {
+	if _, _, err := pr.store.view(tagB).Claim(context.Background(), id, tagA); err != nil {
 		t.Fatal(err)
 	}
 	r := subscribeX(t, a, id, "/taken", nil)

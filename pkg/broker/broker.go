@@ -40,7 +40,7 @@ type Broker struct {
 
 	router Router       // nil on a single node
 	store  SessionStore // nil on a single node
-	fence  Fence        // the store's, if leased (fence.go); nil otherwise
+	fence  Fence        // the store's, if leased (adopt_fence.go); nil otherwise
 
 	lastRefresh time.Time   // sweeper goroutine only
 	refreshing  atomic.Bool // a Refresh is running
@@ -327,7 +327,7 @@ func (b *Broker) sweep(now time.Time) {
 		ended = append(ended, s)
 	}
 	// A node without its lease expires nothing: its clients could not
-	// reach it (fence.go gives them their time back when it returns).
+	// reach it (adopt_fence.go gives them their time back when it returns).
 	var live []*Session
 	if !b.fenced() {
 		live = b.sessions.snapshot()

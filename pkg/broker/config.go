@@ -117,7 +117,7 @@ type Config struct {
 	// session moves (drain), so they do not all arrive at once (default 2s).
 	DrainJitter time.Duration
 	// HandOverHold: a session whose websocket reaches a node that does not
-	// own it moves to that node (handover.go), unless it moved less than
+	// own it moves to that node (adopt_handover.go), unless it moved less than
 	// HandOverHold ago; a websocket asks at most once per HandOverHold
 	// (default 2s; negative disables: frames are forwarded).
 	HandOverHold time.Duration

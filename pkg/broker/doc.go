@@ -35,12 +35,18 @@
 //   - Bounds: every session queue is bounded (messages and bytes); a session
 //     whose queue overflows is terminated and told so (error 409 with
 //     reconnect "handshake" advice), never left silently behind.
-//   - Cluster seam: the broker defines what it needs (Engine, Router,
-//     SessionStore, and Fence: the store's lease, checked before every
-//     delivery and every request, fence.go) and package cluster implements
-//     it; the cluster calls the broker back only through ServeForwarded,
-//     LocalSessionOp, SetCluster and the Fence's regain callback.
-//     Transports know neither side.
+//   - Cluster seam: the broker defines what it needs (Engine; Router, with
+//     the membership facts of Members; SessionStore and HandOverStore, the
+//     records with their compare-and-set writes; and Fence: the store's
+//     lease, checked before every delivery and every request) and package
+//     cluster implements it; the cluster calls the broker back only
+//     through ServeForwarded, LocalSessionOp, SetCluster, PeerLost and the
+//     Fence's regain callback. Transports know neither side.
+//   - Adoption is decided and done here, in the adopt*.go files (adopt.go
+//     lists them): who serves a session this node does not hold and when
+//     its record may be taken over (resolve), the claim, recreating the
+//     session and catching it up, the drain's release, the hand-over to a
+//     websocket's node, and the fence. The cluster only answers.
 //   - Test hooks: the debug API (DebugHandler, HandleDebugServices) arms
 //     faults (debug.go); nothing test-only travels between nodes.
 package broker

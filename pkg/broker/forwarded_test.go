@@ -58,12 +58,15 @@ func TestForwardedConnectAnsweredOnDelivery(t *testing.T) {
 }
 
 // failingRouter sends every unknown session to a node it cannot reach (or
-// whose reply does not come back).
+// whose reply does not come back): its creator, "gone", is alive.
 type failingRouter struct{}
 
-func (failingRouter) Resolve(context.Context, string, int) (Route, error) {
-	return Route{Node: "gone"}, nil
-}
+func (failingRouter) Creator(string) (string, bool)          { return "gone", true }
+func (failingRouter) Alive(string) bool                      { return true }
+func (failingRouter) Live() []string                         { return []string{"gone"} }
+func (failingRouter) Quorum() bool                           { return true }
+func (failingRouter) FailedFor(string) (time.Duration, bool) { return 0, false }
+func (failingRouter) AdoptDelay() time.Duration              { return 0 }
 
 func (failingRouter) Forward(context.Context, string, *ForwardedRequest) (*ForwardedResponse, error) {
 	return nil, errors.New("connection reset by peer")

@@ -208,7 +208,7 @@ func (hc *heldConnect) answer(deliver bool) (pubs []*engine.Publication, drop bo
 	if reason == endNone && b.shuttingDown.Load() {
 		reason = endShutdown
 	}
-	// Without its lease this node delivers nothing (fence.go): the reply
+	// Without its lease this node delivers nothing (adopt_fence.go): the reply
 	// tells the client to retry, and carries no batch id.
 	fenced, withExt := deliver && b.fenced(), true
 	switch reason {

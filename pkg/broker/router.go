@@ -13,31 +13,17 @@ import (
 // cluster implements it; a single node has none. Methods are called
 // concurrently from transport goroutines.
 type Router interface {
-	// Resolve decides who serves clientID, which has no local session.
-	// hops counts the forwards the request already went through. An error
-	// is treated as Route{Unavailable: true}.
-	Resolve(ctx context.Context, clientID string, hops int) (Route, error)
-	// Forward passes a request to node (a node tag from Resolve) and
+	// Members are the membership facts adoption decides by (adopt.go):
+	// who serves a session this node does not hold is decided here, in
+	// the broker.
+	Members
+	// Forward passes a request to node (a node tag from Members) and
 	// returns its response. It blocks while the node holds a
 	// /meta/connect; ctx ends when the client goes away, and the owner
 	// then keeps the undelivered messages queued.
 	Forward(ctx context.Context, node string, req *ForwardedRequest) (*ForwardedResponse, error)
 	// SessionOp applies op (see Broker.SessionOp) on node.
 	SessionOp(ctx context.Context, node, clientID string, op SessionOpKind) (bool, error)
-}
-
-// Route is where a request for a session this node does not hold goes.
-// Exactly one of the three applies; the zero Route means "no such session"
-// (the broker answers 402).
-type Route struct {
-	// Node is the tag of the node to forward to.
-	Node string
-	// Adopt is the session's state, claimed for this node: the broker
-	// recreates the session and serves the request.
-	Adopt *SessionState
-	// Unavailable: nobody can serve the session now (its owner is being
-	// decided); the client gets 503 with retry advice.
-	Unavailable bool
 }
 
 // maxHops bounds forwarding: the receiving node, then at most one more
@@ -61,25 +47,25 @@ const (
 // SessionOp applies op to the session clientID wherever it lives (through
 // the Router when another node owns it). It reports whether it existed.
 //
-// The Router first names the session's creator; a creator that no longer
-// holds it (it moved: hand-over) answers not found, and the op goes to the
-// owner the record names (Resolve as for a forwarded request).
+// The session's creator is asked first; a creator that no longer holds it
+// (it moved: hand-over) answers not found, and the op goes to the owner
+// the record names (resolve as for a forwarded request).
 func (b *Broker) SessionOp(ctx context.Context, clientID string, op SessionOpKind) (bool, error) {
 	if _, ok := b.Session(clientID); !ok && b.router != nil {
 	resolve:
 		for hops := 0; hops < maxHops; hops++ {
-			rt, err := b.router.Resolve(ctx, clientID, hops)
+			rt, err := b.resolve(ctx, clientID, hops)
 			switch {
 			case err != nil:
 				return false, fmt.Errorf("session op %s: %w", clientID, err)
-			case rt.Node != "":
-				found, err := b.router.SessionOp(ctx, rt.Node, clientID, op)
+			case rt.node != "":
+				found, err := b.router.SessionOp(ctx, rt.node, clientID, op)
 				if found || err != nil || hops > 0 {
 					return found, err
 				}
 				continue
-			case rt.Adopt != nil:
-				if _, err := b.adopt(ctx, rt.Adopt); err != nil {
+			case rt.adopt != nil:
+				if _, err := b.adopt(ctx, rt.adopt); err != nil {
 					return false, err
 				}
 			}

@@ -25,7 +25,7 @@ type inbound struct {
 	// result (request.keepPending).
 	keepPending bool
 	// mover, set by a websocket, lets its session move to this node
-	// instead of being forwarded (handover.go).
+	// instead of being forwarded (adopt_handover.go).
 	mover *moveGate
 }
 
@@ -90,7 +90,7 @@ func (b *Broker) route(ctx context.Context, msgs []*protocol.Message, hops int, 
 	}
 	// A node without its lease serves no session of its own (nor makes
 	// one) until it has it again and knows which are still its own
-	// (fence.go); it still relays requests for other owners.
+	// (adopt_fence.go); it still relays requests for other owners.
 	for _, m := range msgs {
 		if m.Channel == protocol.ChannelHandshake {
 			if !b.awaitFence(ctx) {
@@ -115,23 +115,23 @@ func (b *Broker) route(ctx context.Context, msgs []*protocol.Message, hops int, 
 				return routeLocal, ""
 			}
 		}
-		rt, err := b.router.Resolve(ctx, m.ClientID, hops)
-		if err == nil && rt.Node != "" && hops == 0 && mover != nil {
+		rt, err := b.resolve(ctx, m.ClientID, hops)
+		if err == nil && rt.node != "" && hops == 0 && mover != nil {
 			rt, err = b.moveHere(ctx, mover, rt, m.ClientID)
 		}
 		switch {
 		case err != nil:
 			b.log.Warn("session route unknown", "session", m.ClientID, "err", err)
 			return routeUnavailable, ""
-		case rt.Unavailable:
+		case rt.unavailable:
 			return routeUnavailable, ""
-		case rt.Node != "":
+		case rt.node != "":
 			if hops >= maxHops {
 				return routeUnavailable, ""
 			}
-			return routeForward, rt.Node
-		case rt.Adopt != nil:
-			if _, err := b.adopt(ctx, rt.Adopt); err != nil {
+			return routeForward, rt.node
+		case rt.adopt != nil:
+			if _, err := b.adopt(ctx, rt.adopt); err != nil {
 				b.log.Warn("session adoption failed", "session", m.ClientID, "err", err)
 				return routeUnavailable, ""
 			}

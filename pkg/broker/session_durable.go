@@ -9,7 +9,8 @@ import (
 
 // This file holds the session state that survives the loss of its owner
 // (cluster mode): positions per channel, acknowledged batches, durable
-// extension state, and the replay-id variant of publications.
+// extension state, and the replay-id variant of publications. It is the
+// session's side of what a record keeps (adoption: adopt.go).
 
 // endOf returns, per channel, the position of the last publication of
 // pubs (nil on a single node, where nothing is persisted). Direct

@@ -58,7 +58,7 @@ type wsConn struct {
 
 	dfl *wsframe.Deflate // permessage-deflate negotiated (nil: not); ws_deflate.go
 
-	move moveGate // paces moving a session owned elsewhere here (handover.go)
+	move moveGate // paces moving a session owned elsewhere here (adopt_handover.go)
 
 	// waiting are processed frames whose publishes are in flight, their
 	// replies due in this order (reader only; see settle).

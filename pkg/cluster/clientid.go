@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"strings"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker"
@@ -21,16 +20,4 @@ func ParseClientID(id string) (tag string, ok bool) {
 		}
 	}
 	return tag, true
-}
-
-// idGuard is the Router the broker sees: a clientId no node can have
-// issued is answered as unknown (402) at once, without a Redis look-up or
-// a forward to the node its first characters happen to name.
-type idGuard struct{ *Cluster }
-
-func (g idGuard) Resolve(ctx context.Context, clientID string, hops int) (broker.Route, error) {
-	if _, ok := ParseClientID(clientID); !ok {
-		return broker.Route{}, nil
-	}
-	return g.Cluster.Resolve(ctx, clientID, hops)
 }

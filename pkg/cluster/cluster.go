@@ -54,14 +54,14 @@ type Config struct {
 // Broker is everything this package calls on the broker: the one narrow
 // interface of the seam (*broker.Broker implements it). The other way,
 // the broker calls this package only through the interfaces it defines
-// (broker.Router, broker.SessionStore, engine.Engine).
+// (broker.Router with broker.Members, broker.SessionStore,
+// broker.HandOverStore, broker.Fence, engine.Engine); adoption is decided
+// and done in the broker (pkg/broker/adopt*.go).
 type Broker interface {
 	// Config gives the broker's IDPrefix (it must be the node tag).
 	Config() broker.Config
 	// SetCluster installs the router and session store, before serving.
 	SetCluster(broker.Router, broker.SessionStore)
-	// ShuttingDown reports a drain in progress (adoption is then refused).
-	ShuttingDown() bool
 	// PeerLost tells the broker that a peer left (its expiry grace).
 	PeerLost(now time.Time)
 	// ServeForwarded and LocalSessionOp serve what peers forward (rpc.go).
@@ -72,8 +72,8 @@ type Broker interface {
 var _ Broker = (*broker.Broker)(nil)
 
 // Cluster joins a broker to its peers: it serves the Node gRPC API, keeps
-// membership, and routes requests for sessions owned elsewhere (it is the
-// broker's Router).
+// membership, and carries requests for sessions owned elsewhere (router.go
+// is the broker's Router).
 type Cluster struct {
 	cfg   Config
 	log   *slog.Logger
@@ -86,8 +86,6 @@ type Cluster struct {
 	peers *peers
 	calls calls
 }
-
-var _ broker.Router = (*Cluster)(nil)
 
 // Start starts the gRPC server and gossip for b (whose Config.IDPrefix must
 // be NodeTag(cfg.NodeID)) and installs itself as b's Router. Joining the
@@ -163,7 +161,7 @@ func Start(ctx context.Context, cfg Config, b Broker) (*Cluster, error) {
 	// (starting its goroutine orders the two): a peer's forwarded request
 	// never meets a half-installed broker. Gossip only updates membership,
 	// which does not touch the broker.
-	b.SetCluster(idGuard{c}, store)
+	b.SetCluster(router{c}, store)
 	go func() {
 		if err := c.grpc.Serve(ln); err != nil {
 			c.log.Error("grpc server stopped", "err", err)
@@ -237,7 +235,7 @@ func (c *Cluster) Members() []Meta { return c.mem.Members() }
 // overloaded node, or one cut off).
 func (c *Cluster) HealthScore() int { return c.mem.ml.GetHealthScore() }
 
-// Forward implements broker.Router over gRPC.
+// Forward implements broker.Router over gRPC (through router).
 func (c *Cluster) Forward(ctx context.Context, node string, req *broker.ForwardedRequest) (*broker.ForwardedResponse, error) {
 	owner, ok := c.mem.Alive(node)
 	if !ok {
@@ -272,7 +270,7 @@ func (c *Cluster) observeForward(result string) {
 	}
 }
 
-// SessionOp implements broker.Router.
+// SessionOp implements broker.Router (through router).
 func (c *Cluster) SessionOp(ctx context.Context, node, clientID string, op broker.SessionOpKind) (bool, error) {
 	owner, ok := c.mem.Alive(node)
 	if !ok {

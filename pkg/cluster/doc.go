@@ -35,11 +35,15 @@
 // to nobody; ready but reporting it during a backplane outage.
 //
 // The seam with the broker runs one way: the broker defines the interfaces
-// (engine.Engine, broker.Router, broker.SessionStore, broker.Fence) and
-// this package implements them (Redis, Cluster with Resolve in resolve.go,
-// SessionStore);
-// it calls the broker only to serve what peers forward (ServeForwarded,
-// LocalSessionOp, in rpc.go) and to install itself (SetCluster).
+// (engine.Engine, broker.Router with broker.Members, broker.SessionStore,
+// broker.HandOverStore, broker.Fence) and this package implements them
+// (Redis; router.go: membership facts and node-to-node calls;
+// SessionStore: records, compare-and-set claim, lease); it calls the
+// broker only through the Broker interface: to serve what peers forward
+// (ServeForwarded, LocalSessionOp, in rpc.go), to install itself
+// (SetCluster) and to report a lost peer (PeerLost). Session adoption,
+// who may take a record over and when, is decided and done in the broker
+// (pkg/broker/adopt*.go); this package supplies only the primitives.
 //
 // Concurrency: every exported method is safe for concurrent use. Memberlist
 // delegates only update a map under a short lock and never block. Each

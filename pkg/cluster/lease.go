@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +17,8 @@ import (
 // "Fencing"). It is a Redis key "<prefix>:lease:{<tag>}" holding the
 // lease's generation, with a time to live shorter than failure detection
 // plus the adoption delay, renewed by the node. A peer adopts the node's
-// sessions only once the key is gone (Resolve).
+// sessions only once the key is gone (broker adopt.go reads it through
+// SessionStore.LeaseHeld).
 //
 // The node measures the lease on its own monotonic clock from the moment
 // it sent the renewal, so its local deadline passes before Redis expires
@@ -89,7 +89,7 @@ return 0`
 
 // leaseTiming returns the lease's time to live and renewal period. The
 // time to live is below failure detection plus the adoption delay
-// (Cluster.adoptDelay), so that the lease adds no wait to an adoption.
+// (adoptDelay), so that the lease adds no wait to an adoption.
 func leaseTiming(fast bool) (ttl, every time.Duration) {
 	if fast {
 		return 1500 * time.Millisecond, 300 * time.Millisecond
@@ -288,12 +288,6 @@ func ownerOf(tag string, gen int64) string {
 	return tag + "." + strconv.FormatInt(gen, 10)
 }
 
-// ownerTag returns the node tag of an owner string ("" when released).
-func ownerTag(owner string) string {
-	tag, _, _ := strings.Cut(owner, ".")
-	return tag
-}
-
 // Held implements broker.Fence: the node may act on its sessions (always,
 // without a lease).
 func (s *SessionStore) Held() bool { return s.lease == nil || s.lease.Held() }
@@ -357,7 +351,8 @@ func (s *SessionStore) Revalidate(ctx context.Context, gen int64, ids []string) 
 	return moved, nil
 }
 
-// LeaseHeld reports whether node tag's lease exists in Redis.
+// LeaseHeld implements broker.SessionStore: whether node tag's lease
+// exists in Redis.
 func (s *SessionStore) LeaseHeld(ctx context.Context, tag string) (bool, error) {
 	return LeaseHeld(ctx, s.client, s.prefix, tag)
 }

@@ -148,7 +148,7 @@ func TestLeaseFencing(t *testing.T) {
 	if owner, _, _ := e.rawRecord(a, "kept"); owner != "aaaaaa.2" {
 		t.Errorf("kept: owner = %q, want aaaaaa.2", owner)
 	}
-	if _, cur, err := b.Claim(ctx, "late", "aaaaaa.1"); !errors.Is(err, errClaimLost) || cur != "aaaaaa.2" {
+	if _, cur, err := b.Claim(ctx, "late", "aaaaaa.1"); !errors.Is(err, broker.ErrClaimLost) || cur != "aaaaaa.2" {
 		t.Errorf("late claim of the old generation = %q, %v; want lost to aaaaaa.2", cur, err)
 	}
 	if err := a.Save(ctx, fullState("moved")); !errors.Is(err, broker.ErrOwnershipLost) {

@@ -272,15 +272,12 @@ func (s *SessionStore) Refresh(ctx context.Context, ids []string) ([]string, err
 	return missing, nil
 }
 
-// errNoRecord means the session has no record (never existed, ended, or
-// expired).
-var errNoRecord = errors.New("cluster: no session record")
-
-// Owner returns the tag of the node owning id ("" when released).
+// Owner implements broker.SessionStore: the owner string of id's record
+// ("" when released), or broker.ErrNoRecord.
 func (s *SessionStore) Owner(ctx context.Context, id string) (string, error) {
 	o, err := s.client.HGet(ctx, s.key(id), "o").Result()
 	if errors.Is(err, redis.Nil) {
-		return "", errNoRecord
+		return "", broker.ErrNoRecord
 	}
 	if err != nil {
 		return "", fmt.Errorf("session owner %s: %w", id, err)
@@ -288,9 +285,11 @@ func (s *SessionStore) Owner(ctx context.Context, id string) (string, error) {
 	return o, nil
 }
 
-// Claim takes id over for this node if its owner is still expected. It
-// returns the state, or errClaimLost with the current owner, or
-// broker.ErrFenced while this node's lease is not held.
+// Claim implements broker.SessionStore: it takes id over for this node if
+// its owner is still expected (one compare-and-set). It returns the state
+// and this node's owner string, or broker.ErrClaimLost with the current
+// owner, broker.ErrNoRecord, or broker.ErrFenced while this node's lease
+// is not held.
 func (s *SessionStore) Claim(ctx context.Context, id, expected string) (*broker.SessionState, string, error) {
 	owner, _, err := s.owner()
 	if err != nil {
@@ -298,7 +297,7 @@ func (s *SessionStore) Claim(ctx context.Context, id, expected string) (*broker.
 	}
 	res, err := s.claim.Run(ctx, s.client, []string{s.key(id)}, expected, owner, s.ttlMillis()).Slice()
 	if errors.Is(err, redis.Nil) {
-		return nil, "", errNoRecord
+		return nil, "", broker.ErrNoRecord
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("claim session %s: %w", id, err)
@@ -308,7 +307,7 @@ func (s *SessionStore) Claim(ctx context.Context, id, expected string) (*broker.
 	}
 	if ok, _ := res[0].(int64); ok != 1 {
 		cur, _ := res[1].(string)
-		return nil, cur, errClaimLost
+		return nil, cur, broker.ErrClaimLost
 	}
 	raw, _ := res[1].(string)
 	var st broker.SessionState
@@ -317,6 +316,3 @@ func (s *SessionStore) Claim(ctx context.Context, id, expected string) (*broker.
 	}
 	return &st, owner, nil
 }
-
-// errClaimLost means another node claimed the session first.
-var errClaimLost = errors.New("cluster: session claimed by another node")

@@ -161,7 +161,7 @@ func TestSessionStoreClaim(t *testing.T) {
 		recOwner  string // owner of the record afterwards ("-": no record)
 	}{
 		{"expected owner", func(id string) { mustSave(t, a, fullState(id)) }, "nodeAA", nil, "nodeBB", true, "nodeBB"},
-		{"wrong expected owner", func(id string) { mustSave(t, a, fullState(id)) }, "nodeCC", errClaimLost, "nodeAA", false, "nodeAA"},
+		{"wrong expected owner", func(id string) { mustSave(t, a, fullState(id)) }, "nodeCC", broker.ErrClaimLost, "nodeAA", false, "nodeAA"},
 		{"released record", func(id string) {
 			if err := a.Release(storeCtx(t), []*broker.SessionState{fullState(id)}); err != nil {
 				t.Fatal(err)
@@ -171,8 +171,8 @@ func TestSessionStoreClaim(t *testing.T) {
 			if err := a.Release(storeCtx(t), []*broker.SessionState{fullState(id)}); err != nil {
 				t.Fatal(err)
 			}
-		}, "nodeAA", errClaimLost, "", false, ""},
-		{"missing record", func(string) {}, "nodeAA", errNoRecord, "", false, "-"},
+		}, "nodeAA", broker.ErrClaimLost, "", false, ""},
+		{"missing record", func(string) {}, "nodeAA", broker.ErrNoRecord, "", false, "-"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -383,7 +383,7 @@ func TestSessionStoreOwner(t *testing.T) {
 	}{
 		{"owned", "nodeAA", nil},
 		{"released", "", nil},
-		{"missing", "", errNoRecord},
+		{"missing", "", broker.ErrNoRecord},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id, func(t *testing.T) {

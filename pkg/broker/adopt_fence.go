@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// This file is the broker's side of fencing (cluster mode;
-// docs/architecture.md, "Fencing"): a node that lost its lease (frozen,
+// This file is the broker's side of fencing (cluster mode, part of
+// adoption: adopt.go; docs/architecture.md, "Fencing"): a node that lost its lease (frozen,
 // or cut off from Redis, long enough for its sessions to be adopted)
 // delivers nothing and acknowledges nothing until it holds the lease
 // again and has re-validated its sessions.
@@ -70,9 +70,9 @@ func (b *Broker) installFence(st SessionStore) {
 // acknowledged. The sessions that stay get their time back: the clients
 // could not reach this node while it was away.
 //
-// The websockets that carried those sessions here move no session here any
-// more (handover.go): their client most likely gave up on them during the
-// stall, and frames it sent before (still unread in the socket) would
+// The websockets that carried those sessions here move no session here
+// any more (adopt_handover.go): their client most likely gave up on them
+// during the stall, and frames it sent before (still unread in the socket) would
 // otherwise pull the session back from the node the client uses now.
 // Their frames are forwarded to the owner, which answers a stale connect
 // empty (sequencer.Stale).

@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 )
 
 // This file moves a session to the node its websocket is attached to (the
-// hand-over, docs/architecture.md section 12). Node W, serving a websocket
+// hand-over, docs/architecture.md section 12; part of adoption, adopt.go). Node W, serving a websocket
 // frame for a session a live node O owns, asks O (session op hand-over).
 // O stops the session's deliveries, answers its held connect with retry
 // advice, writes its record with exact positions as owned by W in one
@@ -37,12 +36,12 @@ type moveGate struct {
 // handOverEnabled reports whether sessions follow their websocket.
 func (b *Broker) handOverEnabled() bool { return b.cfg.HandOverHold > 0 && b.store != nil }
 
-// moveHere tries to move clientID, which rt (the Router's answer) sends
-// to another node, to this node, for a websocket frame (gate). It returns
+// moveHere tries to move clientID, which rt (resolve's answer) sends to
+// another node, to this node, for a websocket frame (gate). It returns
 // the route to take: after a hand-over (or a failed one, which may have
-// moved it) the record decides (Resolve as a forwarded request: a record
-// now naming this node is claimed and adopted here).
-func (b *Broker) moveHere(ctx context.Context, gate *moveGate, rt Route, clientID string) (Route, error) {
+// moved it) the record decides (resolve as for a forwarded request: a
+// record now naming this node is claimed and adopted here).
+func (b *Broker) moveHere(ctx context.Context, gate *moveGate, rt sessionRoute, clientID string) (sessionRoute, error) {
 	now := time.Now()
 	if gate == nil || !b.handOverEnabled() || b.shuttingDown.Load() || b.fenced() || now.UnixNano() < gate.next.Load() {
 		return rt, nil
@@ -56,7 +55,7 @@ func (b *Broker) moveHere(ctx context.Context, gate *moveGate, rt Route, clientI
 		return rt, nil
 	}
 	gate.next.Store(now.Add(b.cfg.HandOverHold).UnixNano())
-	asked := rt.Node
+	asked := rt.node
 	for try := 0; ; try++ {
 		octx, cancel := context.WithTimeout(ctx, storeTimeout)
 		moved, err := b.router.SessionOp(octx, asked, clientID, handOverOp(self))
@@ -69,19 +68,19 @@ func (b *Broker) moveHere(ctx context.Context, gate *moveGate, rt Route, clientI
 		}
 		// Moved, failed (it may have moved), or the node asked (the
 		// creator) does not hold the session: the record says.
-		next, rerr := b.router.Resolve(ctx, clientID, 1)
-		if rerr == nil && err == nil && !moved && next == (Route{}) {
+		next, rerr := b.resolve(ctx, clientID, 1)
+		if rerr == nil && err == nil && !moved && next == (sessionRoute{}) {
 			// No record: the session ended (its creator may hold its
 			// tombstone, and answers from it).
 			return rt, nil
 		}
-		if rerr != nil || moved || err != nil || next.Node == "" || next.Node == asked {
+		if rerr != nil || moved || err != nil || next.node == "" || next.node == asked {
 			if moved {
 				b.log.Info("session handed over to this node", "session", clientID, "from", asked, "took", time.Since(now))
 			}
 			return next, rerr
 		}
-		asked, rt = next.Node, next
+		asked, rt = next.node, next
 	}
 }
 
@@ -96,7 +95,7 @@ func (b *Broker) handOverTo(clientID, to string) (bool, error) {
 	if !ok || !b.handOverEnabled() {
 		return false, nil
 	}
-	if tag, _, _ := strings.Cut(to, "."); tag == "" || tag == b.cfg.IDPrefix {
+	if tag := ownerTag(to); tag == "" || tag == b.cfg.IDPrefix {
 		return false, fmt.Errorf("hand-over of %s to %q: not another node", clientID, to)
 	}
 	s, ok := b.Session(clientID)
@@ -150,20 +149,4 @@ func (b *Broker) handOverTo(clientID, to string) (bool, error) {
 	b.removeSession(s, errMoved)
 	b.log.Debug("session handed over", "session", clientID, "to", to, "took", time.Since(start))
 	return true, nil
-}
-
-// rewriteExact rewrites, once, the record of a plain session adopted from
-// an exact record (Session.staleExact), after its catch-up and before it
-// delivers here.
-func (b *Broker) rewriteExact(ctx context.Context, s *Session) {
-	s.mu.Lock()
-	stale := s.staleExact
-	s.staleExact = false
-	s.mu.Unlock()
-	if !stale {
-		return
-	}
-	if err := b.save(ctx, s); err != nil {
-		b.log.Warn("adopted session: record not rewritten", "session", s.id, "err", err)
-	}
 }

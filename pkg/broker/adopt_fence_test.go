@@ -78,9 +78,9 @@ func TestFencedNodeActsOnNothing(t *testing.T) {
 	store, dead := newMemStore(), &deadSet{}
 	fa := &fencedView{storeView: store.view(tagA)}
 	fa.held.Store(true)
-	ra := &testRouter{store: fa.storeView, nodes: dead}
+	ra := &testRouter{nodes: dead}
 	vb := store.view(tagB)
-	rb := &testRouter{store: vb, nodes: dead}
+	rb := &testRouter{nodes: dead}
 	engA, engB := hub.node(), hub.node()
 	a := startXNode(t, func(c *broker.Config) { c.Engine, c.IDPrefix = engA, tagA }, func(b *broker.Broker) { b.SetCluster(ra, fa) })
 	b := startXNode(t, func(c *broker.Config) { c.Engine, c.IDPrefix = engB, tagB }, func(b *broker.Broker) { b.SetCluster(rb, vb) })
