@@ -235,7 +235,7 @@ func (rd *reader) fill(ctx context.Context, pt *patience, h engine.Handler, name
 	pubs, err := rd.history(ctx, pt, name, engine.Position{Epoch: t.epoch, Offset: t.offset}, limit)
 	if !bounded && errors.Is(err, engine.ErrPositionGone) {
 		h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{})
-		delete(rd.tracked, name)
+		rd.restart(ctx, pt, h, name, t)
 		return
 	}
 	if !bounded && err != nil {
@@ -269,6 +269,35 @@ func (rd *reader) fill(ctx context.Context, pt *patience, h engine.Handler, name
 	if bounded && t.offset < upTo {
 		h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{Epoch: t.epoch, Offset: upTo})
 		t.offset, t.at = upTo, 0
+	}
+}
+
+// restart follows name, whose position t history no longer holds (a
+// failover gave the channel a new epoch, or its history was trimmed past
+// t; the gap is already reported), from what history holds now: the
+// publications of another epoch, or after t in its own, are delivered in
+// order, so that those made while this node was resubscribing (a new
+// master's first ones) are not lost as well. Without history the channel
+// is forgotten: its next publication starts it again.
+func (rd *reader) restart(ctx context.Context, pt *patience, h engine.Handler, name string, t *tracked) {
+	old := *t
+	pubs, err := rd.history(ctx, pt, name, engine.Retained, 0)
+	if err != nil {
+		rd.e.log.Warn("redis: channel history unreadable after a gap", "channel", name, "err", err)
+		delete(rd.tracked, name)
+		return
+	}
+	t.epoch, t.offset, t.at = "", 0, 0
+	for i := range pubs {
+		p := &pubs[i]
+		if p.Epoch == old.epoch && p.Offset <= old.offset {
+			continue
+		}
+		h.OnPublication(p)
+		t.epoch, t.offset, t.at = p.Epoch, p.Offset, p.Time
+	}
+	if t.epoch == "" {
+		delete(rd.tracked, name)
 	}
 }
 
