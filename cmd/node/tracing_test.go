@@ -140,7 +140,7 @@ func onChannel(ch string) func(gotSpan) bool {
 // publish span on a, the Redis publish span as its child, and b's fan-out
 // span as the Redis span's child (context carried in the Redis envelope,
 // which c, not tracing, still reads). A publish through b for a session a
-// owns makes the gRPC client span on b, the server span on a and a's
+// owns makes the forward span on b (client), its child on a (server) and a's
 // publish span in one trace. Node c exports nothing.
 func TestTracingAcrossNodes(t *testing.T) {
 	rcv := startReceiver(t)

@@ -58,6 +58,11 @@ func openFwdStream(ctx context.Context, cc grpc.ClientConnInterface) (*fwdStream
 		}
 		return nil, err
 	}
+	return newFwdStream(stream, cancel), nil
+}
+
+// newFwdStream starts the sender and receiver of stream; cancel ends it.
+func newFwdStream(stream grpc.BidiStreamingClient[clusterv1.ForwardBatch, clusterv1.ForwardReplies], cancel context.CancelFunc) *fwdStream {
 	s := &fwdStream{
 		stream:  stream,
 		cancel:  cancel,
@@ -67,7 +72,7 @@ func openFwdStream(ctx context.Context, cc grpc.ClientConnInterface) (*fwdStream
 	}
 	go s.send()
 	go s.receive()
-	return s, nil
+	return s
 }
 
 // broken reports whether the stream takes no more requests.
