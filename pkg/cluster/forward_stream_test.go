@@ -31,10 +31,10 @@ type fwdBroker struct {
 
 func newFwdBroker() *fwdBroker { return &fwdBroker{release: make(chan struct{})} }
 
-func (f *fwdBroker) Config() broker.Config                        { return broker.Config{} }
+func (f *fwdBroker) Config() broker.Config                         { return broker.Config{} }
 func (f *fwdBroker) SetCluster(broker.Router, broker.SessionStore) {}
-func (f *fwdBroker) ShuttingDown() bool                           { return false }
-func (f *fwdBroker) PeerLost(time.Time)                           {}
+func (f *fwdBroker) ShuttingDown() bool                            { return false }
+func (f *fwdBroker) PeerLost(time.Time)                            {}
 func (f *fwdBroker) LocalSessionOp(string, broker.SessionOpKind) (bool, error) {
 	return false, nil
 }
