@@ -95,7 +95,7 @@ func (f *fwdServe) start(fr *clusterv1.ForwardFrame) {
 	f.mu.Lock()
 	var refuse error
 	switch {
-	case f.stopping:
+	case f.stopping || f.s.isStopping():
 		refuse = status.Error(codes.Unavailable, "node stopping")
 	case len(f.running) >= fwdInflight:
 		refuse = status.Errorf(codes.ResourceExhausted, "more than %d forwarded requests in flight", fwdInflight)

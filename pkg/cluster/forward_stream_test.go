@@ -323,3 +323,91 @@ func TestForwardStreamQueueFull(t *testing.T) {
 		}
 	}
 }
+
+// recordingStream is a forward stream whose first Send blocks until
+// unblocked, recording the number of frames of every Send.
+type recordingStream struct {
+	grpc.ClientStream
+	sending chan struct{} // receives as the first Send blocks
+	unblock chan struct{}
+	end     chan struct{}
+	mu      sync.Mutex
+	sizes   []int
+}
+
+func (s *recordingStream) Send(m *clusterv1.ForwardBatch) error {
+	s.mu.Lock()
+	s.sizes = append(s.sizes, len(m.GetFrames()))
+	first := len(s.sizes) == 1
+	s.mu.Unlock()
+	if first {
+		s.sending <- struct{}{}
+		<-s.unblock
+	}
+	return nil
+}
+
+func (s *recordingStream) Recv() (*clusterv1.ForwardReplies, error) {
+	<-s.end
+	return nil, errors.New("ended")
+}
+
+func (s *recordingStream) sent() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.sizes...)
+}
+
+// TestForwardStreamBatches: requests queued while the sender writes go
+// out together, as one stream message.
+func TestForwardStreamBatches(t *testing.T) {
+	st := &recordingStream{sending: make(chan struct{}, 1), unblock: make(chan struct{}), end: make(chan struct{})}
+	s := newFwdStream(st, func() {})
+	const queued = 10
+	errs := make(chan error, queued+1)
+	call := func() { _, err := s.call(context.Background(), fwdReq("echo:x"), ""); errs <- err }
+	go call()
+	<-st.sending
+	for range queued {
+		go call()
+	}
+	waitFor(t, 5*time.Second, "requests queued", func() bool {
+		s.out.mu.Lock()
+		defer s.out.mu.Unlock()
+		return len(s.out.items) == queued
+	})
+	close(st.unblock)
+	waitFor(t, 5*time.Second, "the queued requests sent", func() bool { return len(st.sent()) == 2 })
+	if got := st.sent(); got[0] != 1 || got[1] != queued {
+		t.Fatalf("frames per message %v, want [1 %d]", got, queued)
+	}
+	close(st.end)
+	for range queued + 1 {
+		<-errs
+	}
+}
+
+// TestChunks: a batch is split where its sizes would pass the limit; an
+// item larger than it goes alone.
+func TestChunks(t *testing.T) {
+	for _, tc := range []struct {
+		sizes []int
+		want  [][]int
+	}{
+		{nil, nil},
+		{[]int{3}, [][]int{{3}}},
+		{[]int{3, 4, 3}, [][]int{{3, 4, 3}}},
+		{[]int{6, 5, 1}, [][]int{{6}, {5, 1}}},
+		{[]int{20, 1, 2}, [][]int{{20}, {1, 2}}},
+		{[]int{1, 20, 2}, [][]int{{1}, {20}, {2}}},
+	} {
+		var got [][]int
+		err := chunks(tc.sizes, func(n int) int { return n }, 10, func(c []int) error {
+			got = append(got, append([]int(nil), c...))
+			return nil
+		})
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("chunks(%v) = %v, %v; want %v", tc.sizes, got, err, tc.want)
+		}
+	}
+}

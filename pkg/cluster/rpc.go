@@ -50,6 +50,16 @@ type nodeServer struct {
 // stop closes stopping (once).
 func (s *nodeServer) stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
 
+// isStopping reports whether stop was called (never, without stopping).
+func (s *nodeServer) isStopping() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
 var _ clusterv1.NodeServer = (*nodeServer)(nil)
 
 func (s *nodeServer) Process(ctx context.Context, req *clusterv1.ProcessRequest) (*clusterv1.ProcessResponse, error) {
