@@ -140,7 +140,7 @@ func onChannel(ch string) func(gotSpan) bool {
 // publish span on a, the Redis publish span as its child, and b's fan-out
 // span as the Redis span's child (context carried in the Redis envelope,
 // which c, not tracing, still reads). A publish through b for a session a
-// owns makes the gRPC client span on b, the server span on a and a's
+// owns makes the forward span on b (client), its child on a (server) and a's
 // publish span in one trace. Node c exports nothing.
 func TestTracingAcrossNodes(t *testing.T) {
 	rcv := startReceiver(t)
@@ -190,10 +190,10 @@ func TestTracingAcrossNodes(t *testing.T) {
 	// Forwarded: the publisher's session is a's; b forwards the request.
 	pubB := &bayeuxtest.Peer{T: t, URL: b.URL}
 	pubB.MustSucceed(bayeuxtest.Msg{"channel": ch, "clientId": publisher, "data": map[string]any{"n": 2}})
-	client := rcv.await(t, "gRPC client span on b", named("b", "bayeux.cluster.v1.Node/Process", tracepb.Span_SPAN_KIND_CLIENT))
-	server := rcv.await(t, "gRPC server span on a, child of b's client span",
-		and(named("a", "bayeux.cluster.v1.Node/Process", tracepb.Span_SPAN_KIND_SERVER), childOf(client)))
-	fwd := rcv.await(t, "publish span on a, child of the gRPC server span",
+	client := rcv.await(t, "forward span on b", named("b", "bayeux forward", tracepb.Span_SPAN_KIND_CLIENT))
+	server := rcv.await(t, "forward span on a, child of b's",
+		and(named("a", "bayeux forward", tracepb.Span_SPAN_KIND_SERVER), childOf(client)))
+	fwd := rcv.await(t, "publish span on a, child of a's forward span",
 		and(named("a", "bayeux publish", tracepb.Span_SPAN_KIND_PRODUCER), onChannel(ch), childOf(server)))
 	rcv.await(t, "redis publish span of the forwarded publish", and(named("a", "redis publish", tracepb.Span_SPAN_KIND_CLIENT), childOf(fwd)))
 	for node, p := range subscribers {

@@ -85,6 +85,7 @@ type Cluster struct {
 	hs    *health.Server
 	peers *peers
 	calls calls
+	node  *nodeServer
 }
 
 // Start starts the gRPC server and gossip for b (whose Config.IDPrefix must
@@ -116,7 +117,8 @@ func Start(ctx context.Context, cfg Config, b Broker) (*Cluster, error) {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.ServerTLS)))
 	}
 	c.grpc = grpc.NewServer(append(opts, grpcServerTracing(cfg.Tracer)...)...)
-	clusterv1.RegisterNodeServer(c.grpc, &nodeServer{b: b, calls: &c.calls})
+	c.node = &nodeServer{b: b, calls: &c.calls, tracer: cfg.Tracer, stopping: make(chan struct{})}
+	clusterv1.RegisterNodeServer(c.grpc, c.node)
 	c.hs = health.NewServer()
 	healthpb.RegisterHealthServer(c.grpc, c.hs)
 
@@ -235,27 +237,30 @@ func (c *Cluster) Members() []Meta { return c.mem.Members() }
 // overloaded node, or one cut off).
 func (c *Cluster) HealthScore() int { return c.mem.ml.GetHealthScore() }
 
-// Forward implements broker.Router over gRPC (through router).
+// Forward implements broker.Router (through router) over the owner's
+// forward stream (Node.Forward, one per peer; forward_stream.go).
 func (c *Cluster) Forward(ctx context.Context, node string, req *broker.ForwardedRequest) (*broker.ForwardedResponse, error) {
 	owner, ok := c.mem.Alive(node)
 	if !ok {
 		c.observeForward(ForwardNoOwner)
 		return nil, errNoOwner
 	}
-	client, release, err := c.peers.client(owner.GRPC)
+	pc, release, err := c.peers.conn(owner.GRPC)
 	if err != nil {
 		c.observeForward(ForwardError)
 		return nil, err
 	}
 	defer release()
-	resp, err := client.Process(ctx, &clusterv1.ProcessRequest{
+	ctx, span, traceparent := c.cfg.Tracer.ForwardOut(ctx)
+	defer span.End()
+	resp, err := pc.forward(ctx, &clusterv1.ProcessRequest{
 		ProtocolVersion: ProtocolVersion,
 		Transport:       req.Transport,
 		Hops:            uint32(req.Hops),
 		Parts:           req.Parts,
 		BrowserId:       req.BrowserID,
 		RemoteAddr:      req.RemoteAddr,
-	})
+	}, traceparent)
 	if err != nil {
 		c.observeForward(ForwardError)
 		return nil, fmt.Errorf("forward to %s (%s): %w", owner.ID, owner.GRPC, err)
@@ -304,6 +309,7 @@ const stopWait = 2 * time.Second
 func (c *Cluster) Stop(ctx context.Context) {
 	c.hs.Shutdown()
 	_ = c.mem.Leave(time.Second)
+	c.node.stop() // forward streams end once answered
 	done := make(chan struct{})
 	go func() { c.grpc.GracefulStop(); close(done) }()
 	t := time.NewTimer(stopWait)

@@ -19,7 +19,9 @@
 //     node tag, gRPC address and protocol version of each.
 //   - gRPC (api/proto/cluster/v1) carries requests to the node that owns a
 //     session: the owner's tag is the clientId's prefix, so any node serves
-//     any request of any session without sticky load balancing. Its Call
+//     any request of any session without sticky load balancing. Forwarded
+//     requests share one long-lived Node.Forward stream per peer, matched
+//     to their replies by id (forward_stream.go, forward_serve.go). Its Call
 //     RPC also carries the requests of node-level services to peers
 //     (HandleCall registers a handler by method name; the server API uses it
 //     for cluster-wide presence and session control).
@@ -53,5 +55,9 @@
 // output buffer take the back-pressure) and a consumer that delivers to
 // the broker, in the connection's order, everything ready in the queue as
 // one batch of up to 256 (engine.BatchHandler), never waiting for a batch
-// to fill.
+// to fill. A forward stream has, on the forwarding node, a sender (writing
+// the queued requests as one message; fwdQueued of them at most, past
+// which a request fails at once) and a receiver; on the owner, a reader,
+// and one worker per request in flight (fwdInflight at most, past which
+// a request is refused; up to fwdIdleWorkers idle workers kept).
 package cluster

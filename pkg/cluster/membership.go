@@ -19,8 +19,9 @@ import (
 
 // ProtocolVersion is the node-to-node protocol version carried in gossip
 // metadata and every gRPC request. Peers with another version are not
-// routed to.
-const ProtocolVersion = 1
+// routed to. Version 2: peers forward requests over Node.Forward streams
+// (a version 1 node does not serve them).
+const ProtocolVersion = 2
 
 // TagLen is the length of a node tag, the prefix of every clientId the node
 // issues.

@@ -17,6 +17,7 @@ import (
 
 	clusterv1 "github.com/bayeux-cluster/bayeux/api/proto/cluster/v1"
 	"github.com/bayeux-cluster/bayeux/pkg/broker"
+	"github.com/bayeux-cluster/bayeux/pkg/tracing"
 )
 
 // maxRPCMessage bounds a forwarded request or response (a connect reply may
@@ -37,13 +38,39 @@ const (
 // nodeServer serves the Node gRPC service for the local broker.
 type nodeServer struct {
 	clusterv1.UnimplementedNodeServer
-	b     Broker
-	calls *calls
+	b      Broker
+	calls  *calls
+	tracer *tracing.Tracer // per forwarded request on Forward streams; nil: off
+	// stopping, once closed, has Forward streams take no new request and
+	// end once the requests in flight are answered (the node stops).
+	stopping chan struct{}
+	stopOnce sync.Once
+}
+
+// stop closes stopping (once).
+func (s *nodeServer) stop() { s.stopOnce.Do(func() { close(s.stopping) }) }
+
+// isStopping reports whether stop was called (never, without stopping).
+func (s *nodeServer) isStopping() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 var _ clusterv1.NodeServer = (*nodeServer)(nil)
 
 func (s *nodeServer) Process(ctx context.Context, req *clusterv1.ProcessRequest) (*clusterv1.ProcessResponse, error) {
+	return s.process(ctx, req)
+}
+
+// process serves one forwarded request (Process, or one of a Forward
+// stream), failing with the status the caller sees: Aborted for a reply
+// the debug API dropped, Unavailable for a reply lost on a further hop,
+// the context's for a request cancelled, InvalidArgument otherwise.
+func (s *nodeServer) process(ctx context.Context, req *clusterv1.ProcessRequest) (*clusterv1.ProcessResponse, error) {
 	if req.GetProtocolVersion() != ProtocolVersion {
 		return nil, status.Errorf(codes.FailedPrecondition, "protocol version %d not supported (want %d)", req.GetProtocolVersion(), ProtocolVersion)
 	}
@@ -95,6 +122,45 @@ type peerConn struct {
 	cc       *grpc.ClientConn
 	inflight int
 	departed bool
+
+	fwdMu sync.Mutex // held while opening fwd
+	fwd   *fwdStream // forwarded requests; nil until the first, replaced once broken
+}
+
+// stream returns pc's forward stream, opening one if it has none or
+// its last one broke (ctx bounds the opening).
+func (pc *peerConn) stream(ctx context.Context) (*fwdStream, error) {
+	pc.fwdMu.Lock()
+	defer pc.fwdMu.Unlock()
+	if pc.fwd != nil && !pc.fwd.broken() {
+		return pc.fwd, nil
+	}
+	s, err := openFwdStream(ctx, pc.cc)
+	if err != nil {
+		return nil, err
+	}
+	pc.fwd = s
+	return s, nil
+}
+
+// forward sends req over pc's forward stream, opening one if needed
+// (after a broken one: the peer is dialled again).
+func (pc *peerConn) forward(ctx context.Context, req *clusterv1.ProcessRequest, traceparent string) (*clusterv1.ProcessResponse, error) {
+	s, err := pc.stream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.call(ctx, req, traceparent)
+}
+
+// close closes pc's connection (its forward stream with it).
+func (pc *peerConn) close() {
+	pc.fwdMu.Lock()
+	if pc.fwd != nil {
+		pc.fwd.close()
+	}
+	pc.fwdMu.Unlock()
+	_ = pc.cc.Close()
 }
 
 // newPeers dials peers with mutual TLS when tlsCfg is set, else in
@@ -110,6 +176,16 @@ func newPeers(tlsCfg *tls.Config, extra []grpc.DialOption) *peers {
 // client returns a client of the peer at addr for one call; the caller
 // calls release when the call ended.
 func (p *peers) client(addr string) (c clusterv1.NodeClient, release func(), err error) {
+	pc, release, err := p.conn(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return clusterv1.NewNodeClient(pc.cc), release, nil
+}
+
+// conn returns the connection to the peer at addr for one call (or one
+// forwarded request); the caller calls release when the call ended.
+func (p *peers) conn(addr string) (*peerConn, func(), error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pc := p.conns[addr]
@@ -127,7 +203,7 @@ func (p *peers) client(addr string) (c clusterv1.NodeClient, release func(), err
 		p.conns[addr] = pc
 	}
 	pc.inflight++
-	return clusterv1.NewNodeClient(pc.cc), func() { p.release(pc) }, nil
+	return pc, func() { p.release(pc) }, nil
 }
 
 func (p *peers) release(pc *peerConn) {
@@ -136,7 +212,7 @@ func (p *peers) release(pc *peerConn) {
 	closeNow := pc.departed && pc.inflight == 0
 	p.mu.Unlock()
 	if closeNow {
-		go func() { _ = pc.cc.Close() }() // Close waits for the connection's goroutines
+		go pc.close() // Close waits for the connection's goroutines
 	}
 }
 
@@ -154,7 +230,7 @@ func (p *peers) drop(addr string) {
 	}
 	p.mu.Unlock()
 	if closeNow {
-		go func() { _ = pc.cc.Close() }()
+		go pc.close()
 	}
 }
 
@@ -173,7 +249,7 @@ func (p *peers) close() {
 	p.conns = map[string]*peerConn{}
 	p.mu.Unlock()
 	for _, pc := range conns {
-		_ = pc.cc.Close()
+		pc.close()
 	}
 }
 

@@ -6,18 +6,22 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/grpc"
 
+	clusterv1 "github.com/bayeux-cluster/bayeux/api/proto/cluster/v1"
+
 	"github.com/bayeux-cluster/bayeux/pkg/tracing"
 )
 
 // otelgrpcOptions: tr's provider and propagator (never the process-wide
 // ones), no metrics (the node's Prometheus registry has its own), and no
-// spans for health checks.
+// spans for health checks nor for forward streams (one lives as long as
+// its connection; each request on it has its own span instead,
+// tracing.Tracer.ForwardOut and ForwardIn).
 func otelgrpcOptions(tr *tracing.Tracer) []otelgrpc.Option {
 	return []otelgrpc.Option{
 		otelgrpc.WithTracerProvider(tr.Provider()),
 		otelgrpc.WithPropagators(tr.Propagator()),
 		otelgrpc.WithMeterProvider(noop.NewMeterProvider()),
-		otelgrpc.WithFilter(filters.Not(filters.HealthCheck())),
+		otelgrpc.WithFilter(filters.None(filters.HealthCheck(), filters.FullMethodName(clusterv1.Node_Forward_FullMethodName))),
 	}
 }
 

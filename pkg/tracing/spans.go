@@ -19,6 +19,7 @@ const (
 	SpanPublish      = "bayeux publish"
 	SpanRedisPublish = "redis publish"
 	SpanFanout       = "bayeux fanout"
+	SpanForward      = "bayeux forward"
 
 	// AttrChannel is the Bayeux channel of a publication.
 	AttrChannel = attribute.Key("bayeux.channel")
@@ -134,3 +135,25 @@ func (c *carrier) Set(key, value string) {
 }
 
 func (c *carrier) Keys() []string { return []string{traceparentKey} }
+
+// ForwardOut starts the span of a request forwarded to its session's
+// owner and returns the traceparent to send along ("" when off).
+func (t *Tracer) ForwardOut(ctx context.Context) (context.Context, trace.Span, string) {
+	if t == nil {
+		return ctx, noSpan, ""
+	}
+	ctx, span := t.tr.Start(ctx, SpanForward, trace.WithSpanKind(trace.SpanKindClient))
+	return ctx, span, t.TraceParent(ctx)
+}
+
+// ForwardIn starts the owner's span of a forwarded request, a child of
+// the forwarding node's span traceparent (possibly "").
+func (t *Tracer) ForwardIn(ctx context.Context, traceparent string) (context.Context, trace.Span) {
+	if t == nil {
+		return ctx, noSpan
+	}
+	if traceparent != "" {
+		ctx = propagation.TraceContext{}.Extract(ctx, &carrier{traceparent: traceparent})
+	}
+	return t.tr.Start(ctx, SpanForward, trace.WithSpanKind(trace.SpanKindServer))
+}

@@ -395,6 +395,239 @@ func (x *ProcessResponse) GetRateRefused() uint32 {
 	return 0
 }
 
+// ForwardBatch is the requests and cancellations a caller had queued.
+type ForwardBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Frames        []*ForwardFrame        `protobuf:"bytes,1,rep,name=frames,proto3" json:"frames,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardBatch) Reset() {
+	*x = ForwardBatch{}
+	mi := &file_cluster_v1_cluster_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardBatch) ProtoMessage() {}
+
+func (x *ForwardBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_v1_cluster_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardBatch.ProtoReflect.Descriptor instead.
+func (*ForwardBatch) Descriptor() ([]byte, []int) {
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ForwardBatch) GetFrames() []*ForwardFrame {
+	if x != nil {
+		return x.Frames
+	}
+	return nil
+}
+
+type ForwardFrame struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the caller, unique on the stream; the reply carries it.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The request (as Process takes it); unset in a cancellation.
+	Request *ProcessRequest `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	// The caller gave up on request id (its client went away): the owner
+	// cancels it as Process's context ending would, and sends no reply.
+	Cancel bool `protobuf:"varint,3,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	// W3C traceparent of the caller's forward span, if traced.
+	Traceparent   string `protobuf:"bytes,4,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardFrame) Reset() {
+	*x = ForwardFrame{}
+	mi := &file_cluster_v1_cluster_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardFrame) ProtoMessage() {}
+
+func (x *ForwardFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_v1_cluster_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardFrame.ProtoReflect.Descriptor instead.
+func (*ForwardFrame) Descriptor() ([]byte, []int) {
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ForwardFrame) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ForwardFrame) GetRequest() *ProcessRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *ForwardFrame) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
+func (x *ForwardFrame) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
+}
+
+// ForwardReplies is the replies the owner had ready.
+type ForwardReplies struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replies       []*ForwardReply        `protobuf:"bytes,1,rep,name=replies,proto3" json:"replies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardReplies) Reset() {
+	*x = ForwardReplies{}
+	mi := &file_cluster_v1_cluster_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardReplies) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardReplies) ProtoMessage() {}
+
+func (x *ForwardReplies) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_v1_cluster_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardReplies.ProtoReflect.Descriptor instead.
+func (*ForwardReplies) Descriptor() ([]byte, []int) {
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ForwardReplies) GetReplies() []*ForwardReply {
+	if x != nil {
+		return x.Replies
+	}
+	return nil
+}
+
+type ForwardReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Set when code is 0 (OK).
+	Response *ProcessResponse `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	// The gRPC status code Process would have failed with, and its message.
+	Code          uint32 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardReply) Reset() {
+	*x = ForwardReply{}
+	mi := &file_cluster_v1_cluster_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardReply) ProtoMessage() {}
+
+func (x *ForwardReply) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_v1_cluster_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardReply.ProtoReflect.Descriptor instead.
+func (*ForwardReply) Descriptor() ([]byte, []int) {
+	return file_cluster_v1_cluster_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ForwardReply) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ForwardReply) GetResponse() *ProcessResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *ForwardReply) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ForwardReply) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_cluster_v1_cluster_proto_rawDesc = "" +
@@ -424,9 +657,24 @@ const file_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x04hops\x18\a \x01(\rR\x04hops\"U\n" +
 	"\x0fProcessResponse\x12\x12\n" +
 	"\x04body\x18\x01 \x01(\fR\x04body\x12!\n" +
-	"\frate_refused\x18\x03 \x01(\rR\vrateRefusedJ\x04\b\x02\x10\x03R\x05abort2\xf9\x01\n" +
+	"\frate_refused\x18\x03 \x01(\rR\vrateRefusedJ\x04\b\x02\x10\x03R\x05abort\"G\n" +
+	"\fForwardBatch\x127\n" +
+	"\x06frames\x18\x01 \x03(\v2\x1f.bayeux.cluster.v1.ForwardFrameR\x06frames\"\x95\x01\n" +
+	"\fForwardFrame\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12;\n" +
+	"\arequest\x18\x02 \x01(\v2!.bayeux.cluster.v1.ProcessRequestR\arequest\x12\x16\n" +
+	"\x06cancel\x18\x03 \x01(\bR\x06cancel\x12 \n" +
+	"\vtraceparent\x18\x04 \x01(\tR\vtraceparent\"K\n" +
+	"\x0eForwardReplies\x129\n" +
+	"\areplies\x18\x01 \x03(\v2\x1f.bayeux.cluster.v1.ForwardReplyR\areplies\"\x8c\x01\n" +
+	"\fForwardReply\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12>\n" +
+	"\bresponse\x18\x02 \x01(\v2\".bayeux.cluster.v1.ProcessResponseR\bresponse\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage2\xcc\x02\n" +
 	"\x04Node\x12P\n" +
-	"\aProcess\x12!.bayeux.cluster.v1.ProcessRequest\x1a\".bayeux.cluster.v1.ProcessResponse\x12V\n" +
+	"\aProcess\x12!.bayeux.cluster.v1.ProcessRequest\x1a\".bayeux.cluster.v1.ProcessResponse\x12Q\n" +
+	"\aForward\x12\x1f.bayeux.cluster.v1.ForwardBatch\x1a!.bayeux.cluster.v1.ForwardReplies(\x010\x01\x12V\n" +
 	"\tSessionOp\x12#.bayeux.cluster.v1.SessionOpRequest\x1a$.bayeux.cluster.v1.SessionOpResponse\x12G\n" +
 	"\x04Call\x12\x1e.bayeux.cluster.v1.CallRequest\x1a\x1f.bayeux.cluster.v1.CallResponseBAZ?github.com/bayeux-cluster/bayeux/api/proto/cluster/v1;clusterv1b\x06proto3"
 
@@ -442,7 +690,7 @@ func file_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_cluster_v1_cluster_proto_goTypes = []any{
 	(*CallRequest)(nil),       // 0: bayeux.cluster.v1.CallRequest
 	(*CallResponse)(nil),      // 1: bayeux.cluster.v1.CallResponse
@@ -450,19 +698,29 @@ var file_cluster_v1_cluster_proto_goTypes = []any{
 	(*SessionOpResponse)(nil), // 3: bayeux.cluster.v1.SessionOpResponse
 	(*ProcessRequest)(nil),    // 4: bayeux.cluster.v1.ProcessRequest
 	(*ProcessResponse)(nil),   // 5: bayeux.cluster.v1.ProcessResponse
+	(*ForwardBatch)(nil),      // 6: bayeux.cluster.v1.ForwardBatch
+	(*ForwardFrame)(nil),      // 7: bayeux.cluster.v1.ForwardFrame
+	(*ForwardReplies)(nil),    // 8: bayeux.cluster.v1.ForwardReplies
+	(*ForwardReply)(nil),      // 9: bayeux.cluster.v1.ForwardReply
 }
 var file_cluster_v1_cluster_proto_depIdxs = []int32{
-	4, // 0: bayeux.cluster.v1.Node.Process:input_type -> bayeux.cluster.v1.ProcessRequest
-	2, // 1: bayeux.cluster.v1.Node.SessionOp:input_type -> bayeux.cluster.v1.SessionOpRequest
-	0, // 2: bayeux.cluster.v1.Node.Call:input_type -> bayeux.cluster.v1.CallRequest
-	5, // 3: bayeux.cluster.v1.Node.Process:output_type -> bayeux.cluster.v1.ProcessResponse
-	3, // 4: bayeux.cluster.v1.Node.SessionOp:output_type -> bayeux.cluster.v1.SessionOpResponse
-	1, // 5: bayeux.cluster.v1.Node.Call:output_type -> bayeux.cluster.v1.CallResponse
-	3, // [3:6] is the sub-list for method output_type
-	0, // [0:3] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	7, // 0: bayeux.cluster.v1.ForwardBatch.frames:type_name -> bayeux.cluster.v1.ForwardFrame
+	4, // 1: bayeux.cluster.v1.ForwardFrame.request:type_name -> bayeux.cluster.v1.ProcessRequest
+	9, // 2: bayeux.cluster.v1.ForwardReplies.replies:type_name -> bayeux.cluster.v1.ForwardReply
+	5, // 3: bayeux.cluster.v1.ForwardReply.response:type_name -> bayeux.cluster.v1.ProcessResponse
+	4, // 4: bayeux.cluster.v1.Node.Process:input_type -> bayeux.cluster.v1.ProcessRequest
+	6, // 5: bayeux.cluster.v1.Node.Forward:input_type -> bayeux.cluster.v1.ForwardBatch
+	2, // 6: bayeux.cluster.v1.Node.SessionOp:input_type -> bayeux.cluster.v1.SessionOpRequest
+	0, // 7: bayeux.cluster.v1.Node.Call:input_type -> bayeux.cluster.v1.CallRequest
+	5, // 8: bayeux.cluster.v1.Node.Process:output_type -> bayeux.cluster.v1.ProcessResponse
+	8, // 9: bayeux.cluster.v1.Node.Forward:output_type -> bayeux.cluster.v1.ForwardReplies
+	3, // 10: bayeux.cluster.v1.Node.SessionOp:output_type -> bayeux.cluster.v1.SessionOpResponse
+	1, // 11: bayeux.cluster.v1.Node.Call:output_type -> bayeux.cluster.v1.CallResponse
+	8, // [8:12] is the sub-list for method output_type
+	4, // [4:8] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_cluster_v1_cluster_proto_init() }
@@ -476,7 +734,7 @@ func file_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_v1_cluster_proto_rawDesc), len(file_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	Node_Process_FullMethodName   = "/bayeux.cluster.v1.Node/Process"
+	Node_Forward_FullMethodName   = "/bayeux.cluster.v1.Node/Forward"
 	Node_SessionOp_FullMethodName = "/bayeux.cluster.v1.Node/SessionOp"
 	Node_Call_FullMethodName      = "/bayeux.cluster.v1.Node/Call"
 )
@@ -40,6 +41,14 @@ type NodeClient interface {
 	// connect timeout); cancelling it (the client went away) leaves the
 	// session's undelivered messages queued.
 	Process(ctx context.Context, in *ProcessRequest, opts ...grpc.CallOption) (*ProcessResponse, error)
+	// Forward serves what Process serves, many requests over one long-lived
+	// stream per peer: the caller sends requests (and cancellations) by id,
+	// several to a message when they queue up, and the owner answers each
+	// request by its id, in the order the answers are ready (a held connect
+	// holds up nothing else). Ending the stream cancels every request in
+	// flight on it. Nodes forward over this stream; Process stays for
+	// one-off callers.
+	Forward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ForwardBatch, ForwardReplies], error)
 	// SessionOp applies an operation to a session this node owns (used by
 	// the operations/debug API on whichever node received the call).
 	SessionOp(ctx context.Context, in *SessionOpRequest, opts ...grpc.CallOption) (*SessionOpResponse, error)
@@ -66,6 +75,19 @@ func (c *nodeClient) Process(ctx context.Context, in *ProcessRequest, opts ...gr
 	}
 	return out, nil
 }
+
+func (c *nodeClient) Forward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ForwardBatch, ForwardReplies], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[0], Node_Forward_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ForwardBatch, ForwardReplies]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_ForwardClient = grpc.BidiStreamingClient[ForwardBatch, ForwardReplies]
 
 func (c *nodeClient) SessionOp(ctx context.Context, in *SessionOpRequest, opts ...grpc.CallOption) (*SessionOpResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -99,6 +121,14 @@ type NodeServer interface {
 	// connect timeout); cancelling it (the client went away) leaves the
 	// session's undelivered messages queued.
 	Process(context.Context, *ProcessRequest) (*ProcessResponse, error)
+	// Forward serves what Process serves, many requests over one long-lived
+	// stream per peer: the caller sends requests (and cancellations) by id,
+	// several to a message when they queue up, and the owner answers each
+	// request by its id, in the order the answers are ready (a held connect
+	// holds up nothing else). Ending the stream cancels every request in
+	// flight on it. Nodes forward over this stream; Process stays for
+	// one-off callers.
+	Forward(grpc.BidiStreamingServer[ForwardBatch, ForwardReplies]) error
 	// SessionOp applies an operation to a session this node owns (used by
 	// the operations/debug API on whichever node received the call).
 	SessionOp(context.Context, *SessionOpRequest) (*SessionOpResponse, error)
@@ -118,6 +148,9 @@ type UnimplementedNodeServer struct{}
 
 func (UnimplementedNodeServer) Process(context.Context, *ProcessRequest) (*ProcessResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Process not implemented")
+}
+func (UnimplementedNodeServer) Forward(grpc.BidiStreamingServer[ForwardBatch, ForwardReplies]) error {
+	return status.Error(codes.Unimplemented, "method Forward not implemented")
 }
 func (UnimplementedNodeServer) SessionOp(context.Context, *SessionOpRequest) (*SessionOpResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SessionOp not implemented")
@@ -163,6 +196,13 @@ func _Node_Process_Handler(srv interface{}, ctx context.Context, dec func(interf
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _Node_Forward_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(NodeServer).Forward(&grpc.GenericServerStream[ForwardBatch, ForwardReplies]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_ForwardServer = grpc.BidiStreamingServer[ForwardBatch, ForwardReplies]
 
 func _Node_SessionOp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SessionOpRequest)
@@ -220,6 +260,13 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Node_Call_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Forward",
+			Handler:       _Node_Forward_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "cluster/v1/cluster.proto",
 }
