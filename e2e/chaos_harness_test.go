@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -168,7 +169,16 @@ func (p *chaosPub) run(channels []string) {
 		} else {
 			p.failures[shortErr(err)]++
 			var ce *client.Error
-			if !errors.As(err, &ce) {
+			switch {
+			case errors.As(err, &ce): // refused
+			case errors.Is(err, syscall.ECONNRESET):
+				// Failed at once, not left waiting: the balancer reset
+				// the connection the request went out on (nginx closes
+				// its idle keep-alive connections when reloaded, as the
+				// rolling restart does, and resets one that a request
+				// reaches as it closes). Only the balancer resets a
+				// client's connection: a node that fails gives 502.
+			default:
 				p.unanswered++
 			}
 		}
