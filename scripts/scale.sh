@@ -22,8 +22,10 @@
 # it creates is removed on exit, also on failure or Ctrl-C.
 #
 # The search: start at START_RATE publications/s, double while a trial
-# passes (up to MAX_RATE), then bisect STEPS times between the highest
-# passing and the lowest failing rate. Deliveries per second are the
+# passes (then MAX_RATE itself), then bisect STEPS times between the
+# highest passing and the lowest failing rate; a row that passed at
+# MAX_RATE did not reach the servers' capacity (raise MAX_RATE, or lower
+# QUOTA: the clients and Redis share the machine's cores). Deliveries per second are the
 # publication rate times SUBSCRIBERS/CHANNELS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -200,8 +202,10 @@ search() {
   local lo=0 hi=0 rate=$START_RATE step mid
   while [ "$rate" -le "$MAX_RATE" ]; do
     if trial "$@" "$rate"; then lo=$rate rate=$((rate * 2)); else hi=$rate; break; fi
+    # The last doubling overshoots MAX_RATE: try MAX_RATE itself.
+    [ "$rate" -gt "$MAX_RATE" ] && [ "$lo" -lt "$MAX_RATE" ] && rate=$MAX_RATE
   done
-  [ "$hi" = 0 ] && return
+  [ "$hi" = 0 ] && { echo "   $1 x$2 $3: passed at MAX_RATE=$MAX_RATE, capacity not reached" >&2; return; }
   for step in $(seq "$STEPS"); do
     mid=$(((lo + hi) / 2))
     [ "$mid" -le "$lo" ] && break
