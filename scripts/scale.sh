@@ -14,12 +14,19 @@
 #   scripts/scale.sh                               # full run (about 1 h)
 #   NODES="1 2" TRANSPORTS=websocket SERVERS=ours scripts/scale.sh
 #   QUOTA=0.5 scripts/scale.sh                     # cores per node
+#   QUOTA=0.05 PERIOD_MS=10 scripts/scale.sh       # a small quota in short slices (see below)
 #   COMPARE=1 scripts/scale.sh                     # then scripts/compare.sh's cluster rows
 #   BASELINE=fb14693 scripts/scale.sh              # also our nodes built from that commit ("base"), A/B in one run
 #
 # Needs root (cgroups), redis-server, nginx, node (Faye) and Go. Cgroup v2
 # (cpu.max) or v1 (cpu.cfs_quota_us) is detected. Every process and cgroup
 # it creates is removed on exit, also on failure or Ctrl-C.
+#
+# The quota is enforced per PERIOD_MS (CFS period, default 100 ms): a node
+# that used its share waits for the next period, so with a small quota
+# most of a period is a pause (0.05 core: 95 ms of every 100), which the
+# p99 bound sees before the node runs out of CPU; a shorter period (10 ms)
+# slices the same share finely.
 #
 # The search: start at START_RATE publications/s, double while a trial
 # passes (then MAX_RATE itself), then bisect STEPS times between the
@@ -34,6 +41,7 @@ TRANSPORTS=${TRANSPORTS:-websocket long-polling}
 BASELINE=${BASELINE:-}
 SERVERS=${SERVERS:-ours ${BASELINE:+base }faye}
 QUOTA=${QUOTA:-0.2}
+PERIOD_MS=${PERIOD_MS:-100}
 SUBSCRIBERS=${SUBSCRIBERS:-400}
 CHANNELS=${CHANNELS:-20}
 PUBLISHERS=${PUBLISHERS:-4}
@@ -71,8 +79,9 @@ cg_detect() {
 # cg_make NAME: a cgroup of QUOTA cores under the script's own group;
 # prints its path.
 cg_make() {
-  local top=$cg_root/bayeux-scale-$$ cg period=100000 quota
-  quota=$(awk -v q="$QUOTA" 'BEGIN{printf "%d", q*100000}')
+  local top=$cg_root/bayeux-scale-$$ cg period quota
+  period=$((PERIOD_MS * 1000))
+  quota=$(awk -v q="$QUOTA" -v p="$period" 'BEGIN{printf "%d", q*p}')
   if [ ! -d "$top" ]; then
     mkdir "$top"; cgroups+=("$top")
     [ $cg_ver = 2 ] && echo +cpu >"$top/cgroup.subtree_control"
@@ -127,7 +136,7 @@ trap 'exit 130' INT TERM
 . scripts/bench-lib.sh
 cg_detect
 write_launcher
-echo "cgroup v$cg_ver at $cg_root; $QUOTA core per node; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo "cgroup v$cg_ver at $cg_root; $QUOTA core per node per ${PERIOD_MS} ms period; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 [ -d interop/node_modules/faye-redis ] || (cd interop && npm ci --no-audit --no-fund --loglevel=error)
 go build -o "$work/node" ./cmd/node
 go build -o "$work/bench" ./cmd/bench
