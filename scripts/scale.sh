@@ -14,7 +14,7 @@
 #   scripts/scale.sh                               # full run (about 1 h)
 #   NODES="1 2" TRANSPORTS=websocket SERVERS=ours scripts/scale.sh
 #   QUOTA=0.5 scripts/scale.sh                     # cores per node
-#   QUOTA=0.05 PERIOD_MS=10 scripts/scale.sh       # a small quota in short slices (see below)
+#   QUOTA=0.05 PERIOD_MS=20 scripts/scale.sh       # a small quota in short slices (see below)
 #   COMPARE=1 scripts/scale.sh                     # then scripts/compare.sh's cluster rows
 #   BASELINE=fb14693 scripts/scale.sh              # also our nodes built from that commit ("base"), A/B in one run
 #
@@ -25,8 +25,8 @@
 # The quota is enforced per PERIOD_MS (CFS period, default 100 ms): a node
 # that used its share waits for the next period, so with a small quota
 # most of a period is a pause (0.05 core: 95 ms of every 100), which the
-# p99 bound sees before the node runs out of CPU; a shorter period (10 ms)
-# slices the same share finely.
+# p99 bound sees before the node runs out of CPU; a shorter period (20 ms:
+# the kernel takes no quota under 1 ms) slices the same share finely.
 #
 # The search: start at START_RATE publications/s, double while a trial
 # passes (then MAX_RATE itself), then bisect STEPS times between the
@@ -82,6 +82,7 @@ cg_make() {
   local top=$cg_root/bayeux-scale-$$ cg period quota
   period=$((PERIOD_MS * 1000))
   quota=$(awk -v q="$QUOTA" -v p="$period" 'BEGIN{printf "%d", q*p}')
+  [ "$quota" -ge 1000 ] || { echo "QUOTA x PERIOD_MS is under the kernel's 1 ms minimum: raise PERIOD_MS" >&2; exit 2; }
   if [ ! -d "$top" ]; then
     mkdir "$top"; cgroups+=("$top")
     [ $cg_ver = 2 ] && echo +cpu >"$top/cgroup.subtree_control"
