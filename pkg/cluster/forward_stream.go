@@ -89,6 +89,13 @@ func (s *fwdStream) broken() bool {
 // owner is told to cancel the request (its session keeps the messages
 // a held connect would have delivered) and call returns ctx's error.
 func (s *fwdStream) call(ctx context.Context, req *clusterv1.ProcessRequest, traceparent string) (*clusterv1.ProcessResponse, error) {
+	if err := ctx.Err(); err != nil {
+		// The client went away before the request could leave (a node
+		// frozen with the request in its socket reads it on resuming,
+		// after the client gave up and sent later messages elsewhere):
+		// never sent, so the owner cannot process it out of its order.
+		return nil, status.FromContextError(err).Err()
+	}
 	ch := make(chan fwdResult, 1)
 	s.mu.Lock()
 	if s.err != nil {

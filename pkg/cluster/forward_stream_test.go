@@ -201,6 +201,36 @@ func TestForwardStreamCancel(t *testing.T) {
 	}
 }
 
+// TestForwardStreamCancelledBeforeSending: a request whose context ended
+// before it was forwarded (its client went away while the node was
+// frozen, and has sent later messages through other nodes since) never
+// reaches the owner, where it would be processed after those.
+func TestForwardStreamCancelledBeforeSending(t *testing.T) {
+	fb := newFwdBroker()
+	_, _, addr := fwdOwner(t, "", fb)
+	pc := fwdPeer(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if resp, err := pc.forward(ctx, fwdReq("echo:first"), ""); err != nil || string(resp.GetBody()) != "first" {
+		t.Fatalf("first request: %v %q", err, resp.GetBody()) // the stream is open
+	}
+	gone, stop := context.WithCancel(context.Background())
+	stop()
+	if _, err := pc.forward(gone, fwdReq("hold:late"), ""); status.Code(err) != codes.Canceled {
+		t.Fatalf("call with an ended context: %v, want Canceled", err)
+	}
+	if resp, err := pc.forward(ctx, fwdReq("echo:next"), ""); err != nil || string(resp.GetBody()) != "next" {
+		t.Fatalf("next request: %v %q", err, resp.GetBody())
+	}
+	// Sent, the late request would have reached the owner before the
+	// next one (one sender, in order); give its worker time to show.
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if h, g := fb.counts(); h+g > 0 {
+			t.Fatalf("the owner served a request whose client had gone (held %d, ended %d)", h, g)
+		}
+	}
+}
+
 // TestForwardStreamPeerDies: an owner that dies mid-stream fails every
 // request in flight with Unavailable (a held connect's reply is then
 // lost, never a Bayeux reply); the next request dials again and reaches
