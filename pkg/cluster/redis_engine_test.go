@@ -304,6 +304,41 @@ func TestRedisCatchUpAfterReconnect(t *testing.T) {
 	}
 }
 
+// TestRedisCatchUpFollowsNewEpoch: the channel's history was lost while
+// b was disconnected (a failover to a replica that had none of it) and
+// publications of a new epoch were made meanwhile. b reports the gap and
+// then delivers the new epoch's publications from its start, in order,
+// instead of starting again at the next live one (which would lose those
+// made while it was away as well).
+func TestRedisCatchUpFollowsNewEpoch(t *testing.T) {
+	rd := testproc.StartRedis(t)
+	a := newEngine(t, rd.URL(), nil)
+	px := testproc.StartProxy(t, rd.Addr)
+	b := newEngine(t, "redis://"+px.Addr, nil)
+	recB := run(t, b)
+	const ch = "/t/epoch"
+	subscribe(t, b, ch)
+	publish(t, a, ch, 3)
+	recB.waitPubs(t, ch, 3)
+	px.Cut()
+	waitFor(t, 5*time.Second, "b to notice the lost connection", func() bool { return !b.Ready() })
+	if err := a.client.Del(context.Background(), a.lay.metaKey(ch), a.lay.streamKey(ch)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, a, ch, 3) // a new epoch, offsets 1..3, while b is away
+	px.Restore()
+	waitFor(t, 10*time.Second, "b to reconnect", b.Ready)
+	publish(t, a, ch, 1) // live, offset 4
+	got := recB.waitPubs(t, ch, 7)
+	if len(recB.gaps(ch)) == 0 {
+		t.Fatalf("no gap reported on %s, whose history was lost", ch)
+	}
+	tail := got[3:]
+	if !slices.Equal(offsets(tail), seq(1, 4)) || tail[0].Epoch == got[0].Epoch || tail[3].Epoch != tail[0].Epoch {
+		t.Fatalf("after the lost history b received %v (epochs %s, %s), want offsets 1..4 of one new epoch", offsets(tail), got[0].Epoch, tail[0].Epoch)
+	}
+}
+
 // TestRedisCatchUpWaitsForHistory: the pub/sub connection can come back
 // before history reads do (a Sentinel failover: the subscription reaches
 // the new primary while commands still dial the old one). The catch-up

@@ -273,11 +273,12 @@ func (rd *reader) fill(ctx context.Context, pt *patience, h engine.Handler, name
 }
 
 // restart follows name, whose position t history no longer holds (a
-// failover gave the channel a new epoch, or its history was trimmed past
-// t; the gap is already reported), from what history holds now: the
-// publications of another epoch, or after t in its own, are delivered in
-// order, so that those made while this node was resubscribing (a new
-// master's first ones) are not lost as well. Without history the channel
+// failover gave the channel a new epoch or reused t's offset for another
+// publication, or its history was trimmed past t; the gap is already
+// reported), from what history holds now: the publications of another
+// epoch, or after t in its own, are delivered in order, so that those
+// made while this node was resubscribing (a new master's first ones) are
+// not lost as well. Without history the channel
 // is forgotten: its next publication starts it again.
 func (rd *reader) restart(ctx context.Context, pt *patience, h engine.Handler, name string, t *tracked) {
 	old := *t
@@ -315,7 +316,7 @@ func (rd *reader) catchUp(ctx context.Context, h engine.Handler) {
 		}
 		if rd.diverged(ctx, name, t) {
 			h.OnGap(name, engine.Position{Epoch: t.epoch, Offset: t.offset}, engine.Position{})
-			delete(rd.tracked, name)
+			rd.restart(ctx, pt, h, name, t)
 			continue
 		}
 		rd.fill(ctx, pt, h, name, t, 0)
