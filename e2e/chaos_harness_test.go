@@ -171,13 +171,14 @@ func (p *chaosPub) run(channels []string) {
 			var ce *client.Error
 			switch {
 			case errors.As(err, &ce): // refused
-			case errors.Is(err, syscall.ECONNRESET):
-				// Failed at once, not left waiting: the balancer reset
+			case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF):
+				// Failed at once, not left waiting: the balancer closed
 				// the connection the request went out on (nginx closes
 				// its idle keep-alive connections when reloaded, as the
-				// rolling restart does, and resets one that a request
-				// reaches as it closes). Only the balancer resets a
-				// client's connection: a node that fails gives 502.
+				// rolling restart does; a request that meets the close
+				// gets a reset or, when the FIN comes first, EOF before
+				// any response). Only the balancer closes a client's
+				// connection: a node that fails gives 502.
 			default:
 				p.unanswered++
 			}

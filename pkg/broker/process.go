@@ -221,6 +221,18 @@ func (b *Broker) processMessage(ctx context.Context, req *request, res *result, 
 	case protocol.ChannelDisconnect:
 		r = b.disconnect(s, m)
 	default:
+		if stale && s.seq.Counting() {
+			// Its client sent it before a message already processed, and
+			// has given up on it (it sat in a frozen node or a closed
+			// connection, longer than the reorder window): delivered now
+			// it would reach subscribers after its publisher's later
+			// publications. Refused instead; the client, if it still
+			// waits, learns that it failed.
+			r = protocol.ReplyTo(m)
+			r.Fail(protocol.NewError(protocol.CodeLate, "Message arrived after later messages of its client", m.Channel))
+			b.settle(ctx, res)
+			break
+		}
 		var limited bool
 		var done func()
 		if r, limited, done = b.publish(ctx, s, m); limited {

@@ -36,7 +36,8 @@ import (
 // message before messages already here, out of order for a reason that
 // says nothing about the client's ids. A skipped gap lets the waiting
 // message proceed, and a late message below the skipped point is processed
-// when it arrives. Ids that are not numbers (some clients use UUIDs) are
+// when it arrives (a late publish of a counting client is refused then:
+// Stale, Counting). Ids that are not numbers (some clients use UUIDs) are
 // not ordered. So no message waits longer than its later deadline.
 //
 // The base of the ids is learnt per session: decimal until an id with a
@@ -58,7 +59,14 @@ type sequencer struct {
 	arrived map[uint64]struct{} // ids at or above next that arrived, not yet done
 	wake    chan struct{}       // closed (and replaced) whenever next moves
 	high    uint64              // highest id processed (see Stale), ordered or not
+	steps   uint8               // ids processed one above high, up to countingSteps (see Counting)
 }
+
+// countingSteps is how many ids one above the highest processed a session
+// must show before its ids count as a counter (Counting): two, so that
+// clients with random numeric or hexadecimal ids (which parse as numbers)
+// are not taken for counting ones.
+const countingSteps = 2
 
 // reorderArrivedWait is how many reorder windows a message waits for a gap
 // whose messages all arrived (see the contract). It bounds the wait should
@@ -341,8 +349,22 @@ func (q *sequencer) Stale(id []byte) bool {
 	case !ok:
 		return false
 	case switched || n >= q.high:
+		if n == q.high+1 && !switched && q.steps < countingSteps {
+			q.steps++
+		}
 		q.high = n
 		return false
 	}
 	return true
+}
+
+// Counting reports whether the session's client has been seen to number
+// its messages with a counter (countingSteps ids one above the highest
+// processed), so that a stale message (Stale) was certainly sent before
+// the later one processed: a publish that is stale is then refused, not
+// delivered out of its publisher's order (Broker.processMessage).
+func (q *sequencer) Counting() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.steps >= countingSteps
 }

@@ -50,6 +50,7 @@ const (
 	CodeInvalidChannel    = 405 // channel name fails the grammar or the operation's rules
 	CodeConnectionType    = 406 // no common or unknown connection type
 	CodeVersion           = 407 // unsupported protocol version
+	CodeLate              = 408 // a publish arrived after later messages of its client were processed (it sat in a frozen node or a closed connection): refused, not delivered out of order
 	CodeQueueOverflow     = 409 // the session's queue overflowed: handshake again
 	CodeMessagesLost      = 410 // messages on a subscribed channel were lost: handshake again
 	CodeTooLarge          = 413 // message or request too large
