@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+
+	"github.com/bayeux-cluster/bayeux/pkg/broker"
 )
 
 // TestLatePublishRefused: a publish that reaches the session's node after
@@ -20,14 +22,20 @@ func TestLatePublishRefused(t *testing.T) {
 		handshake string   // the handshake's message id
 		ids       []string // the publishes' message ids, in arrival order
 		refused   []bool
+		noWindow  bool // reordering off (ReorderWindow < 0)
 	}{
-		{"counter", "1", []string{"2", "3", "4", "3", "5"}, []bool{false, false, false, true, false}},
-		{"Faye base 36", "z", []string{"10", "11", "12", "11", "13"}, []bool{false, false, false, true, false}},
-		{"random hexadecimal", "7a3f", []string{"9c01", "1b22", "f00d", "0a11", "5e5e"}, []bool{false, false, false, false, false}},
+		{"counter", "1", []string{"2", "3", "4", "3", "5"}, []bool{false, false, false, true, false}, false},
+		{"Faye base 36", "z", []string{"10", "11", "12", "11", "13"}, []bool{false, false, false, true, false}, false},
+		{"random hexadecimal", "7a3f", []string{"9c01", "1b22", "f00d", "0a11", "5e5e"}, []bool{false, false, false, false, false}, false},
+		{"no reorder window", "1", []string{"2", "3", "4", "3", "5"}, []bool{false, false, false, false, false}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			n := startXNode(t, nil, nil)
+			n := startXNode(t, func(c *broker.Config) {
+				if tc.noWindow {
+					c.ReorderWindow = -1
+				}
+			}, nil)
 			p := n.peer
 			sub := openX(t, p, nil)
 			p.MustSucceed(Msg{"channel": "/meta/subscribe", "clientId": sub, "subscription": ch})

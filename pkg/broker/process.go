@@ -221,13 +221,15 @@ func (b *Broker) processMessage(ctx context.Context, req *request, res *result, 
 	case protocol.ChannelDisconnect:
 		r = b.disconnect(s, m)
 	default:
-		if stale && s.seq.Counting() {
+		if stale && b.cfg.ReorderWindow > 0 && s.seq.Counting() {
 			// Its client sent it before a message already processed, and
 			// has given up on it (it sat in a frozen node or a closed
 			// connection, longer than the reorder window): delivered now
 			// it would reach subscribers after its publisher's later
 			// publications. Refused instead; the client, if it still
-			// waits, learns that it failed.
+			// waits, learns that it failed. (Without a reorder window,
+			// messages of concurrent requests are done as they come, and
+			// a stale one is only the other request's: delivered.)
 			r = protocol.ReplyTo(m)
 			r.Fail(protocol.NewError(protocol.CodeLate, "Message arrived after later messages of its client", m.Channel))
 			b.settle(ctx, res)
