@@ -57,7 +57,7 @@ events { worker_connections 8192; }
 http {
   access_log off;
   upstream bayeux {
-$2    keepalive 64;
+$2    keepalive 1024;
   }
   map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
   server {

@@ -168,7 +168,7 @@ for attempt in 1 2 3; do
     echo "  access_log off;"
     echo "  upstream bayeux {"
     for b in "${backends[@]}"; do echo "    server $b max_fails=0;"; done
-    echo "    keepalive 64;"
+    echo "    keepalive 1024;"
     echo "  }"
     echo "  map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }"
     echo "  server {"

@@ -230,7 +230,7 @@ events { worker_connections 4096; }
 http {
   access_log off;
   upstream bayeux {
-%s    keepalive 64;
+%s    keepalive 1024;
   }
   map $http_upgrade $connection_upgrade { default upgrade; '' ''; }
   server {
