@@ -57,8 +57,9 @@ events { worker_connections 8192; }
 http {
   access_log off;
   upstream bayeux {
-$2  }
-  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
+$2    keepalive 1024;
+  }
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }
   server {
     listen 127.0.0.1:$3;
     client_body_temp_path $n/body;

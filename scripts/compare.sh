@@ -15,6 +15,11 @@
 #   INFLIGHT=1 scripts/compare.sh               # one publish in flight per publisher
 #   NODE_GOGC=50 scripts/compare.sh             # GOGC of our nodes only
 #   CLUSTER_GOMAXPROCS=2 scripts/compare.sh     # GOMAXPROCS of each cluster node (default 1, see below)
+#   CLUSTER_NODES=1 scripts/compare.sh          # nodes behind nginx in the cluster rows (default 3)
+#   OURS_GOMAXPROCS=1 scripts/compare.sh        # GOMAXPROCS of the one node (default: one per core)
+#   NODE_BIN=/tmp/node-main scripts/compare.sh  # a node binary built elsewhere (A/B of two builds)
+#   METRICS_LOG=/tmp/m.log scripts/compare.sh   # append each node's connect, delivery, publish and
+#                                               # forward counters before and after every run
 #
 # Server CPU is utime+stime of the server processes over the measurement
 # window: the node, Faye's node process, or the sum over the three cluster
@@ -77,7 +82,7 @@ cleanup() {
 trap cleanup EXIT
 
 [ -d interop/node_modules/faye ] || (cd interop && npm ci --no-audit --no-fund --loglevel=error)
-go build -o "$work/node" ./cmd/node
+if [ -n "${NODE_BIN:-}" ]; then cp "$NODE_BIN" "$work/node"; else go build -o "$work/node" ./cmd/node; fi
 go build -o "$work/bench" ./cmd/bench
 
 # shellcheck source=scripts/bench-lib.sh
@@ -86,7 +91,7 @@ has() { [[ " $SERVERS " == *" $1 "* ]]; }
 declare -A url pid aux
 
 if has ours; then
-  env ${NODE_GOGC:+GOGC=$NODE_GOGC} "$work/node" --listen 127.0.0.1:0 --api-listen= "${node_flags[@]}" >"$work/ours.out" 2>"$work/ours.err" &
+  env ${NODE_GOGC:+GOGC=$NODE_GOGC} ${OURS_GOMAXPROCS:+GOMAXPROCS=$OURS_GOMAXPROCS} "$work/node" --listen 127.0.0.1:0 --api-listen= "${node_flags[@]}" >"$work/ours.out" 2>"$work/ours.err" &
   pids+=($!); pid[ours]=$!
   url[ours]=$(wait_line "$work/ours.out" "bayeux node serving ")
 fi
@@ -97,7 +102,7 @@ if has faye; then
 fi
 if has cluster; then
   start_redis redis
-  start_cluster node 3 "redis://127.0.0.1:$redis_port"
+  start_cluster node "${CLUSTER_NODES:-3}" "redis://127.0.0.1:$redis_port"
   cbases=("${cluster_bases[@]}")
   start_nginx nginx "${cluster_backends[@]}"
   url[cluster]="http://127.0.0.1:$nginx_port/cometd"
@@ -105,6 +110,19 @@ if has cluster; then
   aux[cluster]="$redis_pid,$nginx_pid,$(pgrep -d, -P "$nginx_pid" || true)"
   aux[cluster]=${aux[cluster]%,}
 fi
+
+# counters WHEN SERVER: the nodes' counters, to METRICS_LOG if set (one
+# line per counter: WHEN SERVER NODE-URL NAME VALUE).
+counters() {
+  [ -n "${METRICS_LOG:-}" ] || return 0
+  local bases=("${url[$2]%/cometd}") b
+  [ "$2" = cluster ] && bases=("${cbases[@]}")
+  [ "$2" = faye ] && return 0
+  for b in "${bases[@]}"; do
+    curl -s "$b/metrics" | grep -E '^bayeux_(connects_total|deliveries_total|grpc_forwards_total|publishes_total)' |
+      sed "s|^|$1 $2 $b |" || true
+  done >>"$METRICS_LOG"
+}
 
 secs=${DURATION%s}
 for round in $(seq "$RUNS"); do
@@ -124,10 +142,12 @@ for round in $(seq "$RUNS"); do
           "$b/debug/pprof/profile?seconds=$((${secs%.*} - 2))") &
         prof=$!
       fi
+      counters before "$server"
       # shellcheck disable=SC2086
       "$work/bench" --url "${url[$server]}" $args --duration "$DURATION" --warmup 1s --disable-ack \
         --inflight "$INFLIGHT" --server-pid "${pid[$server]}" "${extra[@]}" --out "$work/one.json" || echo "(run failed)" >&2
       [ -z "$prof" ] || wait "$prof"
+      counters after "$server"
       if [ -s "$work/one.json" ]; then
         sed "s/^{/{\"server\":\"$server\",\"name\":\"$name\",\"round\":$round,/" "$work/one.json" >>"$OUT"
         : >"$work/one.json"

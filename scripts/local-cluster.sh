@@ -168,8 +168,9 @@ for attempt in 1 2 3; do
     echo "  access_log off;"
     echo "  upstream bayeux {"
     for b in "${backends[@]}"; do echo "    server $b max_fails=0;"; done
+    echo "    keepalive 1024;"
     echo "  }"
-    echo "  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }"
+    echo "  map \$http_upgrade \$connection_upgrade { default upgrade; '' ''; }"
     echo "  server {"
     echo "    listen 127.0.0.1:$lb_port;"
     for t in client_body proxy fastcgi uwsgi scgi; do echo "    ${t}_temp_path $dir/nginx/$t;"; done

@@ -220,7 +220,9 @@ func StartBalancer(t testing.TB, backends []string) *Balancer {
 }
 
 // nginxConf is a round-robin balancer with no stickiness that passes
-// WebSocket upgrades through and does not buffer long polls.
+// WebSocket upgrades through, does not buffer long polls and keeps its
+// connections to the backends alive (keepalive, and no "Connection:
+// close" on requests other than upgrades), as deploy/nginx/nginx.conf.
 const nginxConf = `worker_processes 1;
 error_log %s/error.log warn;
 pid %s/nginx.pid;
@@ -228,8 +230,9 @@ events { worker_connections 4096; }
 http {
   access_log off;
   upstream bayeux {
-%s  }
-  map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+%s    keepalive 1024;
+  }
+  map $http_upgrade $connection_upgrade { default upgrade; '' ''; }
   server {
     listen 127.0.0.1:%d;
     client_body_temp_path %s/body;

@@ -56,7 +56,8 @@
 // the broker, in the connection's order, everything ready in the queue as
 // one batch of up to 256 (engine.BatchHandler), never waiting for a batch
 // to fill. A forward stream has, on the forwarding node, a sender (writing
-// the queued requests as one message; fwdQueued of them at most, past
+// the queued requests as one message, after yielding once so that the
+// goroutines ready to run queue theirs first; fwdQueued of them at most, past
 // which a request fails at once) and a receiver; on the owner, a reader,
 // and one worker per request in flight (fwdInflight at most, past which
 // a request is refused; up to fwdIdleWorkers idle workers kept).

@@ -1,6 +1,9 @@
 package cluster
 
-import "sync"
+import (
+	"runtime"
+	"sync"
+)
 
 // Limits of one forward stream (Node.Forward), the same on both sides.
 const (
@@ -76,3 +79,16 @@ func chunks[T any](items []T, size func(T) int, max int, send func([]T) error) e
 	}
 	return nil
 }
+
+// gather lets the goroutines that are ready to run push to an outbox
+// before its sender, just woken by a push, takes what the outbox holds:
+// the sender yields the processor once. The Go scheduler runs a goroutine
+// woken by a channel send next, ahead of the others ready to run, so
+// without the yield the sender took each item alone: one stream message,
+// one write to the socket and one read at the peer per forwarded request,
+// even when a fan-out answers every held connect of a node at once
+// (measured in the long-polling fan-out through three nodes: 1.005
+// requests, or replies, per stream message; with the yield 2.9 requests
+// and 4.9 replies). Yielding again while the last yield let more items
+// in gathered no more (5.0 replies).
+func gather() { runtime.Gosched() }

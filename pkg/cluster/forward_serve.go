@@ -29,6 +29,7 @@ func (s *nodeServer) Forward(stream grpc.BidiStreamingServer[clusterv1.ForwardBa
 	for {
 		select {
 		case <-f.out.wake:
+			gather()
 			if err := f.flush(stream); err != nil {
 				f.stop()
 				cancel()

@@ -156,6 +156,7 @@ func (s *fwdStream) send() {
 		case <-s.done:
 			return
 		}
+		gather()
 		err := chunks(s.out.take(), size, fwdBatchBytes, func(frames []*clusterv1.ForwardFrame) error {
 			return s.stream.Send(&clusterv1.ForwardBatch{Frames: frames})
 		})

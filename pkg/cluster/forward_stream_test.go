@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -413,6 +414,43 @@ func TestForwardStreamBatches(t *testing.T) {
 	}
 	close(st.end)
 	for range queued + 1 {
+		<-errs
+	}
+}
+
+// TestForwardStreamGathersReady: requests from goroutines that become
+// ready together go out in a few stream messages, not one each, on a
+// single processor (where the scheduler runs the woken sender before the
+// other ready goroutines; gather).
+func TestForwardStreamGathersReady(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	unblock := make(chan struct{})
+	close(unblock)
+	st := &recordingStream{sending: make(chan struct{}, 1), unblock: unblock, end: make(chan struct{})}
+	s := newFwdStream(st, func() {})
+	const callers = 32
+	gate := make(chan struct{})
+	errs := make(chan error, callers)
+	for range callers {
+		go func() {
+			<-gate
+			_, err := s.call(context.Background(), fwdReq("echo:x"), "")
+			errs <- err
+		}()
+	}
+	close(gate)
+	waitFor(t, 5*time.Second, "every request sent", func() bool {
+		n := 0
+		for _, f := range st.sent() {
+			n += f
+		}
+		return n == callers
+	})
+	if got := st.sent(); len(got) > callers/4 {
+		t.Errorf("%d requests in %d stream messages %v, want at most %d messages", callers, len(got), got, callers/4)
+	}
+	close(st.end)
+	for range callers {
 		<-errs
 	}
 }
