@@ -269,6 +269,31 @@ function traceConnects(client) {
             cb(m);
         },
     });
+    // Faye sends a message again, with the same id, after a failed
+    // attempt (an HTTP error such as the balancer's 502 for a dead node, a
+    // closed socket, or no reply within 1.2 x the advised timeout by its
+    // own timer), after its retry interval (5 s): the extensions above see
+    // the first attempt only, so a connect answered on a later attempt
+    // would look answered late. Each attempt and failure is recorded here.
+    const d = client._dispatcher;
+    if (d && typeof d._sendEnvelope === "function" && typeof d.handleError === "function" && d._envelopes) {
+        const send = d._sendEnvelope.bind(d);
+        d._sendEnvelope = (envelope) => {
+            const m = envelope.message;
+            if (m && m.channel === "/meta/connect" && !envelope.request && !envelope.timer && d._transport) {
+                add(`attempt connect id=${m.id} via ${d._transport.connectionType}, ${Date.now() - sent} ms after the out`);
+            }
+            return send(envelope);
+        };
+        const fail = d.handleError.bind(d);
+        d.handleError = (message, immediate) => {
+            const envelope = d._envelopes.get(message.id);
+            if (message.channel === "/meta/connect" && envelope && envelope.request) {
+                add(`attempt failed connect id=${message.id}, ${Date.now() - sent} ms after the out`);
+            }
+            return fail(message, immediate);
+        };
+    }
     return ring;
 }
 
