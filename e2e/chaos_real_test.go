@@ -137,6 +137,9 @@ type realReport struct {
 	ResubscribeFailures int
 	EndTransport        string   // Faye: its transport at the time of the report
 	Log                 []string // Faye: what it sent and received, for a gap's diagnosis
+	// LoopLagMs: the worst lateness, so far, of the client process's event
+	// loop (a 50 ms timer's), the same in every client's report.
+	LoopLagMs int
 }
 
 // realTold is a /meta/connect reply that told a client to handshake

@@ -209,6 +209,11 @@ func StartBalancer(t testing.TB, backends []string) *Balancer {
 		fmt.Fprintf(&ups, "    server %s max_fails=0;\n", b)
 	}
 	conf := fmt.Sprintf(nginxConf, dir, dir, ups.String(), port, dir, dir, dir, dir, dir)
+	if logs := os.Getenv("BAYEUX_TEST_NODE_LOGS"); logs != "" {
+		// Diagnosis: every request's times and upstream, next to the nodes' logs.
+		conf = strings.Replace(conf, "access_log off;", `log_format timing '$time_iso8601 $msec rt=$request_time urt=$upstream_response_time up=$upstream_addr $status $request_method $request_length $bytes_sent "$request_uri"';
+  access_log `+filepath.Join(logs, "nginx-access.log")+` timing;`, 1)
+	}
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)

@@ -115,6 +115,9 @@ func StartNodeVia(t testing.TB, prefix []string, env []string, args ...string) *
 	if !hasAPI {
 		args = append([]string{"--api-listen", "127.0.0.1:0"}, args...)
 	}
+	if lvl := os.Getenv("BAYEUX_TEST_NODE_LOG_LEVEL"); lvl != "" {
+		args = append(args, "--log-level", lvl)
+	}
 	argv := append(append(append([]string(nil), prefix...), bin), args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(NodeEnviron(), env...)
@@ -138,6 +141,7 @@ func StartNodeVia(t testing.TB, prefix []string, env []string, args ...string) *
 		if t.Failed() {
 			t.Logf("node %s (pid %d) log:\n%s", n.URL, cmd.Process.Pid, tail(n.Log.String(), 8000))
 		}
+		keepNodeLog(t, n, cmd.Process.Pid)
 	})
 	urlc := make(chan string, 1)
 	go func() {
@@ -253,5 +257,19 @@ func (n *Node) WaitReady(ctx context.Context) error {
 			return fmt.Errorf("node %s not ready: %w", n.Base, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// keepNodeLog writes n's whole log to a file in the directory named by
+// BAYEUX_TEST_NODE_LOGS, if set (diagnosis of a rare failure: the test's
+// own output keeps only the tail of a failed test's node logs).
+func keepNodeLog(t testing.TB, n *Node, pid int) {
+	dir := os.Getenv("BAYEUX_TEST_NODE_LOGS")
+	if dir == "" {
+		return
+	}
+	name := filepath.Join(dir, fmt.Sprintf("%s-%d.log", strings.ReplaceAll(t.Name(), "/", "_"), pid))
+	if err := os.WriteFile(name, []byte(n.Log.String()), 0o644); err != nil {
+		t.Logf("node log not kept: %v", err)
 	}
 }

@@ -44,6 +44,32 @@ if (channels.length === 0) {
 }
 
 const clients = [];
+
+// loopLag samples how late this process's event loop runs a 50 ms timer
+// (the Faye clients, and the reports, share it): a connect reply that
+// reached the socket while the loop was blocked is handled late, and Faye
+// gives up on a request after 1.2 x the advised timeout by its own timer.
+// maxSince(t) is the worst lateness seen since time t (ms since epoch).
+const loopLag = (() => {
+    const ring = []; // [time, lateness ms], the last 2048 samples
+    let worst = 0;
+    let expected = Date.now() + 50;
+    const timer = setInterval(() => {
+        const now = Date.now();
+        const late = Math.max(0, now - expected);
+        expected = now + 50;
+        worst = Math.max(worst, late);
+        ring.push([now, late]);
+        if (ring.length > 2048) {
+            ring.shift();
+        }
+    }, 50);
+    timer.unref();
+    return {
+        worst: () => worst,
+        maxSince: (t) => ring.reduce((m, [at, late]) => (at >= t ? Math.max(m, late) : m), 0),
+    };
+})();
 const keysOf = (list) => list.filter((d) => d && d.p !== undefined).map((d) => [d.p, d.s]);
 
 // As an application does: an operation refused with 503 and retry advice
@@ -218,6 +244,7 @@ function cometdTrace(c) {
 function traceConnects(client) {
     const ring = [];
     let deliveries = 0;
+    let sent = Date.now();
     const add = (line) => {
         ring.push(`${new Date().toISOString().slice(11, 23)} ${line}`);
         if (ring.length > 16) {
@@ -227,13 +254,14 @@ function traceConnects(client) {
     client.addExtension({
         outgoing: (m, cb) => {
             if (m.channel === "/meta/connect") {
+                sent = Date.now();
                 add(`out connect id=${m.id} ${m.connectionType}`);
             }
             cb(m);
         },
         incoming: (m, cb) => {
             if (m.channel === "/meta/connect") {
-                add(`in  connect id=${m.id} successful=${m.successful} ${m.error || ""} advice=${JSON.stringify(m.advice || {})} after ${deliveries} deliveries`);
+                add(`in  connect id=${m.id} successful=${m.successful} ${m.error || ""} advice=${JSON.stringify(m.advice || {})} after ${deliveries} deliveries; ${Date.now() - sent} ms after the last out, event loop up to ${loopLag.maxSince(sent)} ms late meanwhile`);
                 deliveries = 0;
             } else if (m.data && m.data.p !== undefined) {
                 deliveries++;
@@ -241,6 +269,31 @@ function traceConnects(client) {
             cb(m);
         },
     });
+    // Faye sends a message again, with the same id, after a failed
+    // attempt (an HTTP error such as the balancer's 502 for a dead node, a
+    // closed socket, or no reply within 1.2 x the advised timeout by its
+    // own timer), after its retry interval (5 s): the extensions above see
+    // the first attempt only, so a connect answered on a later attempt
+    // would look answered late. Each attempt and failure is recorded here.
+    const d = client._dispatcher;
+    if (d && typeof d._sendEnvelope === "function" && typeof d.handleError === "function" && d._envelopes) {
+        const send = d._sendEnvelope.bind(d);
+        d._sendEnvelope = (envelope) => {
+            const m = envelope.message;
+            if (m && m.channel === "/meta/connect" && !envelope.request && !envelope.timer && d._transport) {
+                add(`attempt connect id=${m.id} via ${d._transport.connectionType}, ${Date.now() - sent} ms after the out`);
+            }
+            return send(envelope);
+        };
+        const fail = d.handleError.bind(d);
+        d.handleError = (message, immediate) => {
+            const envelope = d._envelopes.get(message.id);
+            if (message.channel === "/meta/connect" && envelope && envelope.request) {
+                add(`attempt failed connect id=${message.id}, ${Date.now() - sent} ms after the out`);
+            }
+            return fail(message, immediate);
+        };
+    }
     return ring;
 }
 
@@ -295,7 +348,14 @@ console.log("READY");
 const rl = readline.createInterface({input: process.stdin});
 rl.on("line", async (line) => {
     if (line === "report") {
-        console.log("REPORT " + JSON.stringify(clients.map((c) => c.report())));
+        const start = Date.now();
+        const reps = clients.map((c) => ({...c.report(), loopLagMs: loopLag.worst()}));
+        const out = "REPORT " + JSON.stringify(reps);
+        const took = Date.now() - start;
+        if (took > 500) {
+            console.error(`real-clients: a report of ${out.length} bytes took ${took} ms (the event loop is blocked meanwhile)`);
+        }
+        console.log(out);
     } else if (line === "exit") {
         await Promise.all(clients.map((c) => c.close()));
         process.exit(0);

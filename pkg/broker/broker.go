@@ -58,8 +58,11 @@ type Broker struct {
 	// their owners, so that their HTTP requests and sockets can close.
 	draining     context.Context
 	stopForwards context.CancelFunc
-	metrics      metrics
-	supported    map[string]bool
+	// connectMargin: past a forwarded connect's hold plus this, the
+	// forwarding node answers it itself (forward_overdue.go).
+	connectMargin time.Duration
+	metrics       metrics
+	supported     map[string]bool
 }
 
 type metrics struct {
@@ -91,6 +94,8 @@ func New(cfg Config) (*Broker, error) {
 		lastRefresh: time.Now(), // records are written with a full TTL
 
 		wsDeflate: newWSDeflate(cfg),
+
+		connectMargin: defaultConnectMargin,
 	}
 	if b.obs == nil {
 		b.obs = nopObserver{}

@@ -155,6 +155,9 @@ func (b *Broker) forward(ctx context.Context, rt routing, node string, in *inbou
 		if ctx.Err() != nil {
 			return outcome{gone: true}
 		}
+		if errors.Is(err, errConnectOverdue) {
+			return b.overdueOutcome(in.msgs)
+		}
 		if b.draining.Err() == nil {
 			b.log.Warn("forward to session owner failed", "owner", node, "err", err)
 		}
@@ -175,21 +178,43 @@ func (b *Broker) forward(ctx context.Context, rt routing, node string, in *inbou
 }
 
 // forwardTo calls the Router. A request holding a /meta/connect is held by
-// the owner; once this node drains (Shutdown, after the hand-off), the
-// owner is asked to release it (answer it at once, empty; the queue
-// stays), every drainTick until the reply is back: the connect may reach
-// the owner after a release did. Its reply comes back the normal way.
-// Cancelling the call instead could lose a reply the owner had already
-// made, with messages in it. If the owner cannot be asked, or does not
-// answer within releaseWait, the call is cancelled.
+// the owner for at most its hold; if no reply came connectMargin after
+// that, the call is cancelled (the owner ends the connect without
+// delivering) and forwardTo returns errConnectOverdue, on which the
+// caller answers the client itself (overdueOutcome). Once this node
+// drains (Shutdown, after the hand-off), the owner is asked to release
+// it (answer it at once, empty; the queue stays), every drainTick until
+// the reply is back: the connect may reach the owner after a release
+// did. Its reply comes back the normal way. Cancelling the call instead
+// could lose a reply the owner had already made, with messages in it. If
+// the owner cannot be asked, or does not answer within releaseWait, the
+// call is cancelled.
 func (b *Broker) forwardTo(ctx context.Context, node string, req *ForwardedRequest, msgs []*protocol.Message) (*ForwardedResponse, error) {
-	if id := clientIDOf(msgs); id != "" && holdsConnect(msgs) {
-		fctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		defer context.AfterFunc(b.draining, func() { b.releaseForwarded(fctx, cancel, node, id) })()
-		ctx = fctx
+	id := clientIDOf(msgs)
+	if id == "" || !holdsConnect(msgs) {
+		return b.router.Forward(ctx, node, req)
 	}
-	return b.router.Forward(ctx, node, req)
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer context.AfterFunc(b.draining, func() { b.releaseForwarded(fctx, func() { cancel(nil) }, node, id) })()
+	bound := b.connectHold(msgs) + b.connectMargin
+	overdue := time.AfterFunc(bound, func() { cancel(errConnectOverdue) })
+	defer overdue.Stop()
+	start := time.Now()
+	b.log.Debug("forwarded connect sent", "owner", node, "session", id, "hops", req.Hops, "bound", bound)
+	resp, err := b.router.Forward(fctx, node, req)
+	took := time.Since(start)
+	switch {
+	case err == nil:
+		b.log.Debug("forwarded connect answered", "owner", node, "session", id, "took", took)
+	case ctx.Err() == nil && errors.Is(context.Cause(fctx), errConnectOverdue):
+		b.log.Warn("forwarded connect not answered by its owner within its hold plus the margin; answered here, cancelled there",
+			"owner", node, "session", id, "waited", took, "bound", bound, "err", err)
+		return nil, errConnectOverdue
+	default:
+		b.log.Debug("forwarded connect failed", "owner", node, "session", id, "took", took, "err", err)
+	}
+	return resp, err
 }
 
 // releaseForwarded asks node to release the held connect of session id
@@ -253,11 +278,14 @@ func (b *Broker) ServeForwarded(ctx context.Context, req *ForwardedRequest) (*Fo
 	}
 	res := out.res
 	if hc := res.connect; hc != nil {
+		start := time.Now()
 		if hc.wait(ctx, 0) == waitGone {
 			hc.cancel()
+			b.log.Debug("forwarded connect cancelled by the forwarding node", "session", hc.s.id, "held", time.Since(start))
 			return nil, ctx.Err()
 		}
 		pubs, drop := hc.answer(true)
+		b.log.Debug("forwarded connect answered here", "session", hc.s.id, "held", time.Since(start), "deliveries", len(pubs), "hops", req.Hops)
 		if drop {
 			// Debug API: the reply is lost on its way; the forwarding
 			// node answers its client 503 (owner unavailable).

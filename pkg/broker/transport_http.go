@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"path"
@@ -247,6 +248,12 @@ func (b *Broker) serveHTTPMessages(w http.ResponseWriter, r *http.Request, trans
 		browserID = cookie.Value
 	}
 	ctx := r.Context()
+	if holdsConnect(msgs) && b.log.Enabled(ctx, slog.LevelDebug) {
+		start := time.Now()
+		defer func() {
+			b.log.Debug("http connect request ended", "session", clientIDOf(msgs), "transport", transport, "took", time.Since(start), "gone", ctx.Err() != nil)
+		}()
+	}
 	out := b.serve(ctx, &inbound{
 		info:      RequestInfo{Transport: transport, RemoteAddr: b.clientIP(r), Header: r.Header},
 		browserID: browserID,
