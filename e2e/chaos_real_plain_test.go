@@ -114,13 +114,7 @@ func TestChaosRealPlainAdoption(t *testing.T) {
 	// more after each failure. Seen: 3 to 7 attempts in a row, 15-35 s,
 	// in most runs; one at the end outlasted the final wait, and the
 	// client's last deliveries counted as lost.
-	var live []string
-	for i, n := range env.c.Nodes {
-		if i != 1 {
-			live = append(live, strings.TrimPrefix(n.Base, "http://"))
-		}
-	}
-	env.c.Balancer.SetBackends(t, live)
+	dropFromBalancer(t, env.c, 1)
 
 	acked := r.stopPublishers()
 	var by map[string]*plainFigures
