@@ -52,7 +52,7 @@ type Config struct {
 	// messages that arrived and are only slow to be processed are waited
 	// for up to 5 windows. A publish that arrives after later messages of
 	// its client were processed (later than the window) is refused with
-	// 408 when a window is set (see sequencer.Counting). See sequencer.
+	// 408 when a window is set (see sequencer.Late). See sequencer.
 	ReorderWindow time.Duration
 	// DisableWebSocketCompression turns off permessage-deflate, which is
 	// otherwise negotiated with every client offering it (RFC 7692,

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker"
 )
@@ -22,18 +23,22 @@ func TestLatePublishRefused(t *testing.T) {
 		handshake string   // the handshake's message id
 		ids       []string // the publishes' message ids, in arrival order
 		refused   []bool
-		noWindow  bool // reordering off (ReorderWindow < 0)
+		window    time.Duration // Config.ReorderWindow (0: the default; negative: none)
 	}{
-		{"counter", "1", []string{"2", "3", "4", "3", "5"}, []bool{false, false, false, true, false}, false},
-		{"Faye base 36", "z", []string{"10", "11", "12", "11", "13"}, []bool{false, false, false, true, false}, false},
-		{"random hexadecimal", "7a3f", []string{"9c01", "1b22", "f00d", "0a11", "5e5e"}, []bool{false, false, false, false, false}, false},
-		{"no reorder window", "1", []string{"2", "3", "4", "3", "5"}, []bool{false, false, false, false, false}, true},
+		{"counter", "1", []string{"2", "3", "4", "3", "5"}, []bool{false, false, false, true, false}, 0},
+		{"Faye base 36", "z", []string{"10", "11", "12", "11", "13"}, []bool{false, false, false, true, false}, 0},
+		{"random hexadecimal", "7a3f", []string{"9c01", "1b22", "f00d", "0a11", "5e5e"}, []bool{false, false, false, false, false}, 0},
+		{"no reorder window", "1", []string{"2", "3", "4", "3", "5"}, []bool{false, false, false, false, false}, -1},
+		// 7 waits a window for 5 and 6, goes on without them (ordering
+		// off): 6, one of that gap, is late; 8, after 9, is only a
+		// concurrent request's.
+		{"gap skipped", "1", []string{"2", "3", "4", "7", "6", "9", "8"}, []bool{false, false, false, false, true, false, false}, 50 * time.Millisecond},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			n := startXNode(t, func(c *broker.Config) {
-				if tc.noWindow {
-					c.ReorderWindow = -1
+				if tc.window != 0 {
+					c.ReorderWindow = tc.window
 				}
 			}, nil)
 			p := n.peer

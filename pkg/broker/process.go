@@ -221,7 +221,7 @@ func (b *Broker) processMessage(ctx context.Context, req *request, res *result, 
 	case protocol.ChannelDisconnect:
 		r = b.disconnect(s, m)
 	default:
-		if stale && b.cfg.ReorderWindow > 0 && s.seq.Counting() {
+		if stale && b.cfg.ReorderWindow > 0 && s.seq.Late(m.ID) {
 			// Its client sent it before a message already processed, and
 			// has given up on it (it sat in a frozen node or a closed
 			// connection, longer than the reorder window): delivered now

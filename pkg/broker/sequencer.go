@@ -36,8 +36,7 @@ import (
 // message before messages already here, out of order for a reason that
 // says nothing about the client's ids. A skipped gap lets the waiting
 // message proceed, and a late message below the skipped point is processed
-// when it arrives (a late publish of a counting client is refused then:
-// Stale, Counting). Ids that are not numbers (some clients use UUIDs) are
+// when it arrives. (A late publish is refused: Stale, Late.) Ids that are not numbers (some clients use UUIDs) are
 // not ordered. So no message waits longer than its later deadline.
 //
 // The base of the ids is learnt per session: decimal until an id with a
@@ -59,11 +58,15 @@ type sequencer struct {
 	arrived map[uint64]struct{} // ids at or above next that arrived, not yet done
 	wake    chan struct{}       // closed (and replaced) whenever next moves
 	high    uint64              // highest id processed (see Stale), ordered or not
-	steps   uint8               // ids processed one above high, up to countingSteps (see Counting)
+	steps   uint8               // ids processed one above high, up to countingSteps (see Late)
+	// skipLo and skipHi: the ids in [skipLo, skipHi) are the gap whose
+	// skip turned ordering off (the messages after them went on without
+	// them after a window); empty if none.
+	skipLo, skipHi uint64
 }
 
 // countingSteps is how many ids one above the highest processed a session
-// must show before its ids count as a counter (Counting): two, so that
+// must show before its ids count as a counter (Late): two, so that
 // clients with random numeric or hexadecimal ids (which parse as numbers)
 // are not taken for counting ones.
 const countingSteps = 2
@@ -257,6 +260,7 @@ func (q *sequencer) Await(ctx context.Context, id []byte, deadline, arrivedDeadl
 				// The gap did not fill: this client's ids are not a
 				// gap-free counter (or a request was lost). Skip it, and
 				// stop ordering the session so that it never waits again.
+				q.skipLo, q.skipHi = q.next, n
 				q.resetLocked(n)
 				q.off, skipped = true, true
 			}
@@ -358,13 +362,28 @@ func (q *sequencer) Stale(id []byte) bool {
 	return true
 }
 
-// Counting reports whether the session's client has been seen to number
-// its messages with a counter (countingSteps ids one above the highest
-// processed), so that a stale message (Stale) was certainly sent before
-// the later one processed: a publish that is stale is then refused, not
-// delivered out of its publisher's order (Broker.processMessage).
-func (q *sequencer) Counting() bool {
+// Late reports, for a message Stale found stale, whether it is certainly
+// late: sent before the later one processed and held up past the reorder
+// window (it sat in a frozen node, or in a connection its client gave up
+// on). That is so when the client has been seen to number its messages
+// with a counter (countingSteps ids one above the highest processed) and
+// either the session is still ordered (every message below the next
+// expected one was done in order, so a stale one never took part) or
+// the message is one of the gap whose skip turned ordering off. A stale
+// publish that is late is refused, not delivered out of its publisher's
+// order (Broker.processMessage). Other stale messages of a session no
+// longer ordered are only concurrent requests done as they came.
+func (q *sequencer) Late(id []byte) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.steps >= countingSteps
+	if q.steps < countingSteps {
+		return false
+	}
+	if !q.off {
+		return true
+	}
+	base36, long := q.base36, q.long
+	n, ok, switched := q.parseLocked(id)
+	q.base36, q.long = base36, long
+	return ok && !switched && n >= q.skipLo && n < q.skipHi
 }
