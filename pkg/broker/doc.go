@@ -8,8 +8,9 @@
 //     session's owner (Router) or processes it here (process.go). A request
 //     forwarded by another node (ServeForwarded) goes through serve too.
 //     A forwarded connect is bounded on the forwarding node: without the
-//     owner's reply within its hold plus a margin, it is cancelled there
-//     and answered here (forward_overdue.go).
+//     owner's reply within its hold plus a margin, the owner is asked to
+//     release it, and if it cannot be, it is cancelled there and answered
+//     here (forward_overdue.go).
 //     Transports only read requests, hold connects and write bytes.
 //   - One held connect: a /meta/connect that is not answered at once is a
 //     heldConnect (held.go), which owns its limits, timeout, due test and

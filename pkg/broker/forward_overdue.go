@@ -10,9 +10,11 @@ import (
 // A /meta/connect forwarded to its session's owner is held there for at
 // most its hold (its timeout), so its reply comes back within that and a
 // round trip. The forwarding node does not rely on it: if the reply has
-// not come connectMargin after the hold, it cancels the request on the
-// owner (whose session keeps its queue: a cancelled connect delivers
-// nothing) and answers the client itself (overdueOutcome). A client whose
+// not come connectMargin after the hold, it asks the owner to release it
+// (Broker.forwardTo, releaseForwarded), and only if the owner cannot be
+// asked or does not answer, it cancels the request on the owner (whose
+// session keeps its queue: a cancelled connect delivers nothing) and
+// answers the client itself (overdueOutcome). A client whose
 // connect outlives its own patience (Faye gives up after 1.2 × the
 // advised timeout) aborts it and resends, and, with deliveries piling up
 // meanwhile, a stuck reply shows as connects answered late with hundreds

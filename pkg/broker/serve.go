@@ -179,9 +179,13 @@ func (b *Broker) forward(ctx context.Context, rt routing, node string, in *inbou
 
 // forwardTo calls the Router. A request holding a /meta/connect is held by
 // the owner for at most its hold; if no reply came connectMargin after
-// that, the call is cancelled (the owner ends the connect without
-// delivering) and forwardTo returns errConnectOverdue, on which the
-// caller answers the client itself (overdueOutcome). Once this node
+// that, the owner is asked to release it as below, and only if it cannot
+// be asked or does not answer within releaseWait is the call cancelled
+// (the owner ends the connect without delivering) and forwardTo returns
+// errConnectOverdue, on which the caller answers the client itself
+// (overdueOutcome). (Cancelling at once dropped a reply the owner made
+// as the bound passed, with messages in it: lost for a replay session,
+// TestChaosRealClients/freeze.) Once this node
 // drains (Shutdown, after the hand-off), the owner is asked to release
 // it (answer it at once, empty; the queue stays), every drainTick until
 // the reply is back: the connect may reach the owner after a release
@@ -198,7 +202,16 @@ func (b *Broker) forwardTo(ctx context.Context, node string, req *ForwardedReque
 	defer cancel(nil)
 	defer context.AfterFunc(b.draining, func() { b.releaseForwarded(fctx, func() { cancel(nil) }, node, id) })()
 	bound := b.connectHold(msgs) + b.connectMargin
-	overdue := time.AfterFunc(bound, func() { cancel(errConnectOverdue) })
+	overdue := time.AfterFunc(bound, func() {
+		// Asked to release it, the owner answers at once (empty; the
+		// queue stays) and its reply comes back the normal way, as does
+		// one it had already made: cancelling at once could lose that
+		// one, with messages in it. Cancelled only if the owner cannot be
+		// asked or does not answer (releaseForwarded).
+		b.log.Warn("forwarded connect not answered by its owner within its hold plus the margin; asking the owner to release it",
+			"owner", node, "session", id, "bound", bound)
+		b.releaseForwarded(fctx, func() { cancel(errConnectOverdue) }, node, id)
+	})
 	defer overdue.Stop()
 	start := time.Now()
 	b.log.Debug("forwarded connect sent", "owner", node, "session", id, "hops", req.Hops, "bound", bound)
@@ -208,7 +221,7 @@ func (b *Broker) forwardTo(ctx context.Context, node string, req *ForwardedReque
 	case err == nil:
 		b.log.Debug("forwarded connect answered", "owner", node, "session", id, "took", took)
 	case ctx.Err() == nil && errors.Is(context.Cause(fctx), errConnectOverdue):
-		b.log.Warn("forwarded connect not answered by its owner within its hold plus the margin; answered here, cancelled there",
+		b.log.Warn("forwarded connect not released by its owner; answered here, cancelled there",
 			"owner", node, "session", id, "waited", took, "bound", bound, "err", err)
 		return nil, errConnectOverdue
 	default:
