@@ -136,3 +136,54 @@ func overdueReply(replies []msg) error {
 	}
 	return nil
 }
+
+// releasingRouter sends every unknown session to a live owner that holds
+// a forwarded connect until it is asked to release it (SessionOp
+// release-connect), then answers it with the reply it had made: one
+// delivery, as an owner that answered as the bound passed would have.
+type releasingRouter struct {
+	failingRouter
+	once     sync.Once
+	released chan struct{}
+}
+
+func (r *releasingRouter) Forward(ctx context.Context, _ string, _ *ForwardedRequest) (*ForwardedResponse, error) {
+	select {
+	case <-r.released:
+		return &ForwardedResponse{Body: []byte(`[{"channel":"/x","data":1},{"channel":"/meta/connect","id":"7","successful":true,"clientId":"elsewhere0123456789"}]`)}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (r *releasingRouter) SessionOp(_ context.Context, _, _ string, op SessionOpKind) (bool, error) {
+	if op != OpReleaseConnect {
+		return false, errors.New("unexpected op " + string(op))
+	}
+	r.once.Do(func() { close(r.released) })
+	return true, nil
+}
+
+// TestForwardedConnectOverdueReleased: past its hold plus the margin, a
+// forwarded connect whose owner can be asked is released there, not
+// cancelled: the owner's reply (with what it delivered) reaches the
+// client. Cancelling it instead dropped such a reply, and its messages.
+func TestForwardedConnectOverdueReleased(t *testing.T) {
+	const (
+		timeout = 300 * time.Millisecond
+		margin  = 200 * time.Millisecond
+	)
+	r := &releasingRouter{released: make(chan struct{})}
+	tb := startTestBroker(t, func(c *Config) { c.Timeout = timeout }, func(b *Broker) {
+		b.SetCluster(r, nil)
+		b.connectMargin = margin
+	})
+	start := time.Now()
+	res := post(t, nil, tb.url, []msg{{"channel": "/meta/connect", "clientId": "elsewhere0123456789", "connectionType": protocol.LongPolling, "id": "7"}})
+	if took := time.Since(start); took < timeout+margin {
+		t.Errorf("answered after %v, before its hold %v plus the margin %v", took, timeout, margin)
+	}
+	if res.Status != http.StatusOK || len(res.Msgs) != 2 || res.Msgs[0]["channel"] != "/x" || res.Msgs[1]["successful"] != true {
+		t.Fatalf("released connect: HTTP %d %v; want the owner's reply with its delivery", res.Status, res.Msgs)
+	}
+}
