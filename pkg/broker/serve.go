@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/bayeux-cluster/bayeux/pkg/broker/protocol"
@@ -214,18 +215,27 @@ func (b *Broker) forwardTo(ctx context.Context, node string, req *ForwardedReque
 	})
 	defer overdue.Stop()
 	start := time.Now()
-	b.log.Debug("forwarded connect sent", "owner", node, "session", id, "hops", req.Hops, "bound", bound)
+	// The diagnostics' arguments would be built for every forwarded
+	// connect (a hot path of long-polling): only when debug is on.
+	debug := b.log.Enabled(ctx, slog.LevelDebug)
+	if debug {
+		b.log.Debug("forwarded connect sent", "owner", node, "session", id, "hops", req.Hops, "bound", bound)
+	}
 	resp, err := b.router.Forward(fctx, node, req)
 	took := time.Since(start)
 	switch {
 	case err == nil:
-		b.log.Debug("forwarded connect answered", "owner", node, "session", id, "took", took)
+		if debug {
+			b.log.Debug("forwarded connect answered", "owner", node, "session", id, "took", took)
+		}
 	case ctx.Err() == nil && errors.Is(context.Cause(fctx), errConnectOverdue):
 		b.log.Warn("forwarded connect not released by its owner; answered here, cancelled there",
 			"owner", node, "session", id, "waited", took, "bound", bound, "err", err)
 		return nil, errConnectOverdue
 	default:
-		b.log.Debug("forwarded connect failed", "owner", node, "session", id, "took", took, "err", err)
+		if debug {
+			b.log.Debug("forwarded connect failed", "owner", node, "session", id, "took", took, "err", err)
+		}
 	}
 	return resp, err
 }
@@ -294,11 +304,15 @@ func (b *Broker) ServeForwarded(ctx context.Context, req *ForwardedRequest) (*Fo
 		start := time.Now()
 		if hc.wait(ctx, 0) == waitGone {
 			hc.cancel()
-			b.log.Debug("forwarded connect cancelled by the forwarding node", "session", hc.s.id, "held", time.Since(start))
+			if b.log.Enabled(ctx, slog.LevelDebug) {
+				b.log.Debug("forwarded connect cancelled by the forwarding node", "session", hc.s.id, "held", time.Since(start))
+			}
 			return nil, ctx.Err()
 		}
 		pubs, drop := hc.answer(true)
-		b.log.Debug("forwarded connect answered here", "session", hc.s.id, "held", time.Since(start), "deliveries", len(pubs), "hops", req.Hops)
+		if b.log.Enabled(ctx, slog.LevelDebug) {
+			b.log.Debug("forwarded connect answered here", "session", hc.s.id, "held", time.Since(start), "deliveries", len(pubs), "hops", req.Hops)
+		}
 		if drop {
 			// Debug API: the reply is lost on its way; the forwarding
 			// node answers its client 503 (owner unavailable).
